@@ -1,0 +1,272 @@
+"""Typed configuration: model, training and data settings, named presets, validation.
+
+One ``ExperimentConfig`` fully describes one training run. It round-trips through JSON exactly
+(``to_dict`` / ``from_dict``), so a result file always carries the config that produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    """Architecture. ``name`` selects a model from the registry (``moe_ablate.models``)."""
+
+    name: str = "moe"
+    vocab_size: int = 4096  # overwritten by the tokenizer's real size when data is prepared
+    d_model: int = 384
+    n_heads: int = 8
+    n_layers: int = 6
+    d_ff: int = 1536  # expert (or dense MLP) hidden width
+    num_experts: int = 8
+    top_k: int = 2
+    max_seq_len: int = 256
+    dropout: float = 0.0
+    rope_theta: float = 10000.0
+    aux_loss_weight: float = 0.01  # load-balancing loss weight (0 disables)
+    router_noise: float = 0.1  # std of logit noise added in training (moe model)
+    moe_dispatch: str = "auto"  # auto | grouped | sorted | masked (masked = plain reference loop)
+    # DeepSeek-V3 multi-head latent attention (deepseek_* models)
+    q_lora_rank: int = 128  # 0 = no query compression
+    kv_lora_rank: int = 128
+    qk_rope_head_dim: int = 32
+    qk_nope_head_dim: int = 32
+    v_head_dim: int = 64
+    # GLM4-MoE feed-forward (deepseek_glm4_moe)
+    n_shared_experts: int = 1
+    routed_scaling_factor: float = 1.0
+    bias_update_rate: float = 0.001  # gamma of the aux-loss-free bias update (0 disables)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and schedule. Steps count optimizer steps, not micro-batches."""
+
+    steps: int = 50
+    batch_size: int = 16
+    seq_len: int = 256
+    grad_accum: int = 1
+    muon_lr: float = 0.01
+    adamw_lr_ratio: float = 0.1  # AdamW lr = muon_lr * ratio
+    momentum: float = 0.95
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1  # cosine decays to this fraction of peak
+    eval_every: int = 10
+    eval_batches: int = 8
+    patience: int = 0  # early stopping patience in evaluations (0 = off)
+    min_delta: float = 0.0
+    log_every: int = 10
+    checkpoint_every: int = 0  # 0 = only the final model
+    hellaswag_every: int = 0
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only; CPU always runs fp32)
+    compile: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Where tokens come from. ``source``: builtin | path to .txt/.jsonl/.parquet or folder | hf:NAME[:CONFIG]."""
+
+    source: str = "builtin"
+    tokenizer: str = "bpe"  # bpe (trained locally, cached) | hf:NAME
+    vocab_size: int = 4096  # for the local BPE
+    num_documents: int = 3000
+    max_tokens: int = 1_000_000
+    max_doc_chars: int = 3000
+    val_fraction: float = 0.1
+    seed: int = 1234  # the builtin corpus generator's seed
+    cache_dir: str = "data_cache"
+
+
+@dataclass
+class ExperimentConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        return cls(
+            model=_build(ModelConfig, d.get("model", {}), "model"),
+            train=_build(TrainConfig, d.get("train", {}), "train"),
+            data=_build(DataConfig, d.get("data", {}), "data"),
+        )
+
+
+def _build(cls, values: dict[str, Any], section: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise UserError(f"unknown {section} setting(s): {', '.join(unknown)}")
+    obj = cls()
+    for k, v in values.items():
+        setattr(obj, k, _coerce(known[k], v, section))
+    return obj
+
+
+def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
+    """Coerce TOML/JSON/CLI values to the field's type, with a clear error."""
+    typ = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if typ == "int":
+            if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+                raise ValueError
+            return int(v)
+        if typ == "float":
+            if isinstance(v, bool):
+                raise ValueError
+            return float(v)
+        if typ == "bool":
+            if isinstance(v, str):
+                if v.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if v.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(v)
+        if typ == "str":
+            if not isinstance(v, str):
+                raise ValueError
+            return v
+    except (TypeError, ValueError):
+        raise UserError(f"{section}.{f.name} must be {typ}, got {v!r}") from None
+    return v
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """Return a copy with dotted overrides applied, e.g. {"train.muon_lr": 0.03}."""
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if section not in d or name not in d[section]:
+            raise UserError(f"unknown setting {key!r}")
+        d[section][name] = value
+    return ExperimentConfig.from_dict(d)
+
+
+# ---------------------------------------------------------------- presets
+# A preset sizes the model and the run; it does not pick the architecture (``--model`` does).
+PRESETS: dict[str, dict[str, Any]] = {
+    # The seeds' ablation model: 384d, 6 layers, 8 heads, d_ff 1536, 8 experts top-2, seq 256, batch 16.
+    "seed": {
+        "model.d_model": 384, "model.n_heads": 8, "model.n_layers": 6, "model.d_ff": 1536,
+        "model.num_experts": 8, "model.top_k": 2, "model.max_seq_len": 256,
+        "model.q_lora_rank": 128, "model.kv_lora_rank": 128,
+        "train.seq_len": 256, "train.batch_size": 16,
+    },
+    # Small enough that 100 steps take well under a minute on 2 CPU cores.
+    "tiny": {
+        "model.d_model": 128, "model.n_heads": 4, "model.n_layers": 2, "model.d_ff": 512,
+        "model.num_experts": 8, "model.top_k": 2, "model.max_seq_len": 128,
+        "model.q_lora_rank": 64, "model.kv_lora_rank": 64, "model.qk_rope_head_dim": 16,
+        "model.qk_nope_head_dim": 16, "model.v_head_dim": 32,
+        "train.seq_len": 128, "train.batch_size": 8, "train.steps": 100, "train.eval_every": 20,
+        "train.eval_batches": 4,
+        "data.vocab_size": 2048, "data.num_documents": 1500, "data.max_tokens": 400_000,
+    },
+    # Experiment 9 (DeepSeek attention + dense MLP): hidden 512, 12 layers, 8 heads, intermediate 2048.
+    "exp9": {
+        "model.d_model": 512, "model.n_heads": 8, "model.n_layers": 12, "model.d_ff": 2048,
+        "model.max_seq_len": 256, "model.q_lora_rank": 128, "model.kv_lora_rank": 128,
+        "model.qk_rope_head_dim": 32, "model.qk_nope_head_dim": 32, "model.v_head_dim": 64,
+        "train.seq_len": 256, "train.batch_size": 16,
+    },
+    # Experiment 3 (DeepSeek attention + GLM4 MoE): hidden 512, 12 layers, 8 heads, expert width 1024.
+    "exp3": {
+        "model.d_model": 512, "model.n_heads": 8, "model.n_layers": 12, "model.d_ff": 1024,
+        "model.num_experts": 8, "model.top_k": 2, "model.max_seq_len": 256,
+        "model.q_lora_rank": 128, "model.kv_lora_rank": 128,
+        "model.qk_rope_head_dim": 32, "model.qk_nope_head_dim": 32, "model.v_head_dim": 64,
+        "train.seq_len": 256, "train.batch_size": 16,
+    },
+}
+
+
+def preset_config(name: str, model: str | None = None) -> ExperimentConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r} (choose from: {', '.join(PRESETS)})")
+    cfg = apply_overrides(ExperimentConfig(), PRESETS[name])
+    if model is not None:
+        cfg.model.name = model
+    return cfg
+
+
+# ---------------------------------------------------------------- validation
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Raise UserError naming the first problem; return cfg unchanged when it is sound."""
+    from .models import MODEL_NAMES  # local: models import config
+
+    m, t, d = cfg.model, cfg.train, cfg.data
+    problems: list[str] = []
+    if m.name not in MODEL_NAMES:
+        problems.append(f"unknown model {m.name!r} (choose from: {', '.join(MODEL_NAMES)})")
+    for name in ("d_model", "n_heads", "n_layers", "d_ff", "vocab_size", "max_seq_len"):
+        if getattr(m, name) <= 0:
+            problems.append(f"model.{name} must be positive, got {getattr(m, name)}")
+    if m.n_heads > 0 and m.d_model % m.n_heads:
+        problems.append(f"d_model ({m.d_model}) must be divisible by n_heads ({m.n_heads})")
+    if m.name != "deepseek_mlp":
+        if m.num_experts < 1:
+            problems.append(f"num_experts must be >= 1, got {m.num_experts}")
+        if m.top_k < 1 or m.top_k > m.num_experts:
+            problems.append(f"top_k ({m.top_k}) must be between 1 and num_experts ({m.num_experts})")
+    if m.name == "moe" and m.n_heads > 0 and m.d_model % m.n_heads == 0 and m.head_dim % 2:
+        problems.append(f"head dim d_model/n_heads ({m.head_dim}) must be even for RoPE")
+    if m.name.startswith("deepseek") and m.qk_rope_head_dim % 2:
+        problems.append(f"qk_rope_head_dim ({m.qk_rope_head_dim}) must be even")
+    if m.moe_dispatch not in ("auto", "grouped", "sorted", "masked"):
+        problems.append(f"moe_dispatch must be auto|grouped|sorted|masked, got {m.moe_dispatch!r}")
+    if not 0 <= m.dropout < 1:
+        problems.append(f"dropout must be in [0, 1), got {m.dropout}")
+    for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "eval_batches", "log_every"):
+        if getattr(t, name) <= 0:
+            problems.append(f"train.{name} must be positive, got {getattr(t, name)}")
+    for name in ("muon_lr", "adamw_lr_ratio"):
+        v = getattr(t, name)
+        if not v > 0 or v != v or v == float("inf"):
+            problems.append(f"train.{name} must be a positive number, got {v}")
+    if not 0 <= t.momentum < 1:
+        problems.append(f"momentum must be in [0, 1), got {t.momentum}")
+    if t.weight_decay < 0:
+        problems.append(f"weight_decay must be >= 0, got {t.weight_decay}")
+    if not 0 <= t.warmup_frac < 1 or not 0 <= t.min_lr_frac <= 1:
+        problems.append("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
+    if t.seq_len > m.max_seq_len > 0:
+        problems.append(f"seq_len ({t.seq_len}) exceeds the model's max_seq_len ({m.max_seq_len})")
+    if t.amp not in ("auto", "off", "bf16", "fp16"):
+        problems.append(f"amp must be auto|off|bf16|fp16, got {t.amp!r}")
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        problems.append(f"device must be auto|cpu|cuda|cuda:N, got {t.device!r}")
+    if t.patience < 0 or t.checkpoint_every < 0 or t.hellaswag_every < 0:
+        problems.append("patience, checkpoint_every and hellaswag_every must be >= 0")
+    if not 0 < d.val_fraction < 0.5:
+        problems.append(f"val_fraction must be in (0, 0.5), got {d.val_fraction}")
+    for name in ("num_documents", "max_tokens", "vocab_size", "max_doc_chars"):
+        if getattr(d, name) <= 0:
+            problems.append(f"data.{name} must be positive, got {getattr(d, name)}")
+    from .data.sources import check_source_name  # local: keeps config importable alone
+
+    try:
+        check_source_name(d.source)
+    except UserError as e:
+        problems.append(str(e))
+    if not (d.tokenizer == "bpe" or d.tokenizer.startswith("hf:")):
+        problems.append(f"unknown tokenizer {d.tokenizer!r} (use 'bpe' or 'hf:NAME')")
+    if problems:
+        raise UserError(problems[0])
+    return cfg

@@ -1,0 +1,80 @@
+"""Tokenizers: a byte-level BPE trained locally with ``tokenizers`` (cached by content hash),
+or a hub tokenizer (``hf:NAME``) when the hub is reachable."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from ..errors import UserError
+
+EOS = "<|endoftext|>"
+
+
+@dataclass
+class LoadedTokenizer:
+    tokenizer: Tokenizer
+    eos_id: int
+    spec: str  # "bpe" or "hf:NAME"
+    sha256: str  # hash of the serialised tokenizer: identifies it exactly
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    @classmethod
+    def from_json(cls, text: str, spec: str = "bpe") -> "LoadedTokenizer":
+        tok = Tokenizer.from_str(text)
+        eos = tok.token_to_id(EOS)
+        if eos is None:  # hub tokenizers name it differently; fall back to the last special
+            eos = tok.get_vocab_size() - 1
+        return cls(tok, eos, spec, hashlib.sha256(text.encode()).hexdigest())
+
+
+def train_bpe(docs: list[str], vocab_size: int, cache_dir: Path, docs_hash: str) -> LoadedTokenizer:
+    """Train (or load the cached) byte-level BPE for exactly these documents and vocab size."""
+    path = Path(cache_dir) / "tokenizers" / f"bpe_{vocab_size}_{docs_hash[:16]}.json"
+    if path.exists():
+        return LoadedTokenizer.from_json(path.read_text(encoding="utf-8"))
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(docs, trainer=trainer)
+    from ..utils import atomic_write_text
+
+    atomic_write_text(path, tok.to_str())
+    return LoadedTokenizer.from_json(tok.to_str())
+
+
+def load_hub_tokenizer(spec: str) -> LoadedTokenizer:
+    from .sources import ensure_hub
+
+    name = spec[3:]
+    ensure_hub(f"tokenizer {name}")
+    try:
+        from transformers import AutoTokenizer
+
+        hf = AutoTokenizer.from_pretrained(name)
+    except Exception as e:
+        raise UserError(f"cannot load tokenizer {name}: {type(e).__name__}") from None
+    backend = hf.backend_tokenizer
+    text = backend.to_str()
+    eos = hf.eos_token_id if hf.eos_token_id is not None else backend.get_vocab_size() - 1
+    return LoadedTokenizer(backend, eos, spec, hashlib.sha256(text.encode()).hexdigest())

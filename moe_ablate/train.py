@@ -1,0 +1,265 @@
+"""The training loop: one ``ExperimentConfig`` + tokenised data in, one result record out.
+
+Readable top to bottom: set up → for each optimizer step: micro-batches (AMP, accumulation) →
+clip → Muon + AdamW step → schedule → (log | evaluate | early-stop | checkpoint) → result.
+The host only synchronises at log/eval steps, so CUDA runs ahead of Python between them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .config import ExperimentConfig, validate
+from .data import TokenData
+from .evaluate import autocast_context, evaluate
+from .models import TransformerLM, build_model
+from .optim import build_optimizers, build_schedulers
+from .utils import atomic_torch_save, git_commit, resolve_device
+
+CHECKPOINT_FORMAT = 1
+
+
+def amp_dtype_for(device: str, amp: str) -> torch.dtype | None:
+    """CUDA: bf16 where supported, else fp16 (with GradScaler). CPU: always fp32."""
+    if not device.startswith("cuda") or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def peak_memory_gb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    # peak resident set size of this process (KiB on Linux)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: ExperimentConfig,
+    data: TokenData,
+    *,
+    model: TransformerLM | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+    checkpoint_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    stop_after: int | None = None,
+    hellaswag: Callable[[TransformerLM], dict] | None = None,
+) -> tuple[dict[str, Any], TransformerLM]:
+    """Train one experiment; return its result record and the trained model (never raises for diverged/OOM runs).
+
+    ``model`` may be a model built earlier for the same architecture: it is re-initialised
+    here, which saves rebuilding (and on CUDA recompiling) it for every experiment of a study.
+    ``stop_after`` ends the run after that many optimizer steps (used to test exact resume).
+    """
+    cfg = copy.deepcopy(cfg)
+    cfg.model.vocab_size = data.vocab_size
+    validate(cfg)
+    t, started = cfg.train, time.perf_counter()
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    device = resolve_device(t.device)
+    amp_dtype = amp_dtype_for(device, t.amp)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.cuda.reset_peak_memory_stats(device)
+
+    seed_everything(t.seed)
+    if model is None:
+        model = build_model(cfg.model)
+    else:
+        model.init_weights()
+    model.to(device).train()
+    step_model = torch.compile(model) if (t.compile and device.startswith("cuda")) else model
+    optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)
+    schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    val_batches = data.val_batches(t.batch_size, t.seq_len, t.eval_batches, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    history: dict[str, list] = {"train": [], "eval": [], "hellaswag": []}
+    state = {"step": 0, "tokens": 0, "best_val_loss": math.inf, "best_step": None,
+             "bad_evals": 0, "train_time": 0.0, "eval_time": 0.0}
+    if resume_from is not None:
+        ckpt = torch.load(resume_from, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        for o, s in zip(optimizers, ckpt["optimizers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, ckpt["schedulers"]):
+            sch.load_state_dict(s)
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        history, state = ckpt["history"], ckpt["state"]
+        log(f"resumed from {resume_from} at step {state['step']}")
+
+    status, error, early_stopped = "ok", None, False
+    train_loss = train_acc = math.nan
+    running = torch.zeros((), device=device)
+    running_n = 0
+    last_logits = last_y = None
+    tokens_per_step = t.batch_size * t.seq_len * t.grad_accum
+    checkpoints: list[str] = []
+
+    def save_checkpoint(path: Path) -> None:
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
+            "optimizers": [o.state_dict() for o in optimizers],
+            "schedulers": [s.state_dict() for s in schedulers],
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None},
+            "history": history, "state": state, "tokenizer": data.tokenizer.to_json(),
+            "tokenizer_spec": data.tokenizer.spec,
+        }, path)
+        checkpoints.append(str(path))
+
+    bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=not progress, leave=False,
+               dynamic_ncols=True, file=sys.stderr)
+    end_step = t.steps if stop_after is None else min(t.steps, state["step"] + stop_after)
+    tick = time.perf_counter()
+    try:
+        while state["step"] < end_step:
+            step = state["step"]
+            for micro in range(t.grad_accum):
+                x, y = data.train_batch(t.seed, step, micro, t.batch_size, t.seq_len, device)
+                with autocast_context(device, amp_dtype):
+                    loss, ce, logits = step_model.loss(x, y)
+                scaled = loss / t.grad_accum
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                running += ce.detach()
+                running_n += 1
+            last_logits, last_y = logits.detach(), y
+            if scaler is not None:
+                for o in optimizers:
+                    scaler.unscale_(o)
+            if t.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+            for o in optimizers:
+                if scaler is not None:
+                    scaler.step(o)
+                else:
+                    o.step()
+                o.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.update()
+            for s in schedulers:
+                s.step()
+            model.after_optimizer_step()
+            state["step"] = step = step + 1
+            state["tokens"] += tokens_per_step
+            bar.update(1)
+
+            is_eval = step % t.eval_every == 0 or step == t.steps
+            if step % t.log_every == 0 or is_eval or step == end_step:
+                # the only host sync between evaluations
+                train_loss = (running / max(running_n, 1)).item()
+                train_acc = (last_logits.argmax(-1) == last_y).float().mean().item()
+                running.zero_()
+                running_n = 0
+                now = time.perf_counter()
+                state["train_time"] += now - tick
+                tick = now
+                tok_s = state["tokens"] / max(state["train_time"], 1e-9)
+                history["train"].append({"step": step, "loss": train_loss, "accuracy": train_acc,
+                                         "lr": schedulers[0].get_last_lr()[0], "tokens": state["tokens"],
+                                         "time": state["train_time"]})
+                bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                if not math.isfinite(train_loss):
+                    status = "diverged"
+                    log(f"{desc}: loss is {train_loss} at step {step}; stopping (diverged)")
+                    break
+            if is_eval:
+                t0 = time.perf_counter()
+                ev = evaluate(model, val_batches, device, amp_dtype)
+                state["eval_time"] += time.perf_counter() - t0
+                tick = time.perf_counter()
+                ev.update(step=step, tokens=state["tokens"], time=state["train_time"])
+                history["eval"].append(ev)
+                log(f"{desc}: step {step}/{t.steps} | train {train_loss:.4f} | val {ev['loss']:.4f} "
+                    f"acc {ev['accuracy']:.3f} ppl {ev['perplexity']:.2f} | "
+                    f"{state['tokens'] / max(state['train_time'], 1e-9):,.0f} tok/s")
+                if not math.isfinite(ev["loss"]):
+                    status = "diverged"
+                    break
+                if ev["loss"] < state["best_val_loss"] - t.min_delta:
+                    state["best_val_loss"], state["best_step"], state["bad_evals"] = ev["loss"], step, 0
+                else:
+                    state["bad_evals"] += 1
+                    if t.patience and state["bad_evals"] >= t.patience:
+                        early_stopped = True
+                        log(f"{desc}: early stop at step {step}: no improvement in {t.patience} evaluations")
+                        break
+            if hellaswag is not None and t.hellaswag_every and step % t.hellaswag_every == 0:
+                hs = hellaswag(model)
+                hs["step"] = step
+                history["hellaswag"].append(hs)
+                tick = time.perf_counter()
+            if checkpoint_dir is not None and t.checkpoint_every and step % t.checkpoint_every == 0:
+                save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{step}.pt")
+                tick = time.perf_counter()
+    except torch.OutOfMemoryError as e:
+        status, error = "oom", str(e).splitlines()[0]
+        log(f"{desc}: out of memory at step {state['step']}")
+    finally:
+        bar.close()
+    if checkpoint_dir is not None and status == "ok" and stop_after is not None and state["step"] < t.steps:
+        save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{state['step']}.pt")
+
+    last_eval = history["eval"][-1] if history["eval"] else {}
+    wall = time.perf_counter() - started
+    train_time = state["train_time"]
+    result = {
+        "status": status,
+        "error": error,
+        "early_stopped": early_stopped,
+        "steps": state["step"],
+        "final_train_loss": train_loss,
+        "final_train_accuracy": train_acc,
+        "val_loss": last_eval.get("loss"),
+        "val_accuracy": last_eval.get("accuracy"),
+        "val_perplexity": last_eval.get("perplexity"),
+        "best_val_loss": state["best_val_loss"] if state["best_step"] is not None else None,
+        "best_step": state["best_step"],
+        "final_lr": schedulers[0].get_last_lr()[0] if schedulers else None,
+        "tokens_seen": state["tokens"],
+        "train_time_s": train_time,
+        "eval_time_s": state["eval_time"],
+        "wall_time_s": wall,
+        "tokens_per_s": state["tokens"] / train_time if train_time > 0 else None,
+        "params": model.param_counts(),
+        "routing": model.routing_stats(),
+        "device": device,
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
+        "compiled": step_model is not model,
+        "peak_memory_gb": peak_memory_gb(device),
+        "seed": t.seed,
+        "git_commit": git_commit(),
+        "data": data.provenance,
+        "checkpoints": checkpoints,
+        "history": history,
+    }
+    return result, model
