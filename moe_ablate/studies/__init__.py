@@ -1,0 +1,1 @@
+"""Studies: spec expansion, the resumable runner, and one module per study kind."""

@@ -1,0 +1,125 @@
+"""Study commands for the CLI: ``run`` and ``analyze`` (more register themselves here)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..config import ExperimentConfig
+from ..errors import UserError
+from ..utils import read_json
+from .runner import prepare_study, run_experiments, study_identity
+from .spec import ExperimentSpec, expand, load_study, spanning_subset
+
+
+def _cli():
+    from .. import cli  # late: cli imports this module
+
+    return cli
+
+
+def add_study_flags(p: argparse.ArgumentParser, default_name: str) -> None:
+    cli = _cli()
+    g = p.add_argument_group("study folder")
+    g.add_argument("--output-dir", default=cli.DEFAULT_OUTPUT, help="parent folder of studies (default %(default)s)")
+    g.add_argument("--name", default=None, help=f"study folder name (default {default_name}_<YYYYmmdd_HHMMSS>)")
+    g.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue an interrupted study in DIR: finished experiments are kept, the rest run")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+
+def study_dir_for(args, default_name: str) -> Path:
+    if args.resume:
+        return Path(args.resume)
+    return Path(args.output_dir) / (args.name or f"{default_name}_{time.strftime('%Y%m%d_%H%M%S')}")
+
+
+def execute(args, study: dict, base: ExperimentConfig, experiments: list[ExperimentSpec], default_name: str,
+            changed_flags: bool, record_extra=None):
+    """Shared by every study command: resolve folder, check resume, tokenise once, run, return records."""
+    cli = _cli()
+    study_dir = study_dir_for(args, default_name)
+    identity = study_identity(study, base, experiments)
+    if args.resume and not changed_flags:
+        stored = read_json(study_dir / "config.json") if (study_dir / "config.json").exists() else None
+        if stored is None:
+            raise UserError(f"cannot resume {study_dir}: no config.json there")
+        ident = stored["identity"]
+        study, base = ident["study"], ExperimentConfig.from_dict(ident["base"])
+        experiments = [ExperimentSpec(e["id"], e["overrides"]) for e in ident["experiments"]]
+        identity = ident
+    data = prepare_study(study_dir, identity, base, resume=bool(args.resume), log=cli.log)
+    cli.log(f"study {study_dir}: {len(experiments)} experiments | model {base.model.name} | "
+            f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
+    records = run_experiments(study_dir, base, experiments, data, log=cli.log, progress=not args.no_progress,
+                              record_extra=record_extra)
+    return study_dir, records, study
+
+
+# ---------------------------------------------------------------- run (LR ablation and any TOML grid)
+def cmd_run(args) -> int:
+    from ..analysis import analyze_study
+
+    cli = _cli()
+    spec = load_study(args.config or "lr_ablation")
+    overrides = cli.experiment_overrides(args)
+    base = spec.base_config(args.preset, None, overrides)
+    axes = spec.quick if args.quick else spec.grid
+    if args.quick and not spec.quick:
+        raise UserError(f"study {spec.name} defines no [quick] grid")
+    experiments = expand(axes, seeds=args.seeds or 1, base_seed=base.train.seed)
+    if args.max_experiments:
+        experiments = spanning_subset(experiments, axes, args.max_experiments, seed=base.train.seed)
+    study = {**spec.to_dict(), "quick": bool(args.quick), "max_experiments": args.max_experiments,
+             "seeds": args.seeds or 1, "preset": args.preset or spec.preset}
+    changed = bool(overrides or args.quick or args.max_experiments or args.seeds or args.config or args.preset)
+    t0 = time.perf_counter()
+    study_dir, records, _ = execute(args, study, base, experiments, spec.name, changed)
+    train_eval = sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in records)
+    t1 = time.perf_counter()
+    result = analyze_study(study_dir, log=cli.log)
+    wall = time.perf_counter() - t0
+    _print_outcome(study_dir, result)
+    print(f"study wall time {wall:.1f}s (training+evaluation {train_eval:.1f}s, analysis {time.perf_counter() - t1:.1f}s)")
+    return 0
+
+
+def _print_outcome(study_dir: Path, result: dict) -> None:
+    rec = result["recommendation"]
+    print(f"{result['n_ok']} ok, {result['n_failed']} failed of {result['n_experiments']} experiments")
+    print(rec.get("text", ""))
+    for w in rec.get("edge_warnings", []):
+        print(f"warning: {w}")
+    print(f"report: {study_dir / 'report.md'}")
+
+
+def cmd_analyze(args) -> int:
+    from ..analysis import analyze_study
+
+    result = analyze_study(Path(args.results_dir), log=_cli().log)
+    _print_outcome(Path(args.results_dir), result)
+    return 0
+
+
+def register(sub) -> None:
+    cli = _cli()
+    r = sub.add_parser(
+        "run", help="run an ablation study (default: the 270-experiment learning-rate grid)",
+        description="Run every experiment of a study grid (configs/lr_ablation.toml unless --config), "
+                    "one after another, each writing experiments/<id>.json, then analyse the results.",
+    )
+    r.add_argument("--config", default=None, help="study TOML file or preset name in configs/ (default lr_ablation)")
+    r.add_argument("--quick", action="store_true", help="run the file's [quick] grid (4 experiments for lr_ablation)")
+    r.add_argument("--max-experiments", type=cli.pos_int, default=None,
+                   help="run N experiments chosen to span every value of every axis (seeded, not the first N)")
+    r.add_argument("--seeds", type=cli.pos_int, default=None, help="repeat each experiment with K seeds")
+    add_study_flags(r, "learning_rate_ablation")
+    cli.add_experiment_flags(r)
+    r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("analyze", help="(re)analyse a study folder: statistics, plots, report.md",
+                       description="Analyse a study folder's experiments/*.json (never modifies them) and write "
+                                   "final_results.json, analysis.json, comprehensive_report.json, plots, report.md.")
+    a.add_argument("--results-dir", required=True, help="the study folder")
+    a.set_defaults(func=cmd_analyze)

@@ -1,0 +1,154 @@
+"""Study specs: a TOML file → a base config + grid axes → a list of self-contained experiments.
+
+A study preset file looks like::
+
+    [study]
+    name = "learning_rate_ablation"   # folder prefix and kind
+    preset = "seed"                   # model/run size (``--preset`` overrides)
+    metric = "val_loss"               # what "best" means (lower is better)
+
+    [base.train]                      # overrides on top of the preset
+    steps = 50
+
+    [grid.train]                      # axes: every combination is one experiment
+    muon_lr = [0.001, 0.01, 0.1]
+
+    [quick.train]                     # the --quick subset (optional)
+    muon_lr = [0.01]
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import ExperimentConfig, apply_overrides, preset_config, validate
+from ..errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+
+
+@dataclass
+class ExperimentSpec:
+    """One experiment: its id and the dotted settings that differ from the study's base."""
+
+    id: str
+    overrides: dict[str, Any]
+
+    def config(self, base: ExperimentConfig) -> ExperimentConfig:
+        return apply_overrides(base, self.overrides)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {k.split(".")[-1]: v for k, v in self.overrides.items()}
+
+
+@dataclass
+class StudySpec:
+    name: str
+    preset: str
+    base_overrides: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, list] = field(default_factory=dict)
+    quick: dict[str, list] = field(default_factory=dict)
+    metric: str = "val_loss"
+    description: str = ""
+
+    def base_config(self, preset: str | None = None, model: str | None = None,
+                    cli_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+        """preset → the file's [base] settings → command-line overrides (later wins)."""
+        cfg = preset_config(preset or self.preset, None)
+        cfg = apply_overrides(cfg, self.base_overrides)
+        if model:
+            cfg.model.name = model
+        cfg = apply_overrides(cfg, cli_overrides or {})
+        return validate(cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "preset": self.preset, "base": self.base_overrides, "grid": self.grid,
+                "quick": self.quick, "metric": self.metric, "description": self.description}
+
+
+def _flatten(section: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in section.items():
+        key = f"{prefix}.{k}" if prefix else k
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def load_study(path_or_name: str | Path) -> StudySpec:
+    """Load a study file by path, or by preset name from ``configs/`` (e.g. ``lr_ablation``)."""
+    path = Path(path_or_name)
+    if not path.exists() and not path.suffix:
+        path = CONFIG_DIR / f"{path_or_name}.toml"
+    if not path.exists():
+        raise UserError(f"study config not found: {path_or_name}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"invalid TOML in {path}: {e}") from None
+    study = raw.get("study", {})
+    spec = StudySpec(
+        name=study.get("name", path.stem), preset=study.get("preset", "seed"),
+        base_overrides=_flatten(raw.get("base", {})), grid=_flatten(raw.get("grid", {})),
+        quick=_flatten(raw.get("quick", {})), metric=study.get("metric", "val_loss"),
+        description=study.get("description", ""),
+    )
+    for name, axes in (("grid", spec.grid), ("quick", spec.quick)):
+        for k, v in axes.items():
+            if not isinstance(v, list) or not v:
+                raise UserError(f"{path}: {name}.{k} must be a non-empty list")
+    apply_overrides(ExperimentConfig(), {**spec.base_overrides, **{k: v[0] for k, v in spec.grid.items()}})
+    return spec
+
+
+def expand(axes: dict[str, list], seeds: int = 1, base_seed: int = 42) -> list[ExperimentSpec]:
+    """Every combination of the axes (itertools.product order), times ``seeds`` repeats."""
+    keys = list(axes)
+    out = []
+    for i, values in enumerate(itertools.product(*(axes[k] for k in keys))):
+        combo = dict(zip(keys, values))
+        for s in range(seeds):
+            suffix = f"_s{s}" if seeds > 1 else ""
+            out.append(ExperimentSpec(f"exp_{i:03d}{suffix}", {**combo, "train.seed": base_seed + s}))
+    return out
+
+
+def spanning_subset(experiments: list[ExperimentSpec], axes: dict[str, list], n: int,
+                    seed: int = 0) -> list[ExperimentSpec]:
+    """Pick ``n`` experiments so every value of every axis appears as evenly as ``n`` allows.
+
+    Greedy: repeatedly take the candidate whose values have been used least so far (summed over
+    axes), ties broken by a seeded shuffle. Deterministic for a given seed; in a full grid the
+    per-axis counts never differ by more than one while unused combinations remain.
+    """
+    if n >= len(experiments):
+        return list(experiments)
+    rng = random.Random(seed)
+    pool = list(experiments)
+    rng.shuffle(pool)
+    used = {k: {repr(v): 0 for v in vals} for k, vals in axes.items()}
+    chosen: list[ExperimentSpec] = []
+    for _ in range(n):
+        def score(e: ExperimentSpec) -> tuple:
+            counts = [used[k][repr(e.overrides[k])] for k in axes]
+            return (max(counts), sum(counts))
+        best = min(pool, key=score)
+        pool.remove(best)
+        chosen.append(best)
+        for k in axes:
+            used[k][repr(best.overrides[k])] += 1
+    order = {e.id: i for i, e in enumerate(experiments)}
+    return sorted(chosen, key=lambda e: order[e.id])

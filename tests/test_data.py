@@ -1,0 +1,78 @@
+import json
+import time
+
+import numpy as np
+import pytest
+
+from moe_ablate.config import DataConfig
+from moe_ablate.data import prepare_data
+from moe_ablate.data.corpus import builtin_document
+from moe_ablate.errors import UserError
+
+
+def test_builtin_corpus_is_deterministic_and_varied():
+    assert builtin_document(1, 5) == builtin_document(1, 5)
+    assert builtin_document(1, 5) != builtin_document(1, 6)
+    assert builtin_document(1, 5) != builtin_document(2, 5)
+
+
+def test_train_and_validation_ranges_are_disjoint(small_data):
+    p = small_data.provenance
+    assert p["train_range"][1] == p["val_range"][0]
+    assert len(small_data.train) + len(small_data.val) == p["num_tokens"]
+    # the split sits on a document boundary: the last training token is EOS
+    assert small_data.train[-1] == small_data.tokenizer.eos_id
+    # every validation window comes from the validation range only
+    seq = 32
+    val_windows = {tuple(x.tolist()) for xb, _ in small_data.val_batches(4, seq, 5) for x in xb}
+    train_windows = {tuple(small_data.train[i:i + seq].tolist()) for i in range(len(small_data.train) - seq)}
+    assert val_windows and not (val_windows & train_windows)
+
+
+def test_batches_are_a_function_of_step(small_data):
+    a = small_data.train_batch(0, 3, 0, 4, 32)
+    b = small_data.train_batch(0, 3, 0, 4, 32)
+    c = small_data.train_batch(0, 4, 0, 4, 32)
+    assert (a[0] == b[0]).all() and not (a[0] == c[0]).all()
+    assert (a[0][:, 1:] == a[1][:, :-1]).all()  # targets are inputs shifted by one
+
+
+def test_token_cache_is_reused(small_cfg):
+    t0 = time.perf_counter()
+    data = prepare_data(small_cfg.data, log=lambda m: None)
+    assert data.provenance["from_cache"]
+    assert time.perf_counter() - t0 < 5
+    assert data.provenance["tokenizer_sha256"] == data.tokenizer.sha256
+
+
+@pytest.mark.parametrize("kind", ["txt", "jsonl", "parquet", "folder"])
+def test_local_file_sources(tmp_path, kind):
+    docs = [f"document number {i} talks about apples and pears. " * 20 for i in range(60)]
+    src = tmp_path / "src"
+    src.mkdir()
+    if kind in ("txt", "folder"):
+        (src / "a.txt").write_text("\n\n".join(docs[:30]))
+    if kind in ("jsonl", "folder"):
+        (src / "b.jsonl").write_text("\n".join(json.dumps({"text": d}) for d in docs[30:]))
+    if kind == "parquet":
+        import pandas as pd
+        pd.DataFrame({"text": docs}).to_parquet(src / "c.parquet")
+    path = src if kind == "folder" else next(src.iterdir())
+    cfg = DataConfig(source=str(path), cache_dir=str(tmp_path / "cache"), vocab_size=300, num_documents=100)
+    data = prepare_data(cfg, log=lambda m: None)
+    assert data.provenance["num_documents"] == (60 if kind in ("folder", "parquet") else 30)
+    assert data.provenance["source"] == str(path)
+
+
+def test_missing_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        prepare_data(DataConfig(source=str(tmp_path / "nope.txt"), cache_dir=str(tmp_path)))
+
+
+def test_hub_source_fails_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # nothing listens there
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub"):
+        prepare_data(DataConfig(source="hf:HuggingFaceTB/smollm-corpus:cosmopedia-v2", cache_dir=str(tmp_path)))
+    assert time.perf_counter() - t0 < 5
