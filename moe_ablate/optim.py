@@ -29,14 +29,33 @@ _ROUTER = re.compile(r"(^|\.)(router|gate)\.(weight|bias)$")
 
 def newton_schulz(G: torch.Tensor, steps: int = 5, eps: float = 1e-7,
                   coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Orthogonalise each matrix of a (..., m, n) batch: the quintic iteration of torch.optim.Muon."""
+                  dtype: torch.dtype = torch.float32, gram: bool | None = None) -> torch.Tensor:
+    """Orthogonalise each matrix of a (..., m, n) batch: the quintic iteration of torch.optim.Muon.
+
+    ``gram`` (default: for fp32 and matrices at least twice as wide as tall) runs the same
+    iteration in the m×m Gram space: each step is X ← Q·X with Q = aI + bA + cA², a polynomial in
+    A = XXᵀ, so A ← Q·A·Q and the product P = ∏Q can be tracked without touching X, which is
+    multiplied once at the end (X ← P·X₀). Identical in exact arithmetic; for a 128×512 expert it
+    needs 117 instead of 189 MFLOP. Kept off for bf16, where the extra products lose accuracy.
+    """
     a, b, c = coefficients
     X = G.to(dtype)
     transpose = X.size(-2) > X.size(-1)
     if transpose:
         X = X.mT
     X = X / X.norm(dim=(-2, -1), keepdim=True).clamp(min=eps)
+    m, n = X.shape[-2:]
+    if gram if gram is not None else (dtype != torch.bfloat16 and n >= 2 * m):
+        A = X @ X.mT
+        eye = torch.eye(m, dtype=X.dtype, device=X.device).expand_as(A)
+        P = None
+        for _ in range(steps):
+            Q = torch.baddbmm(A, A, A, beta=b, alpha=c) if A.ndim == 3 else torch.addmm(A, A, A, beta=b, alpha=c)
+            Q = Q + a * eye
+            P = Q if P is None else Q @ P
+            A = Q @ A @ Q
+        X = P @ X
+        return X.mT if transpose else X
     for _ in range(steps):
         A = X @ X.mT
         B = torch.baddbmm(A, A, A, beta=b, alpha=c) if A.ndim == 3 else torch.addmm(A, A, A, beta=b, alpha=c)
@@ -58,12 +77,12 @@ class Muon(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95,
                  nesterov: bool = True, ns_coefficients: tuple[float, float, float] = NS_COEFFICIENTS,
                  eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
-                 ns_dtype: torch.dtype = torch.float32, batched: bool = True):
+                 ns_dtype: torch.dtype = torch.float32, batched: bool = True, gram: bool | None = None):
         defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
                         ns_coefficients=ns_coefficients, eps=eps, ns_steps=ns_steps,
                         adjust_lr_fn=adjust_lr_fn)
         super().__init__(params, defaults)
-        self.ns_dtype, self.batched = ns_dtype, batched
+        self.ns_dtype, self.batched, self.gram = ns_dtype, batched, gram
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim not in (2, 3):
@@ -89,7 +108,7 @@ class Muon(torch.optim.Optimizer):
                 update = p.grad.lerp(buf, mu) if group["nesterov"] else buf
                 by_shape[(tuple(p.shape[-2:]), p.device)].append((p, update))
             ns = partial(newton_schulz, steps=group["ns_steps"], eps=group["eps"],
-                         coefficients=group["ns_coefficients"], dtype=self.ns_dtype)
+                         coefficients=group["ns_coefficients"], dtype=self.ns_dtype, gram=self.gram)
             for (shape, _), items in by_shape.items():
                 params = [p for p, _ in items]
                 if self.batched:
@@ -121,14 +140,18 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 
 def build_optimizers(model: nn.Module, muon_lr: float, adamw_lr_ratio: float, momentum: float,
-                     weight_decay: float, device: str, batched_muon: bool = True) -> list[torch.optim.Optimizer]:
+                     weight_decay: float, device: str, plain_muon: bool = False) -> list[torch.optim.Optimizer]:
+    """Muon for hidden matrices, AdamW (lr = muon_lr × ratio) for the rest.
+
+    ``plain_muon``: one standard Newton–Schulz call per matrix (the seed design; benchmark baseline).
+    """
     muon_params, adamw_params = split_params(model)
     cuda = str(device).startswith("cuda")
     ns_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
     opts: list[torch.optim.Optimizer] = []
     if muon_params:
         opts.append(Muon(muon_params, lr=muon_lr, momentum=momentum, weight_decay=weight_decay,
-                         ns_dtype=ns_dtype, batched=batched_muon))
+                         ns_dtype=ns_dtype, batched=not plain_muon, gram=False if plain_muon else None))
     if adamw_params:
         opts.append(torch.optim.AdamW(adamw_params, lr=muon_lr * adamw_lr_ratio, betas=(0.9, 0.95),
                                       weight_decay=weight_decay, fused=cuda or None))

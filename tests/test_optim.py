@@ -85,3 +85,11 @@ def test_schedule_warmup_then_cosine_to_ten_percent():
     mid = 5 + (total - 5) // 2
     assert lr_factor(mid, total) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (mid - 5) / 95)))
     assert lr_factor(total, total) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("shape", [(128, 512), (3, 40, 130), (96, 200)])
+def test_gram_space_newton_schulz_equals_the_standard_iteration(shape):
+    g = torch.randn(*shape, dtype=torch.float64)
+    standard = newton_schulz(g, dtype=torch.float64, gram=False)
+    assert torch.allclose(newton_schulz(g, dtype=torch.float64, gram=True), standard, atol=1e-10)
+    assert torch.allclose(newton_schulz(g.float(), gram=True).double(), standard, atol=1e-5)
