@@ -64,6 +64,8 @@ class TrainConfig:
     min_lr_frac: float = 0.1  # cosine decays to this fraction of peak
     eval_every: int = 10
     eval_batches: int = 8
+    eval_seq_len: int = 0  # validation window length (0 = seq_len); fix it to compare different seq_len
+    eval_batch_size: int = 0  # validation batch size (0 = batch_size)
     patience: int = 0  # early stopping patience in evaluations (0 = off)
     min_delta: float = 0.0
     log_every: int = 10
@@ -252,6 +254,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append(f"amp must be auto|off|bf16|fp16, got {t.amp!r}")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         problems.append(f"device must be auto|cpu|cuda|cuda:N, got {t.device!r}")
+    if t.eval_seq_len < 0 or t.eval_batch_size < 0 or t.eval_seq_len > m.max_seq_len:
+        problems.append(f"eval_seq_len ({t.eval_seq_len}) must be between 0 and max_seq_len ({m.max_seq_len})")
     if t.patience < 0 or t.checkpoint_every < 0 or t.hellaswag_every < 0:
         problems.append("patience, checkpoint_every and hellaswag_every must be >= 0")
     if not 0 < d.val_fraction < 0.5:

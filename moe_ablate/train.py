@@ -41,11 +41,16 @@ def amp_dtype_for(device: str, amp: str) -> torch.dtype | None:
     return torch.float16
 
 
-def peak_memory_gb(device: str) -> float:
+def memory_gb(device: str) -> float:
+    """CUDA: peak allocated since the run began. CPU: current resident set size of this process
+    (sampled at log steps; ru_maxrss would be the whole process's lifetime peak, not this run's)."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated(device) / 2**30
-    # peak resident set size of this process (KiB on Linux)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**30
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +100,8 @@ def train(
     optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)
     schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    val_batches = data.val_batches(t.batch_size, t.seq_len, t.eval_batches, device)
+    val_batches = data.val_batches(t.eval_batch_size or t.batch_size, t.eval_seq_len or t.seq_len,
+                                   t.eval_batches, device)
     params = [p for p in model.parameters() if p.requires_grad]
 
     history: dict[str, list] = {"train": [], "eval": [], "hellaswag": []}
@@ -117,6 +123,7 @@ def train(
         log(f"resumed from {resume_from} at step {state['step']}")
 
     status, error, early_stopped = "ok", None, False
+    peak_mem = memory_gb(device)
     train_loss = train_acc = math.nan
     running = torch.zeros((), device=device)
     running_n = 0
@@ -137,7 +144,7 @@ def train(
         }, path)
         checkpoints.append(str(path))
 
-    bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=not progress, leave=False,
+    bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=None if progress else True, leave=False,
                dynamic_ncols=True, file=sys.stderr)
     end_step = t.steps if stop_after is None else min(t.steps, state["step"] + stop_after)
     tick = time.perf_counter()
@@ -188,6 +195,7 @@ def train(
                                          "lr": schedulers[0].get_last_lr()[0], "tokens": state["tokens"],
                                          "time": state["train_time"]})
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                peak_mem = max(peak_mem, memory_gb(device))
                 if not math.isfinite(train_loss):
                     status = "diverged"
                     log(f"{desc}: loss is {train_loss} at step {step}; stopping (diverged)")
@@ -255,7 +263,8 @@ def train(
         "device": device,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
         "compiled": step_model is not model,
-        "peak_memory_gb": peak_memory_gb(device),
+        "peak_memory_gb": max(peak_mem, memory_gb(device)),
+        "peak_memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS (sampled)",
         "seed": t.seed,
         "git_commit": git_commit(),
         "data": data.provenance,

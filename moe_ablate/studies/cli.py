@@ -19,27 +19,36 @@ def _cli():
     return cli
 
 
-def add_study_flags(p: argparse.ArgumentParser, default_name: str) -> None:
+def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bool = True) -> None:
     cli = _cli()
     g = p.add_argument_group("study folder")
     g.add_argument("--output-dir", default=cli.DEFAULT_OUTPUT, help="parent folder of studies (default %(default)s)")
-    g.add_argument("--name", default=None, help=f"study folder name (default {default_name}_<YYYYmmdd_HHMMSS>)")
+    if name_flag:
+        g.add_argument("--name", default=None, help=f"study folder name (default {default_name}_<YYYYmmdd_HHMMSS>)")
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue an interrupted study in DIR: finished experiments are kept, the rest run")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
 
-def study_dir_for(args, default_name: str) -> Path:
+def study_dir_for(args, default_name: str, explicit_name: str | None = None) -> Path:
+    """The study folder: --resume DIR, --name, or a new timestamped folder (never an existing one)."""
     if args.resume:
         return Path(args.resume)
-    return Path(args.output_dir) / (args.name or f"{default_name}_{time.strftime('%Y%m%d_%H%M%S')}")
+    if explicit_name:
+        return Path(args.output_dir) / explicit_name
+    path = Path(args.output_dir) / f"{default_name}_{time.strftime('%Y%m%d_%H%M%S')}"
+    n = 2
+    while path.exists():
+        path = path.with_name(f"{default_name}_{time.strftime('%Y%m%d_%H%M%S')}_{n}")
+        n += 1
+    return path
 
 
 def execute(args, study: dict, base: ExperimentConfig, experiments: list[ExperimentSpec], default_name: str,
-            changed_flags: bool, record_extra=None):
+            changed_flags: bool, record_extra=None, folder_name: str | None = None):
     """Shared by every study command: resolve folder, check resume, tokenise once, run, return records."""
     cli = _cli()
-    study_dir = study_dir_for(args, default_name)
+    study_dir = study_dir_for(args, default_name, folder_name)
     identity = study_identity(study, base, experiments)
     if args.resume and not changed_flags:
         stored = read_json(study_dir / "config.json") if (study_dir / "config.json").exists() else None
@@ -75,7 +84,7 @@ def cmd_run(args) -> int:
              "seeds": args.seeds or 1, "preset": args.preset or spec.preset}
     changed = bool(overrides or args.quick or args.max_experiments or args.seeds or args.config or args.preset)
     t0 = time.perf_counter()
-    study_dir, records, _ = execute(args, study, base, experiments, spec.name, changed)
+    study_dir, records, _ = execute(args, study, base, experiments, spec.name, changed, folder_name=args.name)
     train_eval = sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in records)
     t1 = time.perf_counter()
     result = analyze_study(study_dir, log=cli.log)
@@ -102,6 +111,42 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- batch-seqlen
+def cmd_batch_seqlen(args) -> int:
+    from . import batch_seqlen as bs
+
+    cli = _cli()
+    spec = load_study(args.config or "batch_seqlen")
+    preset = args.preset or spec.preset
+    base = bs.scale_base(spec.base_config(preset, None, cli.experiment_overrides(args)), spec, preset)
+    custom = [args.batch, args.seqlen, args.lr, args.grad_accum]
+    if any(v is not None for v in custom):
+        if args.batch is None or args.seqlen is None:
+            raise UserError("a custom run needs at least --batch and --seqlen")
+        strats = [{"name": args.name or "custom", "batch_size": args.batch, "seq_len": args.seqlen,
+                   "grad_accum": args.grad_accum or 1}]
+        strats[0]["tokens_per_step"] = args.batch * args.seqlen * (args.grad_accum or 1)
+        lrs = [args.lr or base.train.muon_lr]
+    else:
+        strats, lrs = bs.strategies(spec, preset), list(spec.extra.get("lrs", [base.train.muon_lr]))
+        if not isinstance(spec.extra.get("lrs", []), list):
+            raise UserError("lrs must be a list")
+    exps = bs.experiments(strats, lrs)
+    bs.check_lengths(base, exps)
+    study = {**spec.to_dict(), "preset": preset, "strategies": strats, "lrs": lrs}
+    changed = bool(cli.experiment_overrides(args) or any(v is not None for v in custom) or args.config or args.preset)
+    label = f"batch_seqlen_{strats[0]['name']}" if any(v is not None for v in custom) else "batch_seqlen"
+    strategy_of = {e.id: s["name"] for s in strats for e in exps if e.id.startswith(s["name"] + "_lr")}
+    study_dir, records, study = execute(
+        args, study, base, exps, label, changed,
+        record_extra=lambda e, cfg: {"strategy": strategy_of.get(e.id), "tokens_per_step":
+                                     cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum})
+    summary = bs.summarize(study_dir, records, study["strategies"])
+    print(summary["answer"])
+    print(f"report: {study_dir / 'report.md'}")
+    return 0
+
+
 def register(sub) -> None:
     cli = _cli()
     r = sub.add_parser(
@@ -123,3 +168,16 @@ def register(sub) -> None:
                                    "final_results.json, analysis.json, comprehensive_report.json, plots, report.md.")
     a.add_argument("--results-dir", required=True, help="the study folder")
     a.set_defaults(func=cmd_analyze)
+
+    b = sub.add_parser("batch-seqlen", help="batch size vs sequence length at equal tokens per step",
+                       description="Run the strategies of configs/batch_seqlen.toml (large batch + short sequences, "
+                                   "balanced, small batch + long sequences) x LRs, or one custom configuration.")
+    b.add_argument("--config", default=None, help="study TOML (default configs/batch_seqlen.toml)")
+    b.add_argument("--batch", type=cli.pos_int, default=None, help="custom run: sequences per micro-batch")
+    b.add_argument("--seqlen", type=cli.pos_int, default=None, help="custom run: tokens per sequence")
+    b.add_argument("--lr", type=cli.pos_float, default=None, help="custom run: Muon learning rate")
+    b.add_argument("--grad-accum", type=cli.pos_int, default=None, help="custom run: micro-batches per step")
+    b.add_argument("--name", default=None, help="custom run: its name (used in the folder name)")
+    add_study_flags(b, "batch_seqlen", name_flag=False)
+    cli.add_experiment_flags(b, skip=("--batch-size", "--seq-len", "--grad-accum", "--muon-lr"))
+    b.set_defaults(func=cmd_batch_seqlen)

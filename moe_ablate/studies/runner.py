@@ -100,7 +100,7 @@ def run_experiments(
         log(f"{len([e for e in experiments if e.id in done])} of {len(experiments)} experiments already finished; "
             f"running {len(pending)}")
     bar = tqdm(total=len(experiments), initial=len(experiments) - len(pending), desc="experiments",
-               unit="exp", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+               unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
     model, model_key = None, None
     try:
         for spec in pending:

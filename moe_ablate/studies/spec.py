@@ -61,6 +61,7 @@ class StudySpec:
     quick: dict[str, list] = field(default_factory=dict)
     metric: str = "val_loss"
     description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # study-kind specific sections of the file
 
     def base_config(self, preset: str | None = None, model: str | None = None,
                     cli_overrides: dict[str, Any] | None = None) -> ExperimentConfig:
@@ -74,7 +75,7 @@ class StudySpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "preset": self.preset, "base": self.base_overrides, "grid": self.grid,
-                "quick": self.quick, "metric": self.metric, "description": self.description}
+                "quick": self.quick, "metric": self.metric, "description": self.description, "extra": self.extra}
 
 
 def _flatten(section: dict, prefix: str = "") -> dict[str, Any]:
@@ -105,6 +106,8 @@ def load_study(path_or_name: str | Path) -> StudySpec:
         base_overrides=_flatten(raw.get("base", {})), grid=_flatten(raw.get("grid", {})),
         quick=_flatten(raw.get("quick", {})), metric=study.get("metric", "val_loss"),
         description=study.get("description", ""),
+        extra={**{k: v for k, v in study.items() if k not in ("name", "preset", "metric", "description")},
+               **{k: v for k, v in raw.items() if k not in ("study", "base", "grid", "quick")}},
     )
     for name, axes in (("grid", spec.grid), ("quick", spec.quick)):
         for k, v in axes.items():
