@@ -1,0 +1,187 @@
+"""HellaSwag scored the way EleutherAI's lm-evaluation-harness scores it (task ``hellaswag``).
+
+Scoring rule, per item:
+- query = preprocess(activity_label + ": " + ctx_a + " " + ctx_b.capitalize())
+- choices = preprocess(ending) for the four endings; each is scored as the continuation " " + choice
+- score = summed log-likelihood of the continuation tokens given the query (context and
+  continuation tokenised the harness's way: encode(query + continuation) minus encode(query))
+- acc = argmax of the sums; acc_norm = argmax of sum / len(choice) in characters (the harness
+  divides by the length of the choice string, without the leading space)
+Contexts longer than the model's window are cut from the left; the ending is never cut.
+
+Written here rather than calling ``lm_eval`` because lm_eval is an optional, heavy dependency and
+the long-training loop needs an in-process evaluator; ``tests/test_hellaswag.py`` compares the
+two when lm_eval is installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .data.tokenizer import LoadedTokenizer
+from .errors import UserError
+
+PROTOCOL = "lm-evaluation-harness hellaswag (0-shot; acc = argmax sum loglik, acc_norm = / len(choice chars))"
+
+
+def preprocess(text: str) -> str:
+    text = text.strip()
+    text = text.replace(" [title]", ". ")  # WikiHow artefacts
+    text = re.sub("\\[.*?\\]", "", text)
+    return text.replace("  ", " ")
+
+
+@dataclass
+class Item:
+    query: str
+    choices: list[str]
+    label: int
+    ind: Any = None
+
+
+def to_item(doc: dict) -> Item:
+    ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
+    return Item(preprocess(doc["activity_label"] + ": " + ctx), [preprocess(e) for e in doc["endings"]],
+                int(doc["label"]), doc.get("ind"))
+
+
+def load_items(source: str, limit: int | None = None) -> list[Item]:
+    """Official JSONL format from a local file, or ``hf:Rowan/hellaswag`` (validation split)."""
+    if source.startswith("hf:"):
+        from .data.sources import ensure_hub
+
+        ensure_hub(source)
+        import datasets
+
+        try:
+            ds = datasets.load_dataset(source[3:], split="validation")
+        except Exception as e:
+            raise UserError(f"cannot load {source}: {type(e).__name__}") from None
+        docs = ds.select(range(min(len(ds), limit or len(ds))))
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"HellaSwag file not found: {source}")
+        docs = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    docs.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise UserError(f"{source}:{n}: not valid JSON") from None
+            if limit and len(docs) >= limit:
+                break
+    try:
+        items = [to_item(d) for d in docs]
+    except (KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{source}: not in the HellaSwag format (missing or bad field {e})") from None
+    if not items:
+        raise UserError(f"{source}: no HellaSwag items")
+    return items
+
+
+def encode_pair(tok: LoadedTokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """The harness's split: trailing context spaces move to the continuation; the continuation's
+    tokens are those of encode(context + continuation) after encode(context)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation, context = context[-n_spaces:] + continuation, context[:-n_spaces]
+    whole = tok.encode(context + continuation)
+    ctx = tok.encode(context)
+    return ctx, whole[len(ctx):]
+
+
+def choose(logliks: list[float], choices: list[str]) -> tuple[int, int]:
+    """(acc prediction, acc_norm prediction) for one item."""
+    acc = max(range(len(logliks)), key=lambda i: logliks[i])
+    norm = max(range(len(logliks)), key=lambda i: logliks[i] / max(1, len(choices[i])))
+    return acc, norm
+
+
+@torch.no_grad()
+def score_requests(model, requests: list[tuple[list[int], list[int]]], max_len: int, batch_size: int,
+                   device: str) -> list[float]:
+    """Summed log-probabilities of each continuation given its context, several per forward pass."""
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(requests), batch_size):
+        chunk = requests[start:start + batch_size]
+        seqs, spans = [], []
+        for ctx, cont in chunk:
+            if len(cont) > max_len:
+                raise UserError(f"an ending of {len(cont)} tokens does not fit the model's window of {max_len}")
+            full = (ctx + cont)[-(max_len + 1):]  # cut the context from the left, never the ending
+            inp = full[:-1]
+            seqs.append(inp)
+            spans.append((len(inp) - len(cont), len(inp), cont))
+        width = max(len(s) for s in seqs)
+        x = torch.zeros(len(seqs), width, dtype=torch.long)
+        for i, s in enumerate(seqs):  # right padding: causal attention never looks at it
+            x[i, : len(s)] = torch.tensor(s)
+        logits, _ = model(x.to(device))
+        logp = F.log_softmax(logits.float(), dim=-1)
+        for i, (a, b, cont) in enumerate(spans):
+            target = torch.tensor(cont, device=logp.device)
+            out.append(logp[i, a:b].gather(-1, target[:, None]).sum().item())
+    return out
+
+
+class HellaSwagEvaluator:
+    """Callable evaluator: ``evaluator(model) -> {"acc", "acc_norm", "n", ...}`` (used by training)."""
+
+    def __init__(self, source: str, tokenizer: LoadedTokenizer, max_len: int, limit: int | None = None,
+                 batch_size: int = 16, device: str = "cpu"):
+        self.source, self.items = source, load_items(source, limit)
+        self.max_len, self.batch_size, self.device = max_len, batch_size, device
+        self.requests = [encode_pair(tokenizer, it.query, " " + c) for it in self.items for c in it.choices]
+
+    def __call__(self, model, with_predictions: bool = False) -> dict[str, Any]:
+        was_training = model.training
+        t0 = time.perf_counter()
+        lls = score_requests(model, self.requests, self.max_len, self.batch_size * 4, self.device)
+        model.train(was_training)
+        preds, k = [], 0
+        acc = norm = 0
+        for it in self.items:
+            n = len(it.choices)
+            a, b = choose(lls[k:k + n], it.choices)
+            acc += a == it.label
+            norm += b == it.label
+            if with_predictions:
+                preds.append({"ind": it.ind, "label": it.label, "pred": a, "pred_norm": b,
+                              "logliks": lls[k:k + n]})
+            k += n
+        elapsed = time.perf_counter() - t0
+        result = {"acc": acc / len(self.items), "acc_norm": norm / len(self.items), "n": len(self.items),
+                  "protocol": PROTOCOL, "data": self.source, "time_s": elapsed,
+                  "items_per_s": len(self.items) / elapsed if elapsed > 0 else None}
+        if with_predictions:
+            result["predictions"] = preds
+        return result
+
+
+def load_checkpoint(path: str, device: str):
+    """Any model this project saves (final_model.pt or a training checkpoint) + its tokenizer."""
+    from .config import ExperimentConfig
+    from .models import build_model
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(p, map_location=device, weights_only=False)
+        cfg = ExperimentConfig.from_dict(ckpt["config"])
+        model = build_model(cfg.model)
+        model.load_state_dict(ckpt["model"])
+        tok = LoadedTokenizer.from_json(ckpt["tokenizer"], ckpt.get("tokenizer_spec", "bpe"))
+    except (KeyError, RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"{path} is not a moe-ablate checkpoint ({type(e).__name__})") from None
+    return model.to(device).eval(), tok, cfg

@@ -1,0 +1,138 @@
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from moe_ablate.config import apply_overrides, preset_config
+from moe_ablate.data.corpus import builtin_documents
+from moe_ablate.errors import UserError
+from moe_ablate.hellaswag import HellaSwagEvaluator, choose, load_items, preprocess
+from moe_ablate.models import build_model
+from moe_ablate.train import train
+
+FIXTURE = str(Path(__file__).parent / "fixtures" / "hellaswag_mini.jsonl")
+
+
+def test_preprocess_follows_the_harness_rules():
+    # strip first, then " [title]" -> ". ", then tags removed, then double spaces collapsed once
+    assert preprocess(" [header] How to make a bird feeder [title] Gather  your materials. ") == \
+        " How to make a bird feeder. Gather your materials."
+    assert preprocess("[substeps] Tie a string.") == " Tie a string."
+    assert preprocess("a  b") == "a b"
+    items = load_items(FIXTURE)
+    assert items[0].query == ("Removing ice from car: Then, the man writes over the snow covering the window of a car, "
+                              "and a woman wearing winter clothes smiles. Then")
+    # ctx_b.capitalize() lower-cases the rest of ctx_b, as in the harness
+    assert items[2].query == ("Home and Garden: How to make a bird feeder. Gather your materials. you will need a pine "
+                              "cone, peanut butter and birdseed.")
+    assert items[2].choices[2] == " Paint the cone bright red. Let it dry."
+    assert [it.label for it in items] == [3, 3, 0, 0]
+
+
+def test_acc_and_acc_norm_can_disagree():
+    # the long ending has a lower sum but a higher per-character log-likelihood
+    choices = ["short.", "a much longer ending with many more characters in it."]
+    assert choose([-10.0, -12.0], choices) == (0, 1)
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(cache_dir):
+    from moe_ablate.data import prepare_data
+
+    cfg = apply_overrides(preset_config("tiny"), {"data.cache_dir": str(cache_dir), "train.device": "cpu"})
+    data = prepare_data(cfg.data, log=lambda m: None)
+    cfg.model.vocab_size = data.vocab_size
+    torch.manual_seed(0)
+    return cfg, data
+
+
+def test_scores_equal_an_independent_per_ending_computation(model_and_tok):
+    cfg, data = model_and_tok
+    tok = data.tokenizer
+    model = build_model(cfg.model).eval()
+    ev = HellaSwagEvaluator(FIXTURE, tok, cfg.model.max_seq_len, batch_size=3)
+    got = ev(model, with_predictions=True)["predictions"]
+    for item, pred in zip(ev.items, got):
+        for choice, ll in zip(item.choices, pred["logliks"]):
+            ctx = tok.encode(item.query)
+            whole = tok.encode(item.query + " " + choice)
+            cont = whole[len(ctx):]
+            whole = whole[-(cfg.model.max_seq_len + 1):]  # the window cuts the context from the left
+            with torch.no_grad():
+                logits, _ = model(torch.tensor([whole[:-1]]))
+            logp = F.log_softmax(logits[0].float(), -1)
+            ref = sum(logp[len(whole) - 1 - len(cont) + j, t].item() for j, t in enumerate(cont))
+            assert ll == pytest.approx(ref, abs=1e-3)
+
+
+def make_items(tok, seed, n, path):
+    """Items from the builtin corpus: the correct ending is the real rest of a sentence, the three
+    wrong ones are rests of other sentences with the same number of tokens."""
+    rng = random.Random(0)
+    pool = []
+    for d in builtin_documents(seed, 200):
+        for s in (s for s in d.split(". ") if len(s.split()) >= 8):
+            w = s.split()
+            k = len(w) // 2
+            pool.append((d[: d.index(s)] + " ".join(w[:k]), " ".join(w[k:]) + "."))
+    by_len = {}
+    for _, end in pool:
+        by_len.setdefault(len(tok.encode(" " + end)), set()).add(end)
+    rng.shuffle(pool)
+    items = []
+    for ctx, end in pool:
+        same = sorted(by_len[len(tok.encode(" " + end))] - {end})
+        if len(same) < 3:
+            continue
+        label = rng.randrange(4)
+        wrong = rng.sample(same, 3)
+        items.append({"ind": len(items), "activity_label": "Story", "ctx_a": ctx[-400:], "ctx_b": "",
+                      "endings": wrong[:label] + [end] + wrong[label:], "label": label})
+        if len(items) >= n:
+            break
+    path.write_text("\n".join(json.dumps(i) for i in items) + "\n")
+    return path
+
+
+def test_trained_model_beats_chance_and_untrained_does_not(model_and_tok, tmp_path):
+    cfg, data = model_and_tok
+    items = make_items(data.tokenizer, cfg.data.seed, 60, tmp_path / "items.jsonl")
+    ev = HellaSwagEvaluator(str(items), data.tokenizer, cfg.model.max_seq_len)
+    torch.manual_seed(0)
+    untrained = ev(build_model(cfg.model))
+    trained_cfg = apply_overrides(cfg, {"train.steps": 150})
+    _, model = train(trained_cfg, data, progress=False, log=lambda m: None)
+    trained = ev(model)
+    assert untrained["n"] == trained["n"] == 60
+    assert untrained["acc"] < 0.40  # chance is 0.25
+    assert trained["acc"] > 0.50 and trained["acc_norm"] > 0.50
+
+
+def test_hub_source_fails_fast_offline(model_and_tok, monkeypatch):
+    cfg, data = model_and_tok
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub"):
+        HellaSwagEvaluator("hf:Rowan/hellaswag", data.tokenizer, 128)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_cli_scores_a_saved_model(tmp_path, cache_dir):
+    out = tmp_path / "run"
+    common = ["--cache-dir", str(cache_dir), "--num-documents", "300", "--max-tokens", "60000", "--vocab-size", "512"]
+    subprocess.run([sys.executable, "-m", "moe_ablate", "train", "--model", "deepseek_mlp", "--preset", "tiny",
+                    "--steps", "2", "--eval-every", "2", "--output-dir", str(out)] + common, check=True,
+                   capture_output=True)
+    proc = subprocess.run([sys.executable, "-m", "moe_ablate", "hellaswag", "--checkpoint", str(out / "final_model.pt"),
+                           "--data", FIXTURE, "--output", str(tmp_path / "hs.json")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "hs.json").read_text())
+    assert res["n"] == 4 and len(res["predictions"]) == 4 and 0 <= res["acc"] <= 1
+    assert "lm-evaluation-harness" in res["protocol"] and res["checkpoint"].endswith("final_model.pt")
