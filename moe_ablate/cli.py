@@ -127,6 +127,12 @@ def fresh_dir(path: Path) -> Path:
 
 # ------------------------------------------------------------------ commands
 def cmd_train(args) -> int:
+    if args.exp is not None or args.resume:
+        from .studies.search_cli import cmd_train_exp
+
+        return cmd_train_exp(args)
+    if args.lr is not None or args.hellaswag:
+        raise UserError("--lr and --hellaswag go with --exp (use --muon-lr for a plain run)")
     from .config import apply_overrides, preset_config, validate
     from .data import prepare_data
     from .train import train
@@ -188,7 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train one experiment and write config.json, result.json, final_model.pt",
                        description="Train one model on one configuration (default preset: tiny, data: builtin).")
     add_experiment_flags(t)
-    t.add_argument("--output-dir", default=None, help=f"output folder (default {DEFAULT_OUTPUT}/train_<model>_<time>)")
+    t.add_argument("--output-dir", default=None, help=f"output folder (default {DEFAULT_OUTPUT}/train_<model>_<time>); "
+                   "with --exp: the parent folder, also searched for recommendation files")
+    g = t.add_argument_group("long training of Experiment 9 or 3 (the seeds' pipeline)")
+    g.add_argument("--exp", type=int, choices=[9, 3], default=None,
+                   help="9: deepseek_mlp/exp9, 3: deepseek_glm4_moe/exp3; defaults 10000 steps, eval every 100, "
+                        "checkpoint every 3000, HellaSwag every 1000")
+    g.add_argument("--lr", default=None, help="Muon LR, or 'auto' = the lr-search recommendation under --output-dir "
+                                              "(exp 3 also takes the expert-search recommendation)")
+    g.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a long run exactly from a checkpoint")
+    g.add_argument("--hellaswag", default=None, help="HellaSwag source (JSONL file or hf:Rowan/hellaswag)")
+    g.add_argument("--checkpoint-every", type=nonneg_int, default=None, help="full-state checkpoint every N steps")
+    g.add_argument("--hellaswag-every", type=nonneg_int, default=None, help="HellaSwag every N steps")
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list architectures with total/active parameter counts per preset")
@@ -197,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     from .studies import cli as study_cli
+    from .studies import search_cli
 
     study_cli.register(sub)
+    search_cli.register(sub)
     return p
 
 

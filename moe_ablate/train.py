@@ -234,8 +234,11 @@ def train(
         log(f"{desc}: out of memory at step {state['step']}")
     finally:
         bar.close()
-    if checkpoint_dir is not None and status == "ok" and stop_after is not None and state["step"] < t.steps:
-        save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{state['step']}.pt")
+    # a checkpoint where the run ends (finished, early-stopped, or stopped by stop_after), for exact resume
+    final_ckpt = Path(checkpoint_dir or ".") / f"checkpoint_step_{state['step']}.pt"
+    wants_final = t.checkpoint_every > 0 or stop_after is not None
+    if checkpoint_dir is not None and status == "ok" and wants_final and str(final_ckpt) not in checkpoints:
+        save_checkpoint(final_ckpt)
 
     last_eval = history["eval"][-1] if history["eval"] else {}
     wall = time.perf_counter() - started

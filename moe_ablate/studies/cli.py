@@ -45,7 +45,7 @@ def study_dir_for(args, default_name: str, explicit_name: str | None = None) -> 
 
 
 def execute(args, study: dict, base: ExperimentConfig, experiments: list[ExperimentSpec], default_name: str,
-            changed_flags: bool, record_extra=None, folder_name: str | None = None):
+            changed_flags: bool, record_extra=None, folder_name: str | None = None, **run_kw):
     """Shared by every study command: resolve folder, check resume, tokenise once, run, return records."""
     cli = _cli()
     study_dir = study_dir_for(args, default_name, folder_name)
@@ -62,8 +62,8 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
     cli.log(f"study {study_dir}: {len(experiments)} experiments | model {base.model.name} | "
             f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
     records = run_experiments(study_dir, base, experiments, data, log=cli.log, progress=not args.no_progress,
-                              record_extra=record_extra)
-    return study_dir, records, study
+                              record_extra=record_extra, **run_kw)
+    return study_dir, records, study, data
 
 
 # ---------------------------------------------------------------- run (LR ablation and any TOML grid)
@@ -84,7 +84,7 @@ def cmd_run(args) -> int:
              "seeds": args.seeds or 1, "preset": args.preset or spec.preset}
     changed = bool(overrides or args.quick or args.max_experiments or args.seeds or args.config or args.preset)
     t0 = time.perf_counter()
-    study_dir, records, _ = execute(args, study, base, experiments, spec.name, changed, folder_name=args.name)
+    study_dir, records, _, _ = execute(args, study, base, experiments, spec.name, changed, folder_name=args.name)
     train_eval = sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in records)
     t1 = time.perf_counter()
     result = analyze_study(study_dir, log=cli.log)
@@ -137,7 +137,7 @@ def cmd_batch_seqlen(args) -> int:
     changed = bool(cli.experiment_overrides(args) or any(v is not None for v in custom) or args.config or args.preset)
     label = f"batch_seqlen_{strats[0]['name']}" if any(v is not None for v in custom) else "batch_seqlen"
     strategy_of = {e.id: s["name"] for s in strats for e in exps if e.id.startswith(s["name"] + "_lr")}
-    study_dir, records, study = execute(
+    study_dir, records, study, _ = execute(
         args, study, base, exps, label, changed,
         record_extra=lambda e, cfg: {"strategy": strategy_of.get(e.id), "tokens_per_step":
                                      cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum})

@@ -41,10 +41,10 @@ def study_identity(study: dict[str, Any], base: ExperimentConfig, experiments: l
             "experiments": [{"id": e.id, "overrides": e.overrides} for e in experiments]}
 
 
-def load_finished(study_dir: Path, log: Log = _default_log) -> dict[str, dict]:
+def load_finished(study_dir: Path, log: Log = _default_log, subdir: str = "experiments") -> dict[str, dict]:
     """Finished experiment records by id; unreadable files are reported and treated as unfinished."""
     done: dict[str, dict] = {}
-    exp_dir = study_dir / "experiments"
+    exp_dir = study_dir / subdir
     if not exp_dir.is_dir():
         return done
     for f in sorted(exp_dir.glob("*.json")):
@@ -88,13 +88,18 @@ def run_experiments(
     progress: bool = True,
     record_extra: Callable[[ExperimentSpec, ExperimentConfig], dict] | None = None,
     executor: str = "local",
+    subdir: str = "experiments",
+    suffix: str = "",
 ) -> list[dict]:
-    """Run every unfinished experiment; return all records (finished earlier + now) in order."""
+    """Run every unfinished experiment; return all records (finished earlier + now) in order.
+
+    Each record is written to ``<subdir>/<id><suffix>.json`` the moment its experiment ends.
+    """
     from ..train import train
 
-    exp_dir = study_dir / "experiments"
+    exp_dir = study_dir / subdir
     exp_dir.mkdir(parents=True, exist_ok=True)
-    done = load_finished(study_dir, log)
+    done = load_finished(study_dir, log, subdir)
     pending = [e for e in experiments if e.id not in done]
     if done:
         log(f"{len([e for e in experiments if e.id in done])} of {len(experiments)} experiments already finished; "
@@ -123,8 +128,9 @@ def run_experiments(
             record = {"experiment_id": spec.id, "hyperparameters": spec.hyperparameters,
                       "config": cfg.to_dict(), **(record_extra(spec, cfg) if record_extra else {}), **result,
                       "experiment_wall_time_s": time.perf_counter() - t0}
-            atomic_write_json(exp_dir / f"{spec.id}.json", record)
-            done[spec.id] = read_json(exp_dir / f"{spec.id}.json")
+            path = exp_dir / f"{spec.id}{suffix}.json"
+            atomic_write_json(path, record)
+            done[spec.id] = read_json(path)
             bar.update(1)
             log(_one_line(record))
     finally:

@@ -1,0 +1,86 @@
+import json
+import math
+
+import pytest
+
+from moe_ablate.cli import main
+from moe_ablate.studies import search
+
+TINY = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
+        "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress"]
+
+
+def rec(lr, best, status="ok"):
+    return {"experiment_id": search.lr_id(lr), "status": status, "best_val_loss": best if status == "ok" else None,
+            "val_loss": best, "config": {"train": {"muon_lr": lr}, "model": {"name": "deepseek_mlp"}}}
+
+
+def test_recommendation_is_the_lowest_best_loss_among_ok_runs():
+    records = [rec(1e-4, 5.0), rec(3e-4, 4.2), rec(1e-3, 3.9), rec(3e-3, 1.0, status="diverged")]
+    r = search.recommend_lr(records, 9)
+    assert r["best_learning_rate"] == 1e-3 and r["margin"] == pytest.approx(0.3)
+    assert r["bracketed"] and "warning" not in r  # the diverged 3e-3 bounds it from above
+    assert r["failed"] == [3e-3]
+
+
+def test_edge_warning_and_extension_when_the_best_is_the_largest_lr():
+    records = [rec(1e-4, 5.0), rec(3e-4, 4.2), rec(1e-3, 3.9)]
+    r = search.recommend_lr(records, 9)
+    assert not r["bracketed"] and "largest" in r["warning"]
+    assert search.extension(records) == pytest.approx(3e-3)
+    assert search.extension([rec(1e-5, 1.0), rec(1e-4, 2.0), rec(1e-3, 3.0)]) == pytest.approx(3.33e-6)
+    assert search.extension([rec(0.3, 2.0), rec(1.0, 1.0)]) is None  # 3.0 is beyond the bound
+    assert search.extension([rec(1e-4, 2.0), rec(3e-4, 1.0), rec(1e-3, 3.0)]) is None  # interior
+
+
+def test_pipeline_lr_search_expert_search_and_long_training(tmp_path, cache_dir, capsys):
+    common = TINY + ["--cache-dir", str(cache_dir), "--output-dir", str(tmp_path)]
+    assert main(["lr-search", "--exp", "9", "--steps", "4", "--eval-every", "2", "--lrs", "1e-3", "1e-2"] + common) == 0
+    assert main(["lr-search", "--exp", "3", "--steps", "4", "--eval-every", "2", "--lrs", "1e-4", "1e-2", "3e-2"]
+                + common) == 0
+    out = capsys.readouterr().out
+    for exp in (9, 3):
+        d = next(tmp_path.glob(f"lr_search_exp{exp}_*"))
+        for f in ("lr_search_results.json", "lr_recommendation.json", "lr_search_comparison.png"):
+            assert (d / f).exists()
+        results = json.loads((d / "lr_search_results.json").read_text())["results"]
+        assert sorted(p.name for p in (d / "results").iterdir()) == sorted(
+            f"{search.lr_id(r['config']['train']['muon_lr'])}_result.json" for r in results)
+        ok = [r for r in results if r["status"] == "ok"]
+        best = min(ok, key=lambda r: r["best_val_loss"])["config"]["train"]["muon_lr"]
+        recommendation = json.loads((d / "lr_recommendation.json").read_text())
+        assert recommendation["best_learning_rate"] == best
+        for r in results:
+            for key in ("val_loss", "val_accuracy", "val_perplexity", "best_val_loss", "best_step", "early_stopped",
+                        "final_train_loss", "final_lr", "steps", "wall_time_s", "params", "status", "history"):
+                assert key in r, key
+    assert main(["expert-search", "--exp", "3", "--lr", "auto", "--steps", "4", "--eval-every", "2"] + common) == 0
+    d = next(tmp_path.glob("expert_search_exp3_*"))
+    res = json.loads((d / "expert_search_results.json").read_text())
+    assert len(res["configurations"]) == 6
+    assert all(c["routing"]["cv"] >= 0 and c["params"]["active"] < c["params"]["total"] for c in res["configurations"])
+    lr3 = json.loads(next(tmp_path.glob("lr_search_exp3_*/lr_recommendation.json")).read_text())["best_learning_rate"]
+    assert res["results"][0]["config"]["train"]["muon_lr"] == lr3
+    expert = json.loads((d / "expert_recommendation.json").read_text())
+    assert (d / "expert_search_comparison.png").exists()
+    assert main(["train", "--exp", "3", "--lr", "auto", "--steps", "6", "--eval-every", "3", "--checkpoint-every", "3"]
+                + [a for a in common if a != "--no-progress"]) == 0
+    run = next(tmp_path.glob("exp3_long_term_*"))
+    long = json.loads((run / "long_term_results.json").read_text())
+    assert long["config"]["train"]["muon_lr"] == lr3
+    assert (long["config"]["model"]["num_experts"], long["config"]["model"]["top_k"]) == \
+        (expert["num_experts"], expert["top_k"])
+    assert (run / "training_curves.png").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_step_3.pt", "checkpoint_step_6.pt"]
+
+    # resume from the middle checkpoint reproduces the uninterrupted curve exactly
+    straight = [h["loss"] for h in long["history"]["train"]]
+    assert main(["train", "--resume", str(run / "checkpoints" / "checkpoint_step_3.pt")]) == 0
+    resumed = json.loads((run / "long_term_results.json").read_text())
+    assert [h["loss"] for h in resumed["history"]["train"]] == straight
+
+
+def test_auto_lr_without_a_search_is_a_clear_error(tmp_path, capsys):
+    assert main(["train", "--exp", "9", "--lr", "auto", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no lr_recommendation.json" in err[0]
