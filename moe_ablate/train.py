@@ -90,11 +90,12 @@ def train(
         torch.backends.cudnn.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
 
-    seed_everything(t.seed)
     if model is None:
         model = build_model(cfg.model)
-    else:
-        model.init_weights()
+    # reseed right before initialising, so a reused model and a freshly built one (whose
+    # constructors consumed random numbers) start from identical weights
+    seed_everything(t.seed)
+    model.init_weights()
     model.to(device).train()
     step_model = torch.compile(model) if (t.compile and device.startswith("cuda")) else model
     optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)

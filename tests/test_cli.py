@@ -71,3 +71,10 @@ def test_train_writes_result_config_and_model(tmp_path, cache_dir):
     again = subprocess.run([sys.executable, "-m", "moe_ablate", "train", "--output-dir", str(out)],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_ray_executor_without_ray_says_how_to_install(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail as if not installed
+    code, _, err = run_cli(["run", "--quick", "--executor", "ray", "--output-dir", str(tmp_path)], capsys)
+    assert code == 2 and err.strip() == "moe-ablate: error: --executor ray needs Ray: pip install 'moe-ablate[ray]'"
+    assert not any(tmp_path.iterdir())

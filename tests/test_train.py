@@ -47,3 +47,10 @@ def test_resume_reproduces_the_uninterrupted_run(small_cfg, small_data, tmp_path
     losses = lambda r: [h["loss"] for h in r["history"]["train"]]
     assert losses(resumed) == losses(straight)
     assert [e["loss"] for e in resumed["history"]["eval"]] == [e["loss"] for e in straight["history"]["eval"]]
+
+
+def test_a_reused_model_trains_exactly_like_a_fresh_one(small_cfg, small_data):
+    fresh, model = train(small_cfg, small_data, **QUIET)
+    train(apply_overrides(small_cfg, {"train.muon_lr": 0.05}), small_data, model=model, **QUIET)  # dirty it
+    reused, _ = train(small_cfg, small_data, model=model, **QUIET)
+    assert [h["loss"] for h in reused["history"]["train"]] == [h["loss"] for h in fresh["history"]["train"]]

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import ExperimentConfig
 from ..errors import UserError
 from ..utils import read_json
-from .runner import prepare_study, run_experiments, study_identity
+from .runner import ExecutorOptions, prepare_study, run_experiments, study_identity
 from .spec import ExperimentSpec, expand, load_study, spanning_subset
 
 
@@ -28,6 +28,15 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue an interrupted study in DIR: finished experiments are kept, the rest run")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    x = p.add_argument_group("where experiments run")
+    x.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one after another here (default); ray: one Ray task per experiment, in parallel "
+                        "on this machine's GPUs/CPUs or a cluster (pip install 'moe-ablate[ray]')")
+    x.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. auto or ray://head:10001 "
+                                                       "(default: start a local one sized to this machine)")
+    x.add_argument("--gpus-per-experiment", type=cli.nonneg_float, default=None,
+                   help="GPUs per Ray task (default 1 on CUDA machines, else 0)")
+    x.add_argument("--cpus-per-experiment", type=cli.pos_float, default=1.0, help="CPUs per Ray task (default 1)")
 
 
 def study_dir_for(args, default_name: str, explicit_name: str | None = None) -> Path:
@@ -42,6 +51,17 @@ def study_dir_for(args, default_name: str, explicit_name: str | None = None) -> 
         path = path.with_name(f"{default_name}_{time.strftime('%Y%m%d_%H%M%S')}_{n}")
         n += 1
     return path
+
+
+def executor_options(args) -> ExecutorOptions:
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            from .ray_executor import INSTALL_HINT
+
+            raise UserError(INSTALL_HINT) from None
+    return ExecutorOptions(args.executor, args.ray_address, args.gpus_per_experiment, args.cpus_per_experiment)
 
 
 def execute(args, study: dict, base: ExperimentConfig, experiments: list[ExperimentSpec], default_name: str,
@@ -62,7 +82,7 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
     cli.log(f"study {study_dir}: {len(experiments)} experiments | model {base.model.name} | "
             f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
     records = run_experiments(study_dir, base, experiments, data, log=cli.log, progress=not args.no_progress,
-                              record_extra=record_extra, **run_kw)
+                              record_extra=record_extra, executor=executor_options(args), **run_kw)
     return study_dir, records, study, data
 
 

@@ -17,6 +17,7 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -78,6 +79,56 @@ def prepare_study(study_dir: Path, identity: dict, base: ExperimentConfig, resum
     return data
 
 
+@dataclass
+class ExecutorOptions:
+    """How experiments are dispatched. ``local``: one after another in this process.
+    ``ray``: one Ray task per experiment (see ``ray_executor.py``)."""
+
+    kind: str = "local"
+    ray_address: str | None = None
+    gpus_per_experiment: float | None = None  # None: 1 when CUDA is available, else 0
+    cpus_per_experiment: float = 1.0
+
+
+class ModelCache:
+    """Reuse the model of the previous experiment when the architecture is the same: ``train``
+    re-initialises it, which saves rebuilding (and on CUDA recompiling) it."""
+
+    def __init__(self):
+        self.key, self.model = None, None
+
+    def get(self, key: str):
+        return self.model if key == self.key else None
+
+    def put(self, key: str | None, model) -> None:
+        self.key, self.model = key, model
+
+
+def run_one(spec: ExperimentSpec, base: ExperimentConfig, data: TokenData, *, log: Log = _default_log,
+            progress: bool = True, cache: ModelCache | None = None) -> dict:
+    """Train one experiment and return its record; any failure becomes a record, never an exception."""
+    from ..train import train
+
+    cfg = spec.config(base)
+    cfg.model.vocab_size = data.vocab_size
+    t0 = time.perf_counter()
+    key = json.dumps(cfg.model.__dict__, sort_keys=True)
+    try:
+        validate(cfg)
+        result, model = train(cfg, data, model=cache.get(key) if cache else None, log=log, progress=progress,
+                              desc=spec.id)
+        if cache:
+            cache.put(key, model)
+    except UserError as e:
+        result = {"status": "error", "error": str(e)}
+    except Exception as e:  # one broken experiment must not end the study
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+        if cache:
+            cache.put(None, None)
+    return {"experiment_id": spec.id, "hyperparameters": spec.hyperparameters, "config": cfg.to_dict(), **result,
+            "experiment_wall_time_s": time.perf_counter() - t0}
+
+
 def run_experiments(
     study_dir: Path,
     base: ExperimentConfig,
@@ -87,16 +138,17 @@ def run_experiments(
     log: Log = _default_log,
     progress: bool = True,
     record_extra: Callable[[ExperimentSpec, ExperimentConfig], dict] | None = None,
-    executor: str = "local",
+    executor: ExecutorOptions | None = None,
     subdir: str = "experiments",
     suffix: str = "",
 ) -> list[dict]:
     """Run every unfinished experiment; return all records (finished earlier + now) in order.
 
-    Each record is written to ``<subdir>/<id><suffix>.json`` the moment its experiment ends.
+    Whatever the executor, this process alone writes ``<subdir>/<id><suffix>.json``, atomically, the
+    moment an experiment's record arrives: one writer, no shared filesystem needed, and the same
+    folder (so a study started with one executor resumes with the other).
     """
-    from ..train import train
-
+    executor = executor or ExecutorOptions()
     exp_dir = study_dir / subdir
     exp_dir.mkdir(parents=True, exist_ok=True)
     done = load_finished(study_dir, log, subdir)
@@ -106,28 +158,20 @@ def run_experiments(
             f"running {len(pending)}")
     bar = tqdm(total=len(experiments), initial=len(experiments) - len(pending), desc="experiments",
                unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
-    model, model_key = None, None
+    if executor.kind == "ray":
+        from .ray_executor import run_with_ray
+
+        results = run_with_ray(pending, base, data, executor, log)
+    elif executor.kind == "local":
+        cache = ModelCache()
+        results = ((spec, run_one(spec, base, data, log=log, progress=progress, cache=cache)) for spec in pending)
+    else:
+        raise UserError(f"unknown executor {executor.kind!r} (use local or ray)")
     try:
-        for spec in pending:
+        for spec, record in results:
             cfg = spec.config(base)
-            cfg.model.vocab_size = data.vocab_size
-            t0 = time.perf_counter()
-            key = json.dumps(cfg.model.__dict__, sort_keys=True)
-            try:
-                validate(cfg)
-                # reuse the model built for the previous experiment when the architecture is the same
-                result, model = train(cfg, data, model=model if key == model_key else None, log=log,
-                                      progress=progress, desc=spec.id)
-                model_key = key
-            except UserError as e:
-                result = {"status": "error", "error": str(e)}
-            except Exception as e:  # one broken experiment must not end the study
-                result = {"status": "error", "error": f"{type(e).__name__}: {e}",
-                          "traceback": traceback.format_exc(limit=5)}
-                model, model_key = None, None
-            record = {"experiment_id": spec.id, "hyperparameters": spec.hyperparameters,
-                      "config": cfg.to_dict(), **(record_extra(spec, cfg) if record_extra else {}), **result,
-                      "experiment_wall_time_s": time.perf_counter() - t0}
+            if record_extra:
+                record = {**record, **record_extra(spec, cfg)}
             path = exp_dir / f"{spec.id}{suffix}.json"
             atomic_write_json(path, record)
             done[spec.id] = read_json(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import apply_overrides, preset_config, validate
 from ..errors import UserError
 from . import search
-from .cli import _cli, add_study_flags, execute
+from .cli import _cli, add_study_flags, execute, executor_options
 from .runner import run_experiments
 
 
@@ -46,7 +46,8 @@ def cmd_lr_search(args) -> int:
     while args.extend and (nxt := search.extension(records)) is not None:
         cli.log(f"best LR is at the edge of the range: extending the search with LR {nxt:.2e}")
         exps = exps + search.lr_experiments([nxt])
-        records = run_experiments(study_dir, base, exps, data, log=cli.log, progress=not args.no_progress, **kw)
+        records = run_experiments(study_dir, base, exps, data, log=cli.log, progress=not args.no_progress,
+                                  executor=executor_options(args), **kw)
     rec = search.write_lr_outputs(study_dir, records, args.exp)
     print(f"lr-search exp {args.exp}: {rec['recommendation']}")
     if rec.get("warning"):
