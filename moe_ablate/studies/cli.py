@@ -68,6 +68,7 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
             changed_flags: bool, record_extra=None, folder_name: str | None = None, **run_kw):
     """Shared by every study command: resolve folder, check resume, tokenise once, run, return records."""
     cli = _cli()
+    executor = executor_options(args)  # before anything is written
     study_dir = study_dir_for(args, default_name, folder_name)
     identity = study_identity(study, base, experiments)
     if args.resume and not changed_flags:
@@ -82,7 +83,7 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
     cli.log(f"study {study_dir}: {len(experiments)} experiments | model {base.model.name} | "
             f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
     records = run_experiments(study_dir, base, experiments, data, log=cli.log, progress=not args.no_progress,
-                              record_extra=record_extra, executor=executor_options(args), **run_kw)
+                              record_extra=record_extra, executor=executor, **run_kw)
     return study_dir, records, study, data
 
 
