@@ -24,43 +24,23 @@ class Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _positive(kind):
+def _number(kind, ok, requirement: str):
+    """An argparse type: parse ``kind`` and check it, with a one-line message on failure."""
     def parse(text: str):
         try:
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not (v > 0) or (isinstance(v, float) and not math.isfinite(v)):
-            raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
         return v
-    parse.__name__ = f"positive {kind.__name__}"
+    parse.__name__ = f"{requirement} {kind.__name__}"
     return parse
 
 
-def _nonneg(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not v >= 0:
-            raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-        return v
-    parse.__name__ = f"non-negative {kind.__name__}"
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
-    return v
-
-
-pos_int, pos_float, nonneg_int, nonneg_float = _positive(int), _positive(float), _nonneg(int), _nonneg(float)
+pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, lambda v: v > 0, "positive")
+nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
+_fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 # flag -> (dotted config key, type, help)
 EXPERIMENT_FLAGS = {
