@@ -96,8 +96,12 @@ def train(
     # constructors consumed random numbers) start from identical weights
     seed_everything(t.seed)
     model.init_weights()
+    model.zero_grad(set_to_none=True)  # a reused model may hold gradients from a failed step
     model.to(device).train()
-    step_model = torch.compile(model) if (t.compile and device.startswith("cuda")) else model
+    if t.compile and device.startswith("cuda") and getattr(model, "_compiled_call_impl", None) is None:
+        # compile in place (every call of the module, model.loss included, runs compiled); a model
+        # reused across a study's experiments is compiled once, since re-initialising keeps the graph
+        model.compile()
     optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)
     schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -155,7 +159,7 @@ def train(
             for micro in range(t.grad_accum):
                 x, y = data.train_batch(t.seed, step, micro, t.batch_size, t.seq_len, device)
                 with autocast_context(device, amp_dtype):
-                    loss, ce, logits = step_model.loss(x, y)
+                    loss, ce, logits = model.loss(x, y)
                 scaled = loss / t.grad_accum
                 (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 running += ce.detach()
@@ -266,7 +270,7 @@ def train(
         "routing": model.routing_stats(),
         "device": device,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
-        "compiled": step_model is not model,
+        "compiled": getattr(model, "_compiled_call_impl", None) is not None,
         "peak_memory_gb": max(peak_mem, memory_gb(device)),
         "peak_memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS (sampled)",
         "seed": t.seed,

@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 from moe_ablate.config import apply_overrides
 from moe_ablate.train import train
@@ -54,3 +55,23 @@ def test_a_reused_model_trains_exactly_like_a_fresh_one(small_cfg, small_data):
     train(apply_overrides(small_cfg, {"train.muon_lr": 0.05}), small_data, model=model, **QUIET)  # dirty it
     reused, _ = train(small_cfg, small_data, model=model, **QUIET)
     assert [h["loss"] for h in reused["history"]["train"]] == [h["loss"] for h in fresh["history"]["train"]]
+
+
+def test_out_of_memory_ends_as_oom_and_the_model_stays_usable(small_cfg, small_data, monkeypatch):
+    from moe_ablate.models.base import TransformerLM
+
+    real_loss, calls = TransformerLM.loss, {"n": 0}
+
+    def loss(self, x, y):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_loss(self, x, y)
+
+    monkeypatch.setattr(TransformerLM, "loss", loss)
+    result, model = train(small_cfg, small_data, **QUIET)
+    assert result["status"] == "oom" and "out of memory" in result["error"]
+    monkeypatch.setattr(TransformerLM, "loss", real_loss)
+    again, _ = train(small_cfg, small_data, model=model, **QUIET)
+    fresh, _ = train(small_cfg, small_data, **QUIET)
+    assert again["status"] == "ok" and again["val_loss"] == fresh["val_loss"]

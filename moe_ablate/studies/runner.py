@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig, validate
@@ -121,6 +122,10 @@ def run_one(spec: ExperimentSpec, base: ExperimentConfig, data: TokenData, *, lo
             cache.put(key, model)
     except UserError as e:
         result = {"status": "error", "error": str(e)}
+    except torch.OutOfMemoryError as e:  # while building or moving the model (train() handles the steps)
+        result = {"status": "oom", "error": str(e).splitlines()[0]}
+        if cache:
+            cache.put(None, None)
     except Exception as e:  # one broken experiment must not end the study
         result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
         if cache:
