@@ -84,3 +84,14 @@ def test_auto_lr_without_a_search_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--exp", "9", "--lr", "auto", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no lr_recommendation.json" in err[0]
+
+
+def test_then_train_runs_the_long_training_with_the_best_lr(tmp_path, cache_dir):
+    common = TINY + ["--cache-dir", str(cache_dir), "--output-dir", str(tmp_path)]
+    assert main(["lr-search", "--exp", "9", "--steps", "3", "--eval-every", "3", "--lrs", "1e-3", "1e-2",
+                 "--then-train", "--long-steps", "7"] + common) == 0
+    study = next(tmp_path.glob("lr_search_exp9_*"))
+    best = json.loads((study / "lr_recommendation.json").read_text())["best_learning_rate"]
+    long = json.loads((study / "long_term" / "long_term_results.json").read_text())
+    assert long["steps"] == 7 and long["config"]["train"]["muon_lr"] == best
+    assert long["settings_from"]["lr_recommendation"].endswith("lr_recommendation.json")

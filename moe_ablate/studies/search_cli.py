@@ -56,8 +56,11 @@ def cmd_lr_search(args) -> int:
     if args.then_train:
         if rec.get("best_learning_rate") is None:
             raise UserError("no successful LR to train with")
-        cfg = apply_overrides(base, {**_long_defaults(args), "train.muon_lr": rec["best_learning_rate"]})
-        cfg = apply_overrides(cfg, {"train.patience": 0})
+        # the search's --steps/--eval-every/--patience were for the search; the long run has its own
+        cfg = apply_overrides(base, {"train.steps": args.long_steps, "train.eval_every": 100,
+                                     "train.checkpoint_every": 3000, "train.patience": 0,
+                                     "train.hellaswag_every": 1000 if args.hellaswag else 0,
+                                     "train.muon_lr": rec["best_learning_rate"]})
         _run_long(args, cfg, data, study_dir / "long_term",
                   {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
     return 0
@@ -173,6 +176,7 @@ def register(sub) -> None:
     lr.add_argument("--extend", action="store_true",
                     help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1)")
     lr.add_argument("--then-train", action="store_true", help="then train long (train --exp) with the best LR")
+    lr.add_argument("--long-steps", type=cli.pos_int, default=10000, help="with --then-train: steps of the long run")
     lr.add_argument("--hellaswag", default=None, help="with --then-train: HellaSwag source for the long run")
     add_study_flags(lr, "lr_search_exp<N>")
     cli.add_experiment_flags(lr, skip=("--model", "--muon-lr"))
