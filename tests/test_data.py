@@ -76,3 +76,13 @@ def test_hub_source_fails_fast_offline(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="cannot reach the Hugging Face hub"):
         prepare_data(DataConfig(source="hf:HuggingFaceTB/smollm-corpus:cosmopedia-v2", cache_dir=str(tmp_path)))
     assert time.perf_counter() - t0 < 5
+
+
+def test_hub_tokenizer_fails_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub for tokenizer"):
+        prepare_data(DataConfig(tokenizer="hf:HuggingFaceTB/SmolLM-135M", num_documents=20,
+                                cache_dir=str(tmp_path)))
+    assert time.perf_counter() - t0 < 5

@@ -79,6 +79,10 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
         study, base = ident["study"], ExperimentConfig.from_dict(ident["base"])
         experiments = [ExperimentSpec(e["id"], e["overrides"]) for e in ident["experiments"]]
         identity = ident
+    from ..utils import resolve_device
+
+    if resolve_device(base.train.device) == "cpu" and base.model.d_model >= 384:
+        cli.log(f"note: a {base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
     data = prepare_study(study_dir, identity, base, resume=bool(args.resume), log=cli.log)
     cli.log(f"study {study_dir}: {len(experiments)} experiments | model {base.model.name} | "
             f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
