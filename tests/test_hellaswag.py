@@ -136,3 +136,58 @@ def test_cli_scores_a_saved_model(tmp_path, cache_dir):
     res = json.loads((tmp_path / "hs.json").read_text())
     assert res["n"] == 4 and len(res["predictions"]) == 4 and 0 <= res["acc"] <= 1
     assert "lm-evaluation-harness" in res["protocol"] and res["checkpoint"].endswith("final_model.pt")
+
+
+def test_matches_lm_evaluation_harness_itself(model_and_tok, tmp_path, monkeypatch):
+    """Optional (skipped unless lm_eval is installed): lm_eval builds the queries, splits context and
+    continuation, and aggregates acc/acc_norm itself; it only asks our model for log-likelihoods."""
+    pytest.importorskip("lm_eval")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    from lm_eval import simple_evaluate
+    from lm_eval.api.model import TemplateLM
+    from lm_eval.tasks import TaskManager
+
+    from moe_ablate.hellaswag import score_requests
+
+    cfg, data = model_and_tok
+    tok = data.tokenizer
+    torch.manual_seed(1)
+    model = build_model(cfg.model).eval()
+
+    class OurLM(TemplateLM):
+        eot_token_id = tok.eos_id
+
+        def tok_encode(self, string, add_special_tokens=None, **kw):
+            return tok.encode(string)
+
+        def _loglikelihood_tokens(self, requests, **kw):
+            lls = score_requests(model, [(c, t) for _, c, t in requests], cfg.model.max_seq_len, 16, "cpu")
+            return [(ll, False) for ll in lls]
+
+        def loglikelihood_rolling(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+        def generate_until(self, requests, disable_tqdm=False):
+            raise NotImplementedError
+
+    items = make_items(tok, cfg.data.seed, 40, tmp_path / "items.jsonl")
+    with open(items, "a") as f:  # plus the hand-written WikiHow/ActivityNet items
+        f.write(Path(FIXTURE).read_text())
+    task_dir = tmp_path / "tasks"
+    task_dir.mkdir()
+    (task_dir / "utils.py").write_text("from lm_eval.tasks.hellaswag.utils import process_docs  # noqa\n")
+    (task_dir / "hellaswag_local.yaml").write_text(
+        "task: hellaswag_local\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    validation: {items}\noutput_type: multiple_choice\nvalidation_split: validation\n"
+        "process_docs: !function utils.process_docs\ndoc_to_text: \"{{query}}\"\ndoc_to_target: \"{{label}}\"\n"
+        "doc_to_choice: \"choices\"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    out = simple_evaluate(model=OurLM(), tasks=["hellaswag_local"], task_manager=TaskManager(include_path=str(task_dir)),
+                          num_fewshot=0, log_samples=True)
+    theirs = sorted(out["samples"]["hellaswag_local"], key=lambda s: s["doc_id"])
+    ours = HellaSwagEvaluator(str(items), tok, cfg.model.max_seq_len)(model, with_predictions=True)
+    assert len(theirs) == ours["n"] == 44
+    assert [s["acc"] for s in theirs] == [float(p["pred"] == p["label"]) for p in ours["predictions"]]
+    assert [s["acc_norm"] for s in theirs] == [float(p["pred_norm"] == p["label"]) for p in ours["predictions"]]
+    res = out["results"]["hellaswag_local"]
+    assert res["acc,none"] == pytest.approx(ours["acc"]) and res["acc_norm,none"] == pytest.approx(ours["acc_norm"])
