@@ -95,3 +95,14 @@ def test_then_train_runs_the_long_training_with_the_best_lr(tmp_path, cache_dir)
     long = json.loads((study / "long_term" / "long_term_results.json").read_text())
     assert long["steps"] == 7 and long["config"]["train"]["muon_lr"] == best
     assert long["settings_from"]["lr_recommendation"].endswith("lr_recommendation.json")
+
+
+def test_lr_search_resume_keeps_the_stored_study_and_reruns_nothing(tmp_path, cache_dir, capsys):
+    common = TINY + ["--cache-dir", str(cache_dir), "--output-dir", str(tmp_path)]
+    assert main(["lr-search", "--exp", "3", "--steps", "2", "--eval-every", "2", "--lrs", "1e-3", "1e-2",
+                 "--name", "s"] + common) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").iterdir()}
+    assert main(["lr-search", "--exp", "9", "--resume", str(tmp_path / "s"), "--no-progress"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").iterdir()}
+    assert after == before
+    assert json.loads((tmp_path / "s" / "lr_recommendation.json").read_text())["exp"] == 3

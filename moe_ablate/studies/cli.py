@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ExperimentConfig
+from ..data import TokenData
 from ..errors import UserError
 from ..utils import read_json
 from .runner import ExecutorOptions, prepare_study, run_experiments, study_identity
@@ -64,8 +66,20 @@ def executor_options(args) -> ExecutorOptions:
     return ExecutorOptions(args.executor, args.ray_address, args.gpus_per_experiment, args.cpus_per_experiment)
 
 
+@dataclass
+class StudyRun:
+    """What ``execute`` resolved and ran (on resume: the stored study, base and experiments)."""
+
+    study_dir: Path
+    records: list[dict]
+    study: dict
+    data: TokenData
+    base: ExperimentConfig
+    experiments: list[ExperimentSpec]
+
+
 def execute(args, study: dict, base: ExperimentConfig, experiments: list[ExperimentSpec], default_name: str,
-            changed_flags: bool, record_extra=None, folder_name: str | None = None, **run_kw):
+            changed_flags: bool, record_extra=None, folder_name: str | None = None, **run_kw) -> StudyRun:
     """Shared by every study command: resolve folder, check resume, tokenise once, run, return records."""
     cli = _cli()
     executor = executor_options(args)  # before anything is written
@@ -88,7 +102,7 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
             f"data {data.provenance['source']} ({data.provenance['num_tokens']:,} tokens, vocab {data.vocab_size})")
     records = run_experiments(study_dir, base, experiments, data, log=cli.log, progress=not args.no_progress,
                               record_extra=record_extra, executor=executor, **run_kw)
-    return study_dir, records, study, data
+    return StudyRun(study_dir, records, study, data, base, experiments)
 
 
 # ---------------------------------------------------------------- run (LR ablation and any TOML grid)
@@ -109,7 +123,8 @@ def cmd_run(args) -> int:
              "seeds": args.seeds or 1, "preset": args.preset or spec.preset}
     changed = bool(overrides or args.quick or args.max_experiments or args.seeds or args.config or args.preset)
     t0 = time.perf_counter()
-    study_dir, records, _, _ = execute(args, study, base, experiments, spec.name, changed, folder_name=args.name)
+    run = execute(args, study, base, experiments, spec.name, changed, folder_name=args.name)
+    study_dir, records = run.study_dir, run.records
     train_eval = sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in records)
     t1 = time.perf_counter()
     result = analyze_study(study_dir, log=cli.log)
@@ -162,11 +177,12 @@ def cmd_batch_seqlen(args) -> int:
     changed = bool(cli.experiment_overrides(args) or any(v is not None for v in custom) or args.config or args.preset)
     label = f"batch_seqlen_{strats[0]['name']}" if any(v is not None for v in custom) else "batch_seqlen"
     strategy_of = {e.id: s["name"] for s in strats for e in exps if e.id.startswith(s["name"] + "_lr")}
-    study_dir, records, study, _ = execute(
+    run = execute(
         args, study, base, exps, label, changed,
         record_extra=lambda e, cfg: {"strategy": strategy_of.get(e.id), "tokens_per_step":
                                      cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum})
-    summary = bs.summarize(study_dir, records, study["strategies"])
+    study_dir = run.study_dir
+    summary = bs.summarize(study_dir, run.records, run.study["strategies"])
     print(summary["answer"])
     print(f"report: {study_dir / 'report.md'}")
     return 0

@@ -41,8 +41,10 @@ def cmd_lr_search(args) -> int:
              "mode": "full" if args.full else "quick", "extend": args.extend}
     changed = bool(cli.experiment_overrides(args) or args.lrs or args.full or args.preset or args.extend)
     kw = {"subdir": "results", "suffix": "_result"}
-    study_dir, records, _, data = execute(args, study, base, exps, f"lr_search_exp{args.exp}", changed,
-                                          folder_name=args.name, **kw)
+    run = execute(args, study, base, exps, f"lr_search_exp{args.exp}", changed, folder_name=args.name, **kw)
+    # a resumed study keeps what it was started with
+    study_dir, records, data, base, exps = run.study_dir, run.records, run.data, run.base, run.experiments
+    args.exp = run.study.get("exp", args.exp)
     while args.extend and (nxt := search.extension(records)) is not None:
         cli.log(f"best LR is at the edge of the range: extending the search with LR {nxt:.2e}")
         exps = exps + search.lr_experiments([nxt])
@@ -85,9 +87,11 @@ def cmd_expert_search(args) -> int:
     base = _base(args, 3, {**defaults, "train.muon_lr": lr})
     study = {"name": "expert_search_exp3", "kind": "expert_search", "exp": 3, "lr": lr, "lr_source": lr_source}
     changed = bool(cli.experiment_overrides(args) or args.preset or args.lr != "1e-3")
-    study_dir, records, _, _ = execute(args, study, base, search.expert_experiments(), "expert_search_exp3",
-                                       changed, folder_name=args.name)
-    rec = search.write_expert_outputs(study_dir, records, 3)
+    run = execute(args, study, base, search.expert_experiments(), "expert_search_exp3", changed,
+                  folder_name=args.name)
+    study_dir = run.study_dir
+    lr = run.base.train.muon_lr
+    rec = search.write_expert_outputs(study_dir, run.records, 3)
     print(f"expert-search exp 3 (lr {lr:.2e} from {lr_source}): {rec['recommendation']}")
     print(f"results: {study_dir / 'expert_recommendation.json'}")
     return 0
