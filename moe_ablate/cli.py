@@ -76,7 +76,7 @@ EXPERIMENT_FLAGS = {
 def add_experiment_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     g = p.add_argument_group("experiment settings (override the preset)")
     g.add_argument("--preset", default=None, help="model/run size: seed | tiny | exp9 | exp3")
-    for flag, (key, typ, help_) in EXPERIMENT_FLAGS.items():
+    for flag, (_, typ, help_) in EXPERIMENT_FLAGS.items():
         if flag not in skip:
             g.add_argument(flag, type=typ, default=None, help=help_)
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (CUDA only)")
@@ -146,10 +146,10 @@ def _summary(name: str, r: dict) -> None:
 
 
 def cmd_models(args) -> int:
-    from .config import preset_config, validate
-    from .models import DESCRIPTIONS, MODEL_NAMES, build_model
-
     import torch
+
+    from .config import preset_config
+    from .models import DESCRIPTIONS, MODEL_NAMES, build_model
 
     presets = args.presets or ["tiny", "seed", "exp9", "exp3"]
     print(f"{'model':<20} {'preset':<7} {'total params':>14} {'active params':>14}  (vocab {args.vocab_size})")

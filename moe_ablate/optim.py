@@ -117,7 +117,7 @@ class Muon(torch.optim.Optimizer):
                 else:  # one call per matrix (the plain design; used by the benchmark baseline)
                     orth = [ns(u) if u.ndim == 2 else torch.stack([ns(m) for m in u]) for _, u in items]
                 scale = adjusted_lr(lr, torch.Size(shape), group["adjust_lr_fn"])
-                for p, o in zip(params, orth):
+                for p, o in zip(params, orth, strict=True):
                     p.mul_(1 - lr * wd)
                     p.add_(o.reshape(p.shape).to(p.dtype), alpha=-scale)
         return loss

@@ -115,9 +115,9 @@ def train(
     if resume_from is not None:
         ckpt = torch.load(resume_from, map_location=device, weights_only=False)
         model.load_state_dict(ckpt["model"])
-        for o, s in zip(optimizers, ckpt["optimizers"]):
+        for o, s in zip(optimizers, ckpt["optimizers"], strict=True):
             o.load_state_dict(s)
-        for sch, s in zip(schedulers, ckpt["schedulers"]):
+        for sch, s in zip(schedulers, ckpt["schedulers"], strict=True):
             sch.load_state_dict(s)
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])

@@ -1,7 +1,6 @@
 import json
 import time
 
-import numpy as np
 import pytest
 
 from moe_ablate.config import DataConfig

@@ -1,5 +1,4 @@
 import json
-import math
 
 import pytest
 
@@ -50,6 +49,9 @@ def test_pipeline_lr_search_expert_search_and_long_training(tmp_path, cache_dir,
         best = min(ok, key=lambda r: r["best_val_loss"])["config"]["train"]["muon_lr"]
         recommendation = json.loads((d / "lr_recommendation.json").read_text())
         assert recommendation["best_learning_rate"] == best
+        tried = [r["config"]["train"]["muon_lr"] for r in results]
+        if best == max(tried):  # an unbracketed optimum is said out loud
+            assert f"warning: the best LR {best:.2e} is the largest tried" in out
         for r in results:
             for key in ("val_loss", "val_accuracy", "val_perplexity", "best_val_loss", "best_step", "early_stopped",
                         "final_train_loss", "final_lr", "steps", "wall_time_s", "params", "status", "history"):

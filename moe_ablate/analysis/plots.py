@@ -15,7 +15,7 @@ import seaborn as sns  # noqa: E402
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -33,7 +33,7 @@ def performance_distributions(ok: pd.DataFrame, out: Path) -> Path:
         ax.set_title(m)
         ax.legend()
     fig.suptitle(f"Distribution over {len(ok)} successful experiments")
-    return _save(fig, out / "performance_distributions.png")
+    return save_figure(fig, out / "performance_distributions.png")
 
 
 def hyperparameter_analysis(ok: pd.DataFrame, axes: list[str], metric: str, out: Path) -> Path:
@@ -46,7 +46,7 @@ def hyperparameter_analysis(ok: pd.DataFrame, axes: list[str], metric: str, out:
         ax.set_title(f"{metric} by {a}")
     if not axes:
         axs[0][0].text(0.5, 0.5, "no varied hyperparameters", ha="center")
-    return _save(fig, out / "hyperparameter_analysis.png")
+    return save_figure(fig, out / "hyperparameter_analysis.png")
 
 
 def correlation_heatmap(correlations: dict, out: Path) -> Path:
@@ -58,7 +58,7 @@ def correlation_heatmap(correlations: dict, out: Path) -> Path:
     else:
         ax.text(0.5, 0.5, "too few successful experiments for correlations", ha="center")
         ax.axis("off")
-    return _save(fig, out / "correlation_heatmap.png")
+    return save_figure(fig, out / "correlation_heatmap.png")
 
 
 def top_performers(ok: pd.DataFrame, axes: list[str], metric: str, out: Path, k: int = 5) -> Path:
@@ -82,4 +82,4 @@ def top_performers(ok: pd.DataFrame, axes: list[str], metric: str, out: Path, k:
     axs[1].set_title("best experiments")
     lo, hi = head[metric].min(), head[metric].max()
     axs[1].set_xlim(lo - 0.05 * (hi - lo + 1e-9) - 1e-3, hi + 0.05 * (hi - lo + 1e-9) + 1e-3)
-    return _save(fig, out / "top_performers_analysis.png")
+    return save_figure(fig, out / "top_performers_analysis.png")

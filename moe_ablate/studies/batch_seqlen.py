@@ -103,7 +103,7 @@ def _answer(best: pd.DataFrame, by_name: dict) -> str:
 
 
 def _plot(study_dir: Path, records: list[dict], best: pd.DataFrame) -> None:
-    from ..analysis.plots import _save, plt
+    from ..analysis.plots import save_figure, plt
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     best_runs = set(best.run) if not best.empty else set()
@@ -123,7 +123,7 @@ def _plot(study_dir: Path, records: list[dict], best: pd.DataFrame) -> None:
         axs[1, 1].bar(best.strategy, best.peak_memory_gb, color="tab:purple")
     axs[1, 0].set(ylabel="tokens/s", title="throughput")
     axs[1, 1].set(ylabel="GB", title="peak memory")
-    _save(fig, study_dir / "batch_seqlen_comparison.png")
+    save_figure(fig, study_dir / "batch_seqlen_comparison.png")
 
 
 def _report(name: str, df: pd.DataFrame, best: pd.DataFrame, answer: str, strats: list[dict]) -> str:

@@ -41,7 +41,7 @@ def long_train(cfg: ExperimentConfig, data: TokenData, out_dir: Path, *, provena
 
 
 def plot_curves(out_dir: Path, result: dict) -> None:
-    from ..analysis.plots import _save, plt
+    from ..analysis.plots import save_figure, plt
 
     h = result["history"]
     hs = h.get("hellaswag", [])
@@ -60,4 +60,4 @@ def plot_curves(out_dir: Path, result: dict) -> None:
         axs[3].axhline(0.25, color="gray", lw=1, ls=":", label="chance")
         axs[3].set(xlabel="step", title="HellaSwag")
         axs[3].legend()
-    _save(fig, out_dir / "training_curves.png")
+    save_figure(fig, out_dir / "training_curves.png")

@@ -85,7 +85,7 @@ def write_lr_outputs(study_dir: Path, records: list[dict], exp: int | None) -> d
 
 
 def plot_lr_search(study_dir: Path, records: list[dict]) -> None:
-    from ..analysis.plots import _save, plt
+    from ..analysis.plots import save_figure, plt
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     pts = []
@@ -110,7 +110,7 @@ def plot_lr_search(study_dir: Path, records: list[dict]) -> None:
     for ax in axs.flat:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    _save(fig, study_dir / "lr_search_comparison.png")
+    save_figure(fig, study_dir / "lr_search_comparison.png")
 
 
 # ---------------------------------------------------------------- expert search
@@ -151,7 +151,7 @@ def write_expert_outputs(study_dir: Path, records: list[dict], exp: int = 3) -> 
 
 
 def plot_expert_search(study_dir: Path, records: list[dict]) -> None:
-    from ..analysis.plots import _save, plt
+    from ..analysis.plots import save_figure, plt
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     ok = [r for r in records if _best_loss(r) < math.inf]
@@ -176,7 +176,7 @@ def plot_expert_search(study_dir: Path, records: list[dict]) -> None:
     for ax in (axs[0, 0], axs[0, 1]):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    _save(fig, study_dir / "expert_search_comparison.png")
+    save_figure(fig, study_dir / "expert_search_comparison.png")
 
 
 # ---------------------------------------------------------------- finding earlier recommendations
