@@ -109,11 +109,17 @@ def choose(logliks: list[float], choices: list[str]) -> tuple[int, int]:
 @torch.no_grad()
 def score_requests(model, requests: list[tuple[list[int], list[int]]], max_len: int, batch_size: int,
                    device: str) -> list[float]:
-    """Summed log-probabilities of each continuation given its context, several per forward pass."""
+    """Summed log-probabilities of each continuation given its context, several per forward pass.
+
+    Requests are batched longest first (as the harness does) so little compute goes to padding;
+    results come back in the order asked.
+    """
     model.eval()
-    out: list[float] = []
-    for start in range(0, len(requests), batch_size):
-        chunk = requests[start:start + batch_size]
+    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]) - len(requests[i][1]))
+    out: list[float] = [0.0] * len(requests)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        chunk = [requests[i] for i in idx]
         seqs, spans = [], []
         for ctx, cont in chunk:
             if len(cont) > max_len:
@@ -130,7 +136,7 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], max_len: 
         logp = F.log_softmax(logits.float(), dim=-1)
         for i, (a, b, cont) in enumerate(spans):
             target = torch.tensor(cont, device=logp.device)
-            out.append(logp[i, a:b].gather(-1, target[:, None]).sum().item())
+            out[idx[i]] = logp[i, a:b].gather(-1, target[:, None]).sum().item()
     return out
 
 
