@@ -1,4 +1,6 @@
-"""Study commands for the CLI: ``run`` and ``analyze`` (more register themselves here)."""
+"""Study commands for the CLI: ``run``, ``analyze`` and ``batch-seqlen``, and the helpers every study
+command shares (study folder flags, executor flags, ``execute``). The Experiment 9/3 searches are
+in ``search_cli.py``."""
 
 from __future__ import annotations
 
@@ -188,24 +190,6 @@ def cmd_batch_seqlen(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- hellaswag
-def cmd_hellaswag(args) -> int:
-    from ..hellaswag import PROTOCOL, HellaSwagEvaluator, load_checkpoint
-    from ..utils import atomic_write_json, resolve_device
-
-    device = resolve_device(args.device or "auto")
-    model, tok, cfg = load_checkpoint(args.checkpoint, device)
-    ev = HellaSwagEvaluator(args.data, tok, cfg.model.max_seq_len, args.limit, args.batch_size, device)
-    result = ev(model, with_predictions=bool(args.output))
-    result.update(checkpoint=str(args.checkpoint), model=cfg.model.name, protocol=PROTOCOL)
-    print(f"hellaswag: acc {result['acc']:.4f} acc_norm {result['acc_norm']:.4f} n {result['n']} | "
-          f"{result['items_per_s']:.1f} items/s | {args.data}")
-    if args.output:
-        atomic_write_json(args.output, result)
-        print(f"wrote {args.output}")
-    return 0
-
-
 def register(sub) -> None:
     cli = _cli()
     r = sub.add_parser(
@@ -241,14 +225,3 @@ def register(sub) -> None:
     cli.add_experiment_flags(b, skip=("--batch-size", "--seq-len", "--grad-accum", "--muon-lr"))
     b.set_defaults(func=cmd_batch_seqlen)
 
-    h = sub.add_parser("hellaswag", help="score a saved model on HellaSwag (lm-evaluation-harness protocol)",
-                       description="Zero-shot HellaSwag: summed log-likelihood of each ending given the context; "
-                                   "acc and acc_norm exactly as lm-evaluation-harness computes them.")
-    h.add_argument("--checkpoint", required=True, help="final_model.pt or a training checkpoint of this project")
-    h.add_argument("--data", default="hf:Rowan/hellaswag",
-                   help="official-format JSONL file, or hf:Rowan/hellaswag (validation split; needs the hub)")
-    h.add_argument("--limit", type=cli.pos_int, default=None, help="score only the first N items")
-    h.add_argument("--batch-size", type=cli.pos_int, default=8, help="items per forward pass (x4 endings)")
-    h.add_argument("--device", default=None, help="auto | cpu | cuda")
-    h.add_argument("--output", default=None, help="write the JSON result with per-item predictions here")
-    h.set_defaults(func=cmd_hellaswag)
