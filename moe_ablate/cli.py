@@ -116,7 +116,8 @@ def cmd_train(args) -> int:
     from .config import apply_overrides, preset_config, validate
     from .data import prepare_data
     from .train import train
-    from .utils import atomic_torch_save, atomic_write_json
+    from .checkpoint import save_model
+    from .utils import atomic_write_json
 
     cfg = apply_overrides(preset_config(args.preset or "tiny", None), experiment_overrides(args))
     validate(cfg)
@@ -130,9 +131,7 @@ def cmd_train(args) -> int:
     result, model = train(cfg, data, log=log, desc=cfg.model.name, checkpoint_dir=out / "checkpoints")
     atomic_write_json(out / "config.json", cfg.to_dict())
     atomic_write_json(out / "result.json", {"config": cfg.to_dict(), **result})
-    atomic_torch_save({"config": cfg.to_dict(), "model": model.state_dict(),
-                       "tokenizer": data.tokenizer.to_json(), "tokenizer_spec": data.tokenizer.spec},
-                      out / "final_model.pt")
+    save_model(out / "final_model.pt", cfg, model, data.tokenizer)
     _summary(cfg.model.name, result)
     print(f"wrote {out}/result.json, config.json, final_model.pt")
     return 0 if result["status"] == "ok" else 1
@@ -167,11 +166,12 @@ def cmd_models(args) -> int:
 
 
 def cmd_hellaswag(args) -> int:
-    from .hellaswag import PROTOCOL, HellaSwagEvaluator, load_checkpoint
+    from .checkpoint import load_model
+    from .hellaswag import PROTOCOL, HellaSwagEvaluator
     from .utils import atomic_write_json, resolve_device
 
     device = resolve_device(args.device or "auto")
-    model, tok, cfg = load_checkpoint(args.checkpoint, device)
+    model, tok, cfg = load_model(args.checkpoint, device)
     ev = HellaSwagEvaluator(args.data, tok, cfg.model.max_seq_len, args.limit, args.batch_size, device)
     result = ev(model, with_predictions=bool(args.output))
     result.update(checkpoint=str(args.checkpoint), model=cfg.model.name, protocol=PROTOCOL)

@@ -172,22 +172,3 @@ class HellaSwagEvaluator:
         if with_predictions:
             result["predictions"] = preds
         return result
-
-
-def load_checkpoint(path: str, device: str):
-    """Any model this project saves (final_model.pt or a training checkpoint) + its tokenizer."""
-    from .config import ExperimentConfig
-    from .models import build_model
-
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(p, map_location=device, weights_only=False)
-        cfg = ExperimentConfig.from_dict(ckpt["config"])
-        model = build_model(cfg.model)
-        model.load_state_dict(ckpt["model"])
-        tok = LoadedTokenizer.from_json(ckpt["tokenizer"], ckpt.get("tokenizer_spec", "bpe"))
-    except (KeyError, RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path} is not a moe-ablate checkpoint ({type(e).__name__})") from None
-    return model.to(device).eval(), tok, cfg

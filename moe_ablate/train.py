@@ -25,9 +25,8 @@ from .data import TokenData
 from .evaluate import autocast_context, evaluate
 from .models import TransformerLM, build_model
 from .optim import build_optimizers, build_schedulers
-from .utils import atomic_torch_save, git_commit, resolve_device
-
-CHECKPOINT_FORMAT = 1
+from .checkpoint import read_checkpoint, save_model
+from .utils import git_commit, resolve_device
 
 
 def amp_dtype_for(device: str, amp: str) -> torch.dtype | None:
@@ -113,7 +112,7 @@ def train(
     state = {"step": 0, "tokens": 0, "best_val_loss": math.inf, "best_step": None,
              "bad_evals": 0, "train_time": 0.0, "eval_time": 0.0}
     if resume_from is not None:
-        ckpt = torch.load(resume_from, map_location=device, weights_only=False)
+        ckpt = read_checkpoint(resume_from, device)
         model.load_state_dict(ckpt["model"])
         for o, s in zip(optimizers, ckpt["optimizers"], strict=True):
             o.load_state_dict(s)
@@ -137,16 +136,13 @@ def train(
     checkpoints: list[str] = []
 
     def save_checkpoint(path: Path) -> None:
-        atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict(),
-            "optimizers": [o.state_dict() for o in optimizers],
-            "schedulers": [s.state_dict() for s in schedulers],
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None},
-            "history": history, "state": state, "tokenizer": data.tokenizer.to_json(),
-            "tokenizer_spec": data.tokenizer.spec,
-        }, path)
+        save_model(path, cfg, model, data.tokenizer,
+                   optimizers=[o.state_dict() for o in optimizers],
+                   schedulers=[s.state_dict() for s in schedulers],
+                   scaler=scaler.state_dict() if scaler is not None else None,
+                   rng={"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None},
+                   history=history, state=state)
         checkpoints.append(str(path))
 
     bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=None if progress else True, leave=False,
@@ -239,11 +235,11 @@ def train(
         log(f"{desc}: out of memory at step {state['step']}")
     finally:
         bar.close()
-    # a checkpoint where the run ends (finished, early-stopped, or stopped by stop_after), for exact resume
-    final_ckpt = Path(checkpoint_dir or ".") / f"checkpoint_step_{state['step']}.pt"
-    wants_final = t.checkpoint_every > 0 or stop_after is not None
-    if checkpoint_dir is not None and status == "ok" and wants_final and str(final_ckpt) not in checkpoints:
-        save_checkpoint(final_ckpt)
+    # when checkpointing, also save where the run ends (finished, early-stopped, or stop_after)
+    if checkpoint_dir is not None and status == "ok" and (t.checkpoint_every or stop_after is not None):
+        final_ckpt = Path(checkpoint_dir) / f"checkpoint_step_{state['step']}.pt"
+        if str(final_ckpt) not in checkpoints:
+            save_checkpoint(final_ckpt)
 
     last_eval = history["eval"][-1] if history["eval"] else {}
     wall = time.perf_counter() - started

@@ -85,3 +85,16 @@ def test_hub_tokenizer_fails_fast_offline(tmp_path, monkeypatch):
         prepare_data(DataConfig(tokenizer="hf:HuggingFaceTB/SmolLM-135M", num_documents=20,
                                 cache_dir=str(tmp_path)))
     assert time.perf_counter() - t0 < 5
+
+
+def test_a_tokenizer_keeps_its_eos_id_through_save_and_load():
+    """Hub tokenizers name EOS differently (SmolLM: id 0); it must not be guessed on reload."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from moe_ablate.data.tokenizer import LoadedTokenizer
+
+    raw = Tokenizer(models.WordLevel({"</s>": 0, "a": 1, "b": 2, "[UNK]": 3}, unk_token="[UNK]"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = LoadedTokenizer(raw, 0, "hf:example/tok", "x")
+    again = LoadedTokenizer.from_dict(tok.to_dict())
+    assert again.eos_id == 0 and again.spec == "hf:example/tok" and again.encode("a b") == [1, 2]

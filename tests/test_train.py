@@ -75,3 +75,10 @@ def test_out_of_memory_ends_as_oom_and_the_model_stays_usable(small_cfg, small_d
     again, _ = train(small_cfg, small_data, model=model, **QUIET)
     fresh, _ = train(small_cfg, small_data, **QUIET)
     assert again["status"] == "ok" and again["val_loss"] == fresh["val_loss"]
+
+
+def test_resumed_run_reports_the_routing_load_of_the_whole_run(small_cfg, small_data, tmp_path):
+    straight, _ = train(small_cfg, small_data, **QUIET)
+    train(small_cfg, small_data, checkpoint_dir=tmp_path, stop_after=5, **QUIET)
+    resumed, _ = train(small_cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
+    assert resumed["routing"]["load_fraction"] == straight["routing"]["load_fraction"]

@@ -25,18 +25,23 @@ class LoadedTokenizer:
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def to_json(self) -> str:
-        return self.tokenizer.to_str()
-
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
 
+    def to_dict(self) -> dict:
+        """Everything needed to rebuild it exactly (the EOS id is not derivable for hub tokenizers)."""
+        return {"json": self.tokenizer.to_str(), "spec": self.spec, "eos_id": self.eos_id}
+
     @classmethod
-    def from_json(cls, text: str, spec: str = "bpe") -> "LoadedTokenizer":
+    def from_dict(cls, d: dict) -> "LoadedTokenizer":
+        return cls._from_json(d["json"], d["spec"], d["eos_id"])
+
+    @classmethod
+    def _from_json(cls, text: str, spec: str, eos_id: int | None = None) -> "LoadedTokenizer":
         tok = Tokenizer.from_str(text)
-        eos = tok.token_to_id(EOS)
-        if eos is None:  # hub tokenizers name it differently; fall back to the last special
-            eos = tok.get_vocab_size() - 1
+        eos = eos_id if eos_id is not None else tok.token_to_id(EOS)
+        if eos is None:
+            raise ValueError(f"tokenizer {spec} has no {EOS} token and no EOS id was given")
         return cls(tok, eos, spec, hashlib.sha256(text.encode()).hexdigest())
 
 
@@ -44,7 +49,7 @@ def train_bpe(docs: list[str], vocab_size: int, cache_dir: Path, docs_hash: str)
     """Train (or load the cached) byte-level BPE for exactly these documents and vocab size."""
     path = Path(cache_dir) / "tokenizers" / f"bpe_{vocab_size}_{docs_hash[:16]}.json"
     if path.exists():
-        return LoadedTokenizer.from_json(path.read_text(encoding="utf-8"))
+        return LoadedTokenizer._from_json(path.read_text(encoding="utf-8"), "bpe")
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -60,7 +65,7 @@ def train_bpe(docs: list[str], vocab_size: int, cache_dir: Path, docs_hash: str)
     from ..utils import atomic_write_text
 
     atomic_write_text(path, tok.to_str())
-    return LoadedTokenizer.from_json(tok.to_str())
+    return LoadedTokenizer._from_json(tok.to_str(), "bpe")
 
 
 def load_hub_tokenizer(spec: str) -> LoadedTokenizer:

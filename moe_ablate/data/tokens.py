@@ -20,11 +20,11 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text
+from ..utils import atomic_write_json
 from .sources import load_documents, source_fingerprint
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cached tokenizer carries its EOS id
 
 
 @dataclass
@@ -86,9 +86,9 @@ def prepare_data(cfg: DataConfig, log=print) -> TokenData:
         try:
             tokens = np.load(arr_path, mmap_mode="r")
             meta = json.loads(meta_path.read_text())
-            tok = LoadedTokenizer.from_json(tok_path.read_text(encoding="utf-8"), cfg.tokenizer)
+            tok = LoadedTokenizer.from_dict(json.loads(tok_path.read_text(encoding="utf-8")))
             return _split(tokens, tok, meta, cfg, cached=True)
-        except (ValueError, OSError, json.JSONDecodeError):
+        except (ValueError, OSError, KeyError):
             log(f"token cache {key} is unreadable; rebuilding it")
 
     t0 = time.perf_counter()
@@ -115,7 +115,7 @@ def prepare_data(cfg: DataConfig, log=print) -> TokenData:
     tmp = arr_path.with_suffix(".tmp.npy")
     np.save(tmp, tokens)
     tmp.replace(arr_path)
-    atomic_write_text(tok_path, tok.to_json())
+    atomic_write_json(tok_path, tok.to_dict())
     atomic_write_json(meta_path, meta)
     return _split(tokens, tok, meta, cfg, cached=False)
 

@@ -16,11 +16,12 @@ from ..config import ModelConfig
 
 
 class RoutingLoad(nn.Module):
-    """Mixin state for an MoE layer: per-expert token counts accumulated on device (no sync)."""
+    """Mixin state for an MoE layer: per-expert token counts accumulated on device (no sync).
+    Persistent, so a checkpoint carries them and a resumed run reports the load of the whole run."""
 
     def __init__(self, num_experts: int):
         super().__init__()
-        self.register_buffer("load", torch.zeros(num_experts), persistent=False)
+        self.register_buffer("load", torch.zeros(num_experts))
 
     def record(self, expert_ids: torch.Tensor) -> torch.Tensor:
         """Count tokens per expert; training tokens are added to ``load`` (evaluation is not)."""

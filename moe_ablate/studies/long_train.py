@@ -13,7 +13,8 @@ from typing import Callable
 
 from ..config import ExperimentConfig
 from ..data import TokenData
-from ..utils import atomic_torch_save, atomic_write_json
+from ..checkpoint import save_model
+from ..utils import atomic_write_json
 
 
 def long_train(cfg: ExperimentConfig, data: TokenData, out_dir: Path, *, provenance: dict,
@@ -34,8 +35,7 @@ def long_train(cfg: ExperimentConfig, data: TokenData, out_dir: Path, *, provena
                           checkpoint_dir=out_dir / "checkpoints", resume_from=resume_from, hellaswag=evaluator)
     summary = {"config": cfg.to_dict(), "settings_from": provenance, **result}
     atomic_write_json(out_dir / "long_term_results.json", summary)
-    atomic_torch_save({"config": cfg.to_dict(), "model": model.state_dict(), "tokenizer": data.tokenizer.to_json(),
-                       "tokenizer_spec": data.tokenizer.spec}, out_dir / "final_model.pt")
+    save_model(out_dir / "final_model.pt", cfg, model, data.tokenizer)
     plot_curves(out_dir, result)
     return summary
 

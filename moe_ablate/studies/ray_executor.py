@@ -47,7 +47,7 @@ def _remote_run(exp_id: str, overrides: dict, base: dict, packed: dict, threads:
     _maybe_crash(exp_id)
     torch.set_num_threads(max(1, threads))
     data = TokenData(train=packed["train"], val=packed["val"], provenance=packed["provenance"],
-                     tokenizer=LoadedTokenizer.from_json(packed["tokenizer"], packed["tokenizer_spec"]))
+                     tokenizer=LoadedTokenizer.from_dict(packed["tokenizer"]))
     record = run_one(ExperimentSpec(exp_id, overrides), ExperimentConfig.from_dict(base), data,
                      log=lambda m: None, progress=False)
     record["executor"] = {"kind": "ray", "node": os.uname().nodename, "pid": os.getpid()}
@@ -78,8 +78,7 @@ def run_with_ray(pending: list[ExperimentSpec], base: ExperimentConfig, data: To
         log(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; "
             f"{options.cpus_per_experiment:g} CPU(s) and {gpus:g} GPU(s) per experiment")
         packed = ray.put({"train": np.asarray(data.train), "val": np.asarray(data.val),
-                          "provenance": data.provenance, "tokenizer": data.tokenizer.to_json(),
-                          "tokenizer_spec": data.tokenizer.spec})
+                          "provenance": data.provenance, "tokenizer": data.tokenizer.to_dict()})
         task = ray.remote(_remote_run).options(num_cpus=options.cpus_per_experiment, num_gpus=gpus,
                                                max_retries=1, retry_exceptions=False)
         threads = int(options.cpus_per_experiment) or 1

@@ -125,20 +125,17 @@ def _run_long(args, cfg, data, out_dir: Path, provenance: dict, resume_from: str
 
 def cmd_train_exp(args) -> int:
     """``train --exp 9|3`` (long training with recommended settings) and ``train --resume CKPT``."""
-    import torch
-
+    from ..checkpoint import read_checkpoint
     from ..config import ExperimentConfig
     from ..data import prepare_data
 
     cli = _cli()
     if args.resume:
         ckpt = Path(args.resume)
-        if not ckpt.is_file():
-            raise UserError(f"checkpoint not found: {ckpt}")
-        try:
-            cfg = ExperimentConfig.from_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["config"])
-        except (KeyError, RuntimeError, EOFError) as e:
-            raise UserError(f"{ckpt} is not a moe-ablate training checkpoint ({type(e).__name__})") from None
+        stored = read_checkpoint(ckpt)
+        if "optimizers" not in stored:
+            raise UserError(f"{ckpt} holds a final model, not a training checkpoint (checkpoints/checkpoint_step_N.pt)")
+        cfg = ExperimentConfig.from_dict(stored["config"])
         data = prepare_data(cfg.data, log=cli.log)
         _run_long(args, cfg, data, ckpt.parent.parent, {"resumed_from": str(ckpt)}, resume_from=str(ckpt))
         return 0
