@@ -42,6 +42,24 @@ pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, l
 nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
 _fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
+
+def lr_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return pos_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
+def long_run_flags(args: argparse.Namespace) -> dict:
+    """``train``'s --checkpoint-every / --hellaswag-every, when given (0 turns them off)."""
+    out = {}
+    for name in ("checkpoint_every", "hellaswag_every"):
+        if getattr(args, name, None) is not None:
+            out[f"train.{name}"] = getattr(args, name)
+    return out
+
 # flag -> (dotted config key, type, help)
 EXPERIMENT_FLAGS = {
     "--model": ("model.name", str, "architecture: moe | deepseek_mlp | deepseek_glm4_moe (see `moe-ablate models`)"),
@@ -119,7 +137,8 @@ def cmd_train(args) -> int:
     from .checkpoint import save_model
     from .utils import atomic_write_json
 
-    cfg = apply_overrides(preset_config(args.preset or "tiny", None), experiment_overrides(args))
+    cfg = apply_overrides(preset_config(args.preset or "tiny", None), {**experiment_overrides(args),
+                                                                        **long_run_flags(args)})
     validate(cfg)
     out = Path(args.output_dir or Path(DEFAULT_OUTPUT) / f"train_{cfg.model.name}_{time.strftime('%Y%m%d_%H%M%S')}")
     fresh_dir(out)
@@ -197,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--exp", type=int, choices=[9, 3], default=None,
                    help="9: deepseek_mlp/exp9, 3: deepseek_glm4_moe/exp3; defaults 10000 steps, eval every 100, "
                         "checkpoint every 3000, HellaSwag every 1000")
-    g.add_argument("--lr", default=None, help="Muon LR, or 'auto' = the lr-search recommendation under --output-dir "
+    g.add_argument("--lr", type=lr_or_auto, default=None,
+                   help="Muon LR, or 'auto' = the lr-search recommendation under --output-dir "
                                               "(exp 3 also takes the expert-search recommendation)")
     g.add_argument("--resume", default=None, metavar="CHECKPOINT", help="continue a long run exactly from a checkpoint")
     g.add_argument("--hellaswag", default=None, help="HellaSwag source (JSONL file or hf:Rowan/hellaswag)")

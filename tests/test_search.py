@@ -108,3 +108,25 @@ def test_lr_search_resume_keeps_the_stored_study_and_reruns_nothing(tmp_path, ca
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").iterdir()}
     assert after == before
     assert json.loads((tmp_path / "s" / "lr_recommendation.json").read_text())["exp"] == 3
+
+
+@pytest.mark.parametrize("args", [["train", "--exp", "9", "--lr", "abc"], ["train", "--exp", "3", "--lr", "-1"],
+                                  ["expert-search", "--lr", "fast"]])
+def test_bad_lr_is_one_line(args, tmp_path, capsys):
+    code = None
+    try:
+        code = main(args + ["--output-dir", str(tmp_path)])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "positive number or 'auto'" in err[0]
+    assert not any(tmp_path.iterdir())
+
+
+def test_checkpoint_every_zero_turns_checkpoints_off(tmp_path, cache_dir):
+    common = TINY + ["--cache-dir", str(cache_dir), "--output-dir", str(tmp_path)]
+    common.remove("--no-progress")
+    assert main(["train", "--exp", "9", "--lr", "1e-3", "--steps", "4", "--checkpoint-every", "0"] + common) == 0
+    run = next(tmp_path.glob("exp9_long_term_*"))
+    assert json.loads((run / "long_term_results.json").read_text())["checkpoints"] == []
+    assert (run / "final_model.pt").exists()

@@ -23,6 +23,13 @@ EXPERIMENTS = {  # --exp N -> (model, preset)
 QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
 FULL = {"lrs": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "steps": 2000, "eval_every": 100, "patience": 5}
 LR_BOUNDS = (1e-6, 1.0)
+
+
+def long_run_settings(steps: int = 10000, hellaswag: bool = False) -> dict:
+    """The seeds' long training (``train --exp``, ``lr-search --then-train``): evaluate every 100
+    steps, checkpoint every 3000, HellaSwag every 1000 when a source is given, no early stopping."""
+    return {"train.steps": steps, "train.eval_every": 100, "train.checkpoint_every": 3000,
+            "train.hellaswag_every": 1000 if hellaswag else 0, "train.patience": 0}
 EXPERT_GRID = [(e, k) for e in (4, 8, 16) for k in (1, 2)]
 
 

@@ -44,14 +44,14 @@ def cmd_lr_search(args) -> int:
     run = execute(args, study, base, exps, f"lr_search_exp{args.exp}", changed, folder_name=args.name, **kw)
     # a resumed study keeps what it was started with
     study_dir, records, data, base, exps = run.study_dir, run.records, run.data, run.base, run.experiments
-    args.exp = run.study.get("exp", args.exp)
+    exp = run.study.get("exp", args.exp)
     while args.extend and (nxt := search.extension(records)) is not None:
         cli.log(f"best LR is at the edge of the range: extending the search with LR {nxt:.2e}")
         exps = exps + search.lr_experiments([nxt])
         records = run_experiments(study_dir, base, exps, data, log=cli.log, progress=not args.no_progress,
                                   executor=executor_options(args), **kw)
-    rec = search.write_lr_outputs(study_dir, records, args.exp)
-    print(f"lr-search exp {args.exp}: {rec['recommendation']}")
+    rec = search.write_lr_outputs(study_dir, records, exp)
+    print(f"lr-search exp {exp}: {rec['recommendation']}")
     if rec.get("warning"):
         print(f"warning: {rec['warning']}")
     print(f"results: {study_dir / 'lr_recommendation.json'}")
@@ -59,9 +59,7 @@ def cmd_lr_search(args) -> int:
         if rec.get("best_learning_rate") is None:
             raise UserError("no successful LR to train with")
         # the search's --steps/--eval-every/--patience were for the search; the long run has its own
-        cfg = apply_overrides(base, {"train.steps": args.long_steps, "train.eval_every": 100,
-                                     "train.checkpoint_every": 3000, "train.patience": 0,
-                                     "train.hellaswag_every": 1000 if args.hellaswag else 0,
+        cfg = apply_overrides(base, {**search.long_run_settings(args.long_steps, bool(args.hellaswag)),
                                      "train.muon_lr": rec["best_learning_rate"]})
         _run_long(args, cfg, data, study_dir / "long_term",
                   {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
@@ -73,20 +71,13 @@ def cmd_expert_search(args) -> int:
     if args.exp != 3:
         raise UserError("expert search is for --exp 3 (Experiment 9 has a dense MLP, no experts)")
     defaults = {"train.steps": 800, "train.eval_every": 100, "train.log_every": 10}
-    lr_source = "default 1e-3"
     if args.lr == "auto":
         lr, lr_source = _auto_lr(args.output_dir, 3)
     else:
-        try:
-            lr = float(args.lr)
-        except ValueError:
-            raise UserError(f"--lr must be a number or 'auto', got {args.lr!r}") from None
-        if not lr > 0:
-            raise UserError(f"--lr must be positive, got {args.lr}")
-        lr_source = "--lr" if args.lr != "1e-3" else lr_source
+        lr, lr_source = (args.lr, "--lr") if args.lr is not None else (1e-3, "the default 1e-3")
     base = _base(args, 3, {**defaults, "train.muon_lr": lr})
     study = {"name": "expert_search_exp3", "kind": "expert_search", "exp": 3, "lr": lr, "lr_source": lr_source}
-    changed = bool(cli.experiment_overrides(args) or args.preset or args.lr != "1e-3")
+    changed = bool(cli.experiment_overrides(args) or args.preset or args.lr is not None)
     run = execute(args, study, base, search.expert_experiments(), "expert_search_exp3", changed,
                   folder_name=args.name)
     study_dir = run.study_dir
@@ -95,19 +86,6 @@ def cmd_expert_search(args) -> int:
     print(f"expert-search exp 3 (lr {lr:.2e} from {lr_source}): {rec['recommendation']}")
     print(f"results: {study_dir / 'expert_recommendation.json'}")
     return 0
-
-
-def _long_defaults(args) -> dict:
-    """The seeds' long-run settings; explicit flags still win (applied after)."""
-    out = {"train.steps": 10000, "train.eval_every": 100, "train.checkpoint_every": 3000,
-           "train.hellaswag_every": 1000 if args.hellaswag else 0}
-    if getattr(args, "checkpoint_every", None):
-        out["train.checkpoint_every"] = args.checkpoint_every
-    if getattr(args, "hellaswag_every", None):
-        out["train.hellaswag_every"] = args.hellaswag_every
-    cli = _cli()
-    out.update({k: v for k, v in cli.experiment_overrides(args).items() if k.startswith("train.")})
-    return out
 
 
 def _run_long(args, cfg, data, out_dir: Path, provenance: dict, resume_from: str | None = None) -> None:
@@ -141,7 +119,8 @@ def cmd_train_exp(args) -> int:
         return 0
     exp = args.exp
     provenance: dict = {}
-    overrides = _long_defaults(args)
+    # long-run defaults < recommendations < explicit flags (``_base`` applies the flags last)
+    overrides = {**search.long_run_settings(hellaswag=bool(args.hellaswag)), **cli.long_run_flags(args)}
     if args.lr == "auto":
         lr, src = _auto_lr(args.output_dir or cli.DEFAULT_OUTPUT, exp)
         overrides["train.muon_lr"], provenance["lr_recommendation"] = lr, src
@@ -154,10 +133,8 @@ def cmd_train_exp(args) -> int:
             else:
                 cli.log("no expert_recommendation.json found: using the preset's experts/top-k")
     elif args.lr is not None:
-        overrides["train.muon_lr"] = float(args.lr)
-    for k, v in cli.experiment_overrides(args).items():  # explicit model flags beat recommendations
-        overrides[k] = v
-    cfg = validate(apply_overrides(_base(args, exp, {}), overrides))
+        overrides["train.muon_lr"] = args.lr
+    cfg = _base(args, exp, overrides)
     out = Path(args.output_dir or cli.DEFAULT_OUTPUT) / f"exp{exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
     data = prepare_data(cfg.data, log=cli.log)
     _run_long(args, cfg, data, out, provenance)
@@ -187,8 +164,9 @@ def register(sub) -> None:
                         description="Train Experiment 3's model with each expert configuration (800 steps) and "
                                     "recommend one; records routing balance and total/active parameters.")
     ex.add_argument("--exp", type=int, choices=[3], default=3, help="only 3 (the GLM4-MoE model)")
-    ex.add_argument("--lr", default="1e-3", help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation "
-                                                 "found under --output-dir (default 1e-3)")
+    ex.add_argument("--lr", type=cli.lr_or_auto, default=None,
+                    help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation found under --output-dir "
+                         "(default 1e-3)")
     add_study_flags(ex, "expert_search_exp3")
     cli.add_experiment_flags(ex, skip=("--model", "--muon-lr", "--num-experts", "--top-k"))
     ex.set_defaults(func=cmd_expert_search)
