@@ -105,3 +105,12 @@ def resolve_device(name: str) -> str:
 
 def fmt_lr(lr: float) -> str:
     return f"{lr:.2e}"
+
+
+def edge_of(value, values) -> str | None:
+    """"largest" / "smallest" when ``value`` is at that end of the values tried (>= 2 of them):
+    the optimum along that axis is then not bracketed."""
+    values = sorted(values)
+    if len(values) < 2:
+        return None
+    return "largest" if value == values[-1] else "smallest" if value == values[0] else None

@@ -54,3 +54,11 @@ def test_matrix_and_custom_runs_write_every_file_and_never_overwrite(tmp_path, c
     assert main(["batch-seqlen", "--batch", "4", "--seqlen", "4096"] + common) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exceeds the model's max_seq_len" in err[0]
+
+
+@pytest.mark.parametrize("lrs", ["0.01", [], [0.01, -1]])
+def test_lrs_must_be_a_list_of_positive_numbers(lrs):
+    spec = load_study("batch_seqlen")
+    spec.extra["lrs"] = lrs
+    with pytest.raises(UserError, match="lrs must be a non-empty list"):
+        bs.learning_rates(spec, 0.01)

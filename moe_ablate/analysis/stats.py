@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ..utils import edge_of
 
 METRICS = ["val_loss", "val_accuracy", "val_perplexity", "final_train_loss", "final_train_accuracy",
            "train_time_s", "tokens_per_s"]
@@ -146,9 +147,7 @@ def recommend(ok: pd.DataFrame, axes: list[str], metric: str, df: pd.DataFrame) 
         rec["margin_pct"] = 100 * rec["margin"] / abs(float(second[metric])) if second[metric] else None
     warnings = []
     for a in axes:
-        values = sorted(df[a].dropna().unique())
-        if len(values) >= 2 and best[a] in (values[0], values[-1]):
-            edge = "smallest" if best[a] == values[0] else "largest"
+        if edge := edge_of(best[a], df[a].dropna().unique()):
             warnings.append(f"best {a} = {best[a]} is the {edge} value tried: the optimum is not bracketed; "
                             f"extend the range beyond {best[a]}")
     rec["edge_warnings"] = warnings

@@ -18,11 +18,28 @@ from ..utils import atomic_write_json, atomic_write_text
 from .spec import ExperimentSpec, StudySpec
 
 
+def _divisors(spec: StudySpec, preset: str) -> tuple[int, int]:
+    """(batch, seq) divisors of the file's [scale.<preset>] section (1, 1 when absent)."""
+    scale = spec.extra.get("scale", {}).get(preset, {})
+    return int(scale.get("batch", 1)), int(scale.get("seq", 1))
+
+
 def scale_base(base: ExperimentConfig, spec: StudySpec, preset: str) -> ExperimentConfig:
-    """Scale the model's max_seq_len with the preset's [scale.<preset>] seq divisor."""
-    s_div = int(spec.extra.get("scale", {}).get(preset, {}).get("seq", 1))
-    base.model.max_seq_len = max(2, base.model.max_seq_len // s_div)
+    """The base config with the model's max_seq_len scaled like the strategies' seq_len."""
+    base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])
     return base
+
+
+def strategy(name: str, batch_size: int, seq_len: int, grad_accum: int = 1) -> dict[str, Any]:
+    return {"name": name, "batch_size": batch_size, "seq_len": seq_len, "grad_accum": grad_accum,
+            "tokens_per_step": batch_size * seq_len * grad_accum}
+
+
+def learning_rates(spec: StudySpec, default: float) -> list[float]:
+    lrs = spec.extra.get("lrs", [default])
+    if not isinstance(lrs, list) or not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
+        raise UserError(f"lrs must be a non-empty list of positive numbers, got {lrs!r}")
+    return [float(v) for v in lrs]
 
 
 def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
@@ -30,14 +47,9 @@ def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
     raw = spec.extra.get("strategy", [])
     if not raw:
         raise UserError("batch-seqlen config defines no [[strategy]]")
-    scale = spec.extra.get("scale", {}).get(preset, {})
-    b_div, s_div = int(scale.get("batch", 1)), int(scale.get("seq", 1))
-    out = []
-    for s in raw:
-        st = {"name": s["name"], "batch_size": max(1, s["batch_size"] // b_div),
-              "seq_len": max(2, s["seq_len"] // s_div), "grad_accum": s.get("grad_accum", 1)}
-        st["tokens_per_step"] = st["batch_size"] * st["seq_len"] * st["grad_accum"]
-        out.append(st)
+    b_div, s_div = _divisors(spec, preset)
+    out = [strategy(s["name"], max(1, s["batch_size"] // b_div), max(2, s["seq_len"] // s_div),
+                    s.get("grad_accum", 1)) for s in raw]
     budgets = {s["tokens_per_step"] for s in out}
     if len(budgets) != 1:
         raise UserError("strategies must see the same tokens per optimizer step; got "
@@ -56,6 +68,12 @@ def experiments(strats: list[dict], lrs: list[float]) -> list[ExperimentSpec]:
         for s in strats for lr in lrs]
 
 
+def record_extra(spec: ExperimentSpec, cfg: ExperimentConfig) -> dict[str, Any]:
+    """What each run's JSON adds: its strategy (the id is ``<strategy>_lr<lr>``) and tokens per step."""
+    return {"strategy": spec.id.rsplit("_lr", 1)[0],
+            "tokens_per_step": cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum}
+
+
 def check_lengths(base: ExperimentConfig, exps: list[ExperimentSpec]) -> None:
     for e in exps:
         if e.overrides["train.seq_len"] > base.model.max_seq_len:
@@ -67,8 +85,7 @@ def summarize(study_dir: Path, records: list[dict], strats: list[dict]) -> dict[
     by_name = {s["name"]: s for s in strats}
     rows = []
     for r in records:
-        name = r.get("strategy") or r["experiment_id"].rsplit("_lr", 1)[0]
-        rows.append({"run": r["experiment_id"], "strategy": name, "batch_size": r["config"]["train"]["batch_size"],
+        rows.append({"run": r["experiment_id"], "strategy": r["strategy"], "batch_size": r["config"]["train"]["batch_size"],
                      "seq_len": r["config"]["train"]["seq_len"], "grad_accum": r["config"]["train"]["grad_accum"],
                      "lr": r["config"]["train"]["muon_lr"], "status": r["status"], "val_loss": r.get("val_loss"),
                      "val_accuracy": r.get("val_accuracy"), "train_time_s": r.get("train_time_s"),

@@ -165,24 +165,16 @@ def cmd_batch_seqlen(args) -> int:
     if any(v is not None for v in custom):
         if args.batch is None or args.seqlen is None:
             raise UserError("a custom run needs at least --batch and --seqlen")
-        strats = [{"name": args.name or "custom", "batch_size": args.batch, "seq_len": args.seqlen,
-                   "grad_accum": args.grad_accum or 1}]
-        strats[0]["tokens_per_step"] = args.batch * args.seqlen * (args.grad_accum or 1)
+        strats = [bs.strategy(args.name or "custom", args.batch, args.seqlen, args.grad_accum or 1)]
         lrs = [args.lr or base.train.muon_lr]
     else:
-        strats, lrs = bs.strategies(spec, preset), list(spec.extra.get("lrs", [base.train.muon_lr]))
-        if not isinstance(spec.extra.get("lrs", []), list):
-            raise UserError("lrs must be a list")
+        strats, lrs = bs.strategies(spec, preset), bs.learning_rates(spec, base.train.muon_lr)
     exps = bs.experiments(strats, lrs)
     bs.check_lengths(base, exps)
     study = {**spec.to_dict(), "preset": preset, "strategies": strats, "lrs": lrs}
     changed = bool(cli.experiment_overrides(args) or any(v is not None for v in custom) or args.config or args.preset)
     label = f"batch_seqlen_{strats[0]['name']}" if any(v is not None for v in custom) else "batch_seqlen"
-    strategy_of = {e.id: s["name"] for s in strats for e in exps if e.id.startswith(s["name"] + "_lr")}
-    run = execute(
-        args, study, base, exps, label, changed,
-        record_extra=lambda e, cfg: {"strategy": strategy_of.get(e.id), "tokens_per_step":
-                                     cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum})
+    run = execute(args, study, base, exps, label, changed, record_extra=bs.record_extra)
     study_dir = run.study_dir
     summary = bs.summarize(study_dir, run.records, run.study["strategies"])
     print(summary["answer"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..utils import atomic_write_json, read_json
+from ..utils import atomic_write_json, edge_of, read_json
 from .spec import ExperimentSpec
 
 EXPERIMENTS = {  # --exp N -> (model, preset)
@@ -54,7 +54,7 @@ def recommend_lr(records: list[dict], exp: int | None) -> dict[str, Any]:
                 "recommendation": "every run failed; no learning rate to recommend"}
     best = ok[0]
     lr = best["config"]["train"]["muon_lr"]
-    edge = "largest" if lr == lrs[-1] else "smallest" if lr == lrs[0] else None
+    edge = edge_of(lr, lrs)
     rec = {"exp": exp, "model": best["config"]["model"]["name"], "best_learning_rate": lr,
            "best_val_loss": _best_loss(best), "best_step": best.get("best_step"), "tried": lrs,
            "failed": [r["config"]["train"]["muon_lr"] for r in records if r.get("status") != "ok"],
