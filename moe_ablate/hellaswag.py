@@ -134,9 +134,10 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], max_len: 
             x[i, : len(s)] = torch.tensor(s)
         logits, _ = model(x.to(device))
         logp = F.log_softmax(logits.float(), dim=-1)
-        for i, (a, b, cont) in enumerate(spans):
-            target = torch.tensor(cont, device=logp.device)
-            out[idx[i]] = logp[i, a:b].gather(-1, target[:, None]).sum().item()
+        sums = [logp[i, a:b].gather(-1, torch.tensor(cont, device=logp.device)[:, None]).sum()
+                for i, (a, b, cont) in enumerate(spans)]
+        for i, v in zip(idx, torch.stack(sums).tolist(), strict=True):  # one host sync per batch
+            out[i] = v
     return out
 
 

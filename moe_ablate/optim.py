@@ -113,7 +113,7 @@ class Muon(torch.optim.Optimizer):
                 params = [p for p, _ in items]
                 if self.batched:
                     stacked = torch.cat([u.reshape(-1, *shape) for _, u in items])
-                    orth = ns(stacked).split([max(1, p.numel() // (shape[0] * shape[1])) for p in params])
+                    orth = ns(stacked).split([p.numel() // (shape[0] * shape[1]) for p in params])
                 else:  # one call per matrix (the plain design; used by the benchmark baseline)
                     orth = [ns(u) if u.ndim == 2 else torch.stack([ns(m) for m in u]) for _, u in items]
                 scale = adjusted_lr(lr, torch.Size(shape), group["adjust_lr_fn"])

@@ -103,10 +103,6 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def fmt_lr(lr: float) -> str:
-    return f"{lr:.2e}"
-
-
 def edge_of(value, values) -> str | None:
     """"largest" / "smallest" when ``value`` is at that end of the values tried (>= 2 of them):
     the optimum along that axis is then not bracketed."""

@@ -95,8 +95,7 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
         "axes": axes,
     }
     present = [m for m in METRICS if ok[m].notna().any()]
-    out["summary"] = {m: {"mean": ok[m].mean(), "std": ok[m].std(ddof=1) if len(ok) > 1 else float("nan"),
-                          "min": ok[m].min(), "max": ok[m].max()} for m in present}
+    out["summary"] = ok[present].agg(["mean", "std", "min", "max"]).to_dict()
     ranked = ok.sort_values(metric)
     cols = ["experiment_id"] + axes + [m for m in ("val_loss", "val_accuracy", "val_perplexity") if m in ok]
     out["top"] = ranked[cols].head(5).to_dict("records")
@@ -105,15 +104,11 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     effects, importance = {}, {}
     total_ss = float(((ok[metric] - ok[metric].mean()) ** 2).sum())
     for a in axes:
-        g = ok.groupby(a)[metric]
-        rows = []
-        for value, s in g:
-            std = s.std(ddof=1) if len(s) > 1 else float("nan")
-            rows.append({"value": value, "mean": s.mean(), "std": std, "n": int(len(s)),
-                         "ci95": _ci95(std, len(s))})
-        effects[a] = rows
+        per_value = ok.groupby(a)[metric].agg(["mean", "std", "count"])
+        effects[a] = [{"value": v, "mean": r["mean"], "std": r["std"], "n": int(r["count"]),
+                       "ci95": _ci95(r["std"], int(r["count"]))} for v, r in per_value.iterrows()]
         # share of the metric's variance explained by this axis (eta squared, one-way)
-        between = float((g.count() * (g.mean() - ok[metric].mean()) ** 2).sum())
+        between = float((per_value["count"] * (per_value["mean"] - ok[metric].mean()) ** 2).sum())
         importance[a] = between / total_ss if total_ss > 0 else 0.0
     out["effects"] = effects
     out["importance"] = dict(sorted(importance.items(), key=lambda kv: -kv[1]))
