@@ -30,7 +30,8 @@ def _number(kind, ok, requirement: str):
         try:
             v = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
         if not (math.isfinite(v) and ok(v)):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
         return v

@@ -20,7 +20,7 @@ def run_cli(args, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--steps", "0"], "must be positive"),
-    (["train", "--steps", "ten"], "expected a int"),
+    (["train", "--steps", "ten"], "expected an integer"),
     (["train", "--muon-lr", "-0.1"], "must be positive"),
     (["train", "--batch-size", "0"], "must be positive"),
     (["train", "--preset", "huge"], "unknown preset"),
