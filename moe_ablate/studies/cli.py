@@ -12,7 +12,7 @@ from pathlib import Path
 from ..config import ExperimentConfig
 from ..data import TokenData
 from ..errors import UserError
-from ..utils import read_json
+from ..utils import read_json, resolve_device
 from .runner import ExecutorOptions, prepare_study, run_experiments, study_identity
 from .spec import ExperimentSpec, expand, load_study, spanning_subset
 
@@ -95,8 +95,6 @@ def execute(args, study: dict, base: ExperimentConfig, experiments: list[Experim
         study, base = ident["study"], ExperimentConfig.from_dict(ident["base"])
         experiments = [ExperimentSpec(e["id"], e["overrides"]) for e in ident["experiments"]]
         identity = ident
-    from ..utils import resolve_device
-
     if resolve_device(base.train.device) == "cpu" and base.model.d_model >= 384:
         cli.log(f"note: a {base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
     data = prepare_study(study_dir, identity, base, resume=bool(args.resume), log=cli.log)
