@@ -7,6 +7,8 @@ optimizer, scheduler, RNG and loop state on top (``train.py``).
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,39 @@ def save_model(path: str | Path, cfg: ExperimentConfig, model: torch.nn.Module, 
                        "tokenizer": tokenizer.to_dict(), **extra}, path)
 
 
+def save_training_state(path: str | Path, cfg: ExperimentConfig, model: torch.nn.Module, tokenizer: LoadedTokenizer,
+                        optimizers: list, schedulers: list, scaler, history: dict, state: dict, device: str) -> None:
+    """A full training checkpoint: the saved model plus everything the loop needs to continue exactly."""
+    save_model(path, cfg, model, tokenizer, optimizers=[o.state_dict() for o in optimizers],
+               schedulers=[s.state_dict() for s in schedulers], scaler=scaler.state_dict(),
+               rng={"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None},
+               history=history, state=state)
+
+
+def restore_training_state(path: str | Path, model: torch.nn.Module, optimizers: list, schedulers: list, scaler,
+                           device: str) -> tuple[dict, dict]:
+    """Load a checkpoint written by ``save_training_state`` into the live objects; return (history, state)."""
+    ckpt = read_checkpoint(path, device)
+    if "optimizers" not in ckpt:
+        raise UserError(f"{path} holds a final model, not a training checkpoint")
+    try:
+        model.load_state_dict(ckpt["model"])
+        for o, s in zip(optimizers, ckpt["optimizers"], strict=True):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, ckpt["schedulers"], strict=True):
+            sch.load_state_dict(s)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{path} does not fit this model and optimizer ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})") from None
+    if ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+    return ckpt["history"], ckpt["state"]
+
+
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict; a missing or foreign file is a UserError naming it."""
     p = Path(path)
@@ -33,7 +68,8 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
         raise UserError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(p, map_location=device, weights_only=False)
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError, IndexError,
+            TypeError, UnicodeDecodeError, pickle.UnpicklingError, zipfile.BadZipFile) as e:  # truncated, corrupt or foreign files fail in many ways
         raise UserError(f"{path} is not a moe-ablate checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a moe-ablate checkpoint (format {FORMAT})")

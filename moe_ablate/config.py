@@ -7,17 +7,31 @@ One ``ExperimentConfig`` fully describes one training run. It round-trips throug
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal, get_args
 
 from .errors import UserError
+
+# Every closed set of choices is declared once, here, as a Literal; validation and the CLI's help
+# read them from these types (``choices(ModelName)``), and the model registry is tested against it.
+ModelName = Literal["moe", "deepseek_mlp", "deepseek_glm4_moe"]
+Dispatch = Literal["auto", "grouped", "sorted", "masked"]  # masked = the plain reference loop
+Amp = Literal["auto", "off", "bf16", "fp16"]
+DATA_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+
+def choices(literal) -> tuple[str, ...]:
+    """The values of a ``Literal`` type, e.g. ``choices(ModelName)``."""
+    return get_args(literal)
 
 
 @dataclass
 class ModelConfig:
     """Architecture. ``name`` selects a model from the registry (``moe_ablate.models``)."""
 
-    name: str = "moe"
+    name: ModelName = "moe"
     vocab_size: int = 4096  # overwritten by the tokenizer's real size when data is prepared
     d_model: int = 384
     n_heads: int = 8
@@ -30,7 +44,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     aux_loss_weight: float = 0.01  # load-balancing loss weight (0 disables)
     router_noise: float = 0.1  # std of logit noise added in training (moe model)
-    moe_dispatch: str = "auto"  # auto | grouped | sorted | masked (masked = plain reference loop)
+    moe_dispatch: Dispatch = "auto"
     # DeepSeek-V3 multi-head latent attention (deepseek_* models)
     q_lora_rank: int = 128  # 0 = no query compression
     kv_lora_rank: int = 128
@@ -71,9 +85,10 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 0  # 0 = only the final model
     hellaswag_every: int = 0
+    hellaswag_source: str = ""  # JSONL file or hf:Rowan/hellaswag, scored every hellaswag_every steps
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto | off | bf16 | fp16 (CUDA only; CPU always runs fp32)
+    amp: Amp = "auto"  # CUDA only; CPU always runs fp32
     compile: bool = False
 
 
@@ -124,6 +139,8 @@ def _build(cls, values: dict[str, Any], section: str):
 def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
     """Coerce TOML/JSON/CLI values to the field's type, with a clear error."""
     typ = f.type if isinstance(f.type, str) else f.type.__name__
+    if typ in _LITERALS:  # a Literal alias: a string, checked against its values by validate()
+        typ = "str"
     try:
         if typ == "int":
             if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
@@ -148,6 +165,9 @@ def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
     except (TypeError, ValueError):
         raise UserError(f"{section}.{f.name} must be {typ}, got {v!r}") from None
     return v
+
+
+_LITERALS = {"ModelName", "Dispatch", "Amp"}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -211,12 +231,10 @@ def preset_config(name: str, model: str | None = None) -> ExperimentConfig:
 # ---------------------------------------------------------------- validation
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Raise UserError naming the first problem; return cfg unchanged when it is sound."""
-    from .models import MODEL_NAMES  # local: models import config
-
     m, t, d = cfg.model, cfg.train, cfg.data
     problems: list[str] = []
-    if m.name not in MODEL_NAMES:
-        problems.append(f"unknown model {m.name!r} (choose from: {', '.join(MODEL_NAMES)})")
+    if m.name not in choices(ModelName):
+        problems.append(f"unknown model {m.name!r} (choose from: {', '.join(choices(ModelName))})")
     for name in ("d_model", "n_heads", "n_layers", "d_ff", "vocab_size", "max_seq_len"):
         if getattr(m, name) <= 0:
             problems.append(f"model.{name} must be positive, got {getattr(m, name)}")
@@ -231,8 +249,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append(f"head dim d_model/n_heads ({m.head_dim}) must be even for RoPE")
     if m.name.startswith("deepseek") and m.qk_rope_head_dim % 2:
         problems.append(f"qk_rope_head_dim ({m.qk_rope_head_dim}) must be even")
-    if m.moe_dispatch not in ("auto", "grouped", "sorted", "masked"):
-        problems.append(f"moe_dispatch must be auto|grouped|sorted|masked, got {m.moe_dispatch!r}")
+    if m.moe_dispatch not in choices(Dispatch):
+        problems.append(f"moe_dispatch must be {'|'.join(choices(Dispatch))}, got {m.moe_dispatch!r}")
     if not 0 <= m.dropout < 1:
         problems.append(f"dropout must be in [0, 1), got {m.dropout}")
     for name in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "eval_batches", "log_every"):
@@ -250,8 +268,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
     if t.seq_len > m.max_seq_len > 0:
         problems.append(f"seq_len ({t.seq_len}) exceeds the model's max_seq_len ({m.max_seq_len})")
-    if t.amp not in ("auto", "off", "bf16", "fp16"):
-        problems.append(f"amp must be auto|off|bf16|fp16, got {t.amp!r}")
+    if t.amp not in choices(Amp):
+        problems.append(f"amp must be {'|'.join(choices(Amp))}, got {t.amp!r}")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         problems.append(f"device must be auto|cpu|cuda|cuda:N, got {t.device!r}")
     if t.eval_seq_len < 0 or t.eval_batch_size < 0 or t.eval_seq_len > m.max_seq_len:
@@ -263,14 +281,23 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in ("num_documents", "max_tokens", "vocab_size", "max_doc_chars"):
         if getattr(d, name) <= 0:
             problems.append(f"data.{name} must be positive, got {getattr(d, name)}")
-    from .data.sources import check_source_name  # local: keeps config importable alone
-
-    try:
-        check_source_name(d.source)
-    except UserError as e:
-        problems.append(str(e))
+    if (source_problem := check_source_name(d.source)) is not None:
+        problems.append(source_problem)
     if not (d.tokenizer == "bpe" or d.tokenizer.startswith("hf:")):
         problems.append(f"unknown tokenizer {d.tokenizer!r} (use 'bpe' or 'hf:NAME')")
     if problems:
         raise UserError(problems[0])
     return cfg
+
+
+def check_source_name(source: str) -> str | None:
+    """The problem with the *form* of a data source string, or None (no disk or network access)."""
+    if source == "builtin":
+        return None
+    if source.startswith("hf:"):
+        return "hub source needs a name: hf:NAME[:CONFIG]" if not source[3:].strip(":") else None
+    suffix = PurePath(source).suffix
+    if suffix and suffix not in DATA_FILE_SUFFIXES and not os.path.isdir(source):
+        return (f"unknown data source {source!r}: use 'builtin', a .txt/.jsonl/.parquet file or folder, "
+                "or hf:NAME[:CONFIG]")
+    return None

@@ -7,6 +7,7 @@ The host only synchronises at log/eval steps, so CUDA runs ahead of Python betwe
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -25,8 +26,33 @@ from .data import TokenData
 from .evaluate import autocast_context, evaluate
 from .models import TransformerLM, build_model
 from .optim import build_optimizers, build_schedulers
-from .checkpoint import read_checkpoint, save_model
+from .checkpoint import restore_training_state, save_training_state
 from .utils import git_commit, resolve_device
+
+
+class Timer:
+    """Training time only: ``with timer.paused():`` around evaluation, checkpoints and HellaSwag
+    keeps them out by construction. ``lap()`` adds the time since the last lap (or pause) and
+    returns the running total, which a resumed run starts from."""
+
+    def __init__(self, total: float = 0.0):
+        self.total, self._since, self.last_pause = total, time.perf_counter(), 0.0
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        self.total += now - self._since
+        self._since = now
+        return self.total
+
+    @contextlib.contextmanager
+    def paused(self):
+        self.lap()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+            self.last_pause = self._since - start
 
 
 def amp_dtype_for(device: str, amp: str) -> torch.dtype | None:
@@ -103,7 +129,8 @@ def train(
         model.compile()
     optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)
     schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    # only fp16 needs loss scaling; disabled, the scaler passes every call straight through
+    scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=amp_dtype == torch.float16)
     val_batches = data.val_batches(t.eval_batch_size or t.batch_size, t.eval_seq_len or t.seq_len,
                                    t.eval_batches, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -112,18 +139,7 @@ def train(
     state = {"step": 0, "tokens": 0, "best_val_loss": math.inf, "best_step": None,
              "bad_evals": 0, "train_time": 0.0, "eval_time": 0.0}
     if resume_from is not None:
-        ckpt = read_checkpoint(resume_from, device)
-        model.load_state_dict(ckpt["model"])
-        for o, s in zip(optimizers, ckpt["optimizers"], strict=True):
-            o.load_state_dict(s)
-        for sch, s in zip(schedulers, ckpt["schedulers"], strict=True):
-            sch.load_state_dict(s)
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        history, state = ckpt["history"], ckpt["state"]
+        history, state = restore_training_state(resume_from, model, optimizers, schedulers, scaler, device)
         log(f"resumed from {resume_from} at step {state['step']}")
 
     status, error, early_stopped = "ok", None, False
@@ -136,19 +152,13 @@ def train(
     checkpoints: list[str] = []
 
     def save_checkpoint(path: Path) -> None:
-        save_model(path, cfg, model, data.tokenizer,
-                   optimizers=[o.state_dict() for o in optimizers],
-                   schedulers=[s.state_dict() for s in schedulers],
-                   scaler=scaler.state_dict() if scaler is not None else None,
-                   rng={"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None},
-                   history=history, state=state)
+        save_training_state(path, cfg, model, data.tokenizer, optimizers, schedulers, scaler, history, state, device)
         checkpoints.append(str(path))
 
     bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=None if progress else True, leave=False,
                dynamic_ncols=True, file=sys.stderr)
     end_step = t.steps if stop_after is None else min(t.steps, state["step"] + stop_after)
-    tick = time.perf_counter()
+    timer = Timer(state["train_time"])
     try:
         while state["step"] < end_step:
             step = state["step"]
@@ -156,24 +166,18 @@ def train(
                 x, y = data.train_batch(t.seed, step, micro, t.batch_size, t.seq_len, device)
                 with autocast_context(device, amp_dtype):
                     loss, ce, logits = model.loss(x, y)
-                scaled = loss / t.grad_accum
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                scaler.scale(loss / t.grad_accum).backward()
                 running += ce.detach()
                 running_n += 1
             last_logits, last_y = logits.detach(), y
-            if scaler is not None:
-                for o in optimizers:
-                    scaler.unscale_(o)
+            for o in optimizers:
+                scaler.unscale_(o)
             if t.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
             for o in optimizers:
-                if scaler is not None:
-                    scaler.step(o)
-                else:
-                    o.step()
+                scaler.step(o)
                 o.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.update()
+            scaler.update()
             for s in schedulers:
                 s.step()
             model.after_optimizer_step()
@@ -188,9 +192,7 @@ def train(
                 train_acc = (last_logits.argmax(-1) == last_y).float().mean().item()
                 running.zero_()
                 running_n = 0
-                now = time.perf_counter()
-                state["train_time"] += now - tick
-                tick = now
+                state["train_time"] = timer.lap()
                 tok_s = state["tokens"] / max(state["train_time"], 1e-9)
                 history["train"].append({"step": step, "loss": train_loss, "accuracy": train_acc,
                                          "lr": schedulers[0].get_last_lr()[0], "tokens": state["tokens"],
@@ -202,10 +204,9 @@ def train(
                     log(f"{desc}: loss is {train_loss} at step {step}; stopping (diverged)")
                     break
             if is_eval:
-                t0 = time.perf_counter()
-                ev = evaluate(model, val_batches, device, amp_dtype)
-                state["eval_time"] += time.perf_counter() - t0
-                tick = time.perf_counter()
+                with timer.paused():
+                    ev = evaluate(model, val_batches, device, amp_dtype)
+                state["eval_time"] += timer.last_pause
                 ev.update(step=step, tokens=state["tokens"], time=state["train_time"])
                 history["eval"].append(ev)
                 log(f"{desc}: step {step}/{t.steps} | train {train_loss:.4f} | val {ev['loss']:.4f} "
@@ -223,13 +224,11 @@ def train(
                         log(f"{desc}: early stop at step {step}: no improvement in {t.patience} evaluations")
                         break
             if hellaswag is not None and t.hellaswag_every and step % t.hellaswag_every == 0:
-                hs = hellaswag(model)
-                hs["step"] = step
-                history["hellaswag"].append(hs)
-                tick = time.perf_counter()
+                with timer.paused():
+                    history["hellaswag"].append({**hellaswag(model), "step": step})
             if checkpoint_dir is not None and t.checkpoint_every and step % t.checkpoint_every == 0:
-                save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{step}.pt")
-                tick = time.perf_counter()
+                with timer.paused():
+                    save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{step}.pt")
     except torch.OutOfMemoryError as e:
         status, error = "oom", str(e).splitlines()[0]
         log(f"{desc}: out of memory at step {state['step']}")
@@ -241,10 +240,19 @@ def train(
         if str(final_ckpt) not in checkpoints:
             save_checkpoint(final_ckpt)
 
+    result = make_result(status, error, early_stopped, state, history, train_loss, train_acc,
+                         schedulers[0].get_last_lr()[0], model, device, amp_dtype, peak_mem, t.seed, data,
+                         checkpoints, wall=time.perf_counter() - started)
+    return result, model
+
+
+def make_result(status: str, error: str | None, early_stopped: bool, state: dict, history: dict, train_loss: float,
+                train_acc: float, final_lr: float, model: TransformerLM, device: str, amp_dtype, peak_mem: float,
+                seed: int, data: TokenData, checkpoints: list[str], wall: float) -> dict[str, Any]:
+    """The result record of one training run (the runner adds the experiment's identity to it)."""
     last_eval = history["eval"][-1] if history["eval"] else {}
-    wall = time.perf_counter() - started
     train_time = state["train_time"]
-    result = {
+    return {
         "status": status,
         "error": error,
         "early_stopped": early_stopped,
@@ -256,7 +264,7 @@ def train(
         "val_perplexity": last_eval.get("perplexity"),
         "best_val_loss": state["best_val_loss"] if state["best_step"] is not None else None,
         "best_step": state["best_step"],
-        "final_lr": schedulers[0].get_last_lr()[0] if schedulers else None,
+        "final_lr": final_lr,
         "tokens_seen": state["tokens"],
         "train_time_s": train_time,
         "eval_time_s": state["eval_time"],
@@ -269,10 +277,9 @@ def train(
         "compiled": getattr(model, "_compiled_call_impl", None) is not None,
         "peak_memory_gb": max(peak_mem, memory_gb(device)),
         "peak_memory_kind": "cuda max_memory_allocated" if device.startswith("cuda") else "process RSS (sampled)",
-        "seed": t.seed,
+        "seed": seed,
         "git_commit": git_commit(),
         "data": data.provenance,
         "checkpoints": checkpoints,
         "history": history,
     }
-    return result, model

@@ -8,7 +8,7 @@ from moe_ablate.studies import batch_seqlen as bs
 from moe_ablate.studies.spec import load_study
 
 FAST = ["--preset", "tiny", "--steps", "2", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
-        "--vocab-size", "512", "--no-progress"]
+        "--vocab-size", "512", "--no-progress", "--confirm", "0"]
 
 
 @pytest.mark.parametrize("preset", ["seed", "tiny"])

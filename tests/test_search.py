@@ -2,34 +2,50 @@ import json
 
 import pytest
 
+from moe_ablate.analysis.stats import analyze
 from moe_ablate.cli import main
-from moe_ablate.studies import search
+from moe_ablate.studies import lr_search
+from moe_ablate.studies.study import Study
+from moe_ablate.config import ExperimentConfig
 
 TINY = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress"]
 
 
 def rec(lr, best, status="ok"):
-    return {"experiment_id": search.lr_id(lr), "status": status, "best_val_loss": best if status == "ok" else None,
+    return {"experiment_id": lr_search.lr_id(lr), "config_id": lr_search.lr_id(lr), "status": status,
+            "hyperparameters": {"muon_lr": lr}, "best_val_loss": best if status == "ok" else None,
             "val_loss": best, "config": {"train": {"muon_lr": lr}, "model": {"name": "deepseek_mlp"}}}
+
+
+def recommend(records, exp=9):
+    study = Study("lr_search", "s", ExperimentConfig(), [], params={"exp": exp}, metric="best_val_loss")
+    return lr_search.KIND.recommendation(study, records, analyze(records, "best_val_loss"))
+
+
+def extension(records):
+    study = Study("lr_search", "s", ExperimentConfig(), [], metric="best_val_loss")
+    more = lr_search.KIND.extension(study, records, analyze(records, "best_val_loss"))
+    return more[0].overrides["train.muon_lr"] if more else None
 
 
 def test_recommendation_is_the_lowest_best_loss_among_ok_runs():
     records = [rec(1e-4, 5.0), rec(3e-4, 4.2), rec(1e-3, 3.9), rec(3e-3, 1.0, status="diverged")]
-    r = search.recommend_lr(records, 9)
+    r = recommend(records)
     assert r["best_learning_rate"] == 1e-3 and r["margin"] == pytest.approx(0.3)
     assert r["bracketed"] and "warning" not in r  # the diverged 3e-3 bounds it from above
     assert r["failed"] == [3e-3]
+    assert r["verdict"] == "cannot_tell"  # one seed each: no estimate of noise, no claim
 
 
 def test_edge_warning_and_extension_when_the_best_is_the_largest_lr():
     records = [rec(1e-4, 5.0), rec(3e-4, 4.2), rec(1e-3, 3.9)]
-    r = search.recommend_lr(records, 9)
+    r = recommend(records)
     assert not r["bracketed"] and "largest" in r["warning"]
-    assert search.extension(records) == pytest.approx(3e-3)
-    assert search.extension([rec(1e-5, 1.0), rec(1e-4, 2.0), rec(1e-3, 3.0)]) == pytest.approx(3.33e-6)
-    assert search.extension([rec(0.3, 2.0), rec(1.0, 1.0)]) is None  # 3.0 is beyond the bound
-    assert search.extension([rec(1e-4, 2.0), rec(3e-4, 1.0), rec(1e-3, 3.0)]) is None  # interior
+    assert extension(records) == pytest.approx(3e-3)
+    assert extension([rec(1e-5, 1.0), rec(1e-4, 2.0), rec(1e-3, 3.0)]) == pytest.approx(3.33e-6)
+    assert extension([rec(0.3, 2.0), rec(1.0, 1.0)]) is None  # 3.0 is beyond the bound
+    assert extension([rec(1e-4, 2.0), rec(3e-4, 1.0), rec(1e-3, 3.0)]) is None  # interior
 
 
 def test_pipeline_lr_search_expert_search_and_long_training(tmp_path, cache_dir, capsys):
@@ -43,15 +59,17 @@ def test_pipeline_lr_search_expert_search_and_long_training(tmp_path, cache_dir,
         for f in ("lr_search_results.json", "lr_recommendation.json", "lr_search_comparison.png"):
             assert (d / f).exists()
         results = json.loads((d / "lr_search_results.json").read_text())["results"]
-        assert sorted(p.name for p in (d / "results").iterdir()) == sorted(
-            f"{search.lr_id(r['config']['train']['muon_lr'])}_result.json" for r in results)
+        assert sorted(p.name for p in (d / "experiments").iterdir()) == sorted(
+            f"{lr_search.lr_id(r['config']['train']['muon_lr'])}.json" for r in results)
         ok = [r for r in results if r["status"] == "ok"]
-        best = min(ok, key=lambda r: r["best_val_loss"])["config"]["train"]["muon_lr"]
+        best = min(ok, key=lambda r: r["best_val_loss"])["config"]["train"]["muon_lr"]  # one seed per LR
         recommendation = json.loads((d / "lr_recommendation.json").read_text())
         assert recommendation["best_learning_rate"] == best
         tried = [r["config"]["train"]["muon_lr"] for r in results]
-        if best == max(tried):  # an unbracketed optimum is said out loud
-            assert f"warning: the best LR {best:.2e} is the largest tried" in out
+        if len(tried) == 2:  # two values can never bracket an optimum, and the report says so
+            assert "muon_lr was tried at two values only" in out
+        elif best == max(tried):  # an unbracketed optimum is said out loud
+            assert f"best muon_lr = {best:g} is the largest value tried" in out
         for r in results:
             for key in ("val_loss", "val_accuracy", "val_perplexity", "best_val_loss", "best_step", "early_stopped",
                         "final_train_loss", "final_lr", "steps", "wall_time_s", "params", "status", "history"):
@@ -73,11 +91,13 @@ def test_pipeline_lr_search_expert_search_and_long_training(tmp_path, cache_dir,
     assert (long["config"]["model"]["num_experts"], long["config"]["model"]["top_k"]) == \
         (expert["num_experts"], expert["top_k"])
     assert (run / "training_curves.png").exists()
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint_step_3.pt", "checkpoint_step_6.pt"]
+    ckpts = run / "checkpoints" / "long_run"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint_step_3.pt", "checkpoint_step_6.pt"]
+    assert (run / "final_model.pt").exists() and (run / "report.md").exists()
 
     # resume from the middle checkpoint reproduces the uninterrupted curve exactly
     straight = [h["loss"] for h in long["history"]["train"]]
-    assert main(["train", "--resume", str(run / "checkpoints" / "checkpoint_step_3.pt")]) == 0
+    assert main(["train", "--resume", str(ckpts / "checkpoint_step_3.pt")]) == 0
     resumed = json.loads((run / "long_term_results.json").read_text())
     assert [h["loss"] for h in resumed["history"]["train"]] == straight
 
@@ -103,11 +123,16 @@ def test_lr_search_resume_keeps_the_stored_study_and_reruns_nothing(tmp_path, ca
     common = TINY + ["--cache-dir", str(cache_dir), "--output-dir", str(tmp_path)]
     assert main(["lr-search", "--exp", "3", "--steps", "2", "--eval-every", "2", "--lrs", "1e-3", "1e-2",
                  "--name", "s"] + common) == 0
-    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").iterdir()}
-    assert main(["lr-search", "--exp", "9", "--resume", str(tmp_path / "s"), "--no-progress"]) == 0
-    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "results").iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "experiments").iterdir()}
+    assert main(["lr-search", "--resume", str(tmp_path / "s"), "--no-progress"]) == 0
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "experiments").iterdir()}
     assert after == before
     assert json.loads((tmp_path / "s" / "lr_recommendation.json").read_text())["exp"] == 3
+    capsys.readouterr()
+    # a flag that defines another study is refused, with one line
+    assert main(["lr-search", "--exp", "9", "--resume", str(tmp_path / "s"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different config" in err[0]
 
 
 @pytest.mark.parametrize("args", [["train", "--exp", "9", "--lr", "abc"], ["train", "--exp", "3", "--lr", "-1"],
@@ -129,4 +154,5 @@ def test_checkpoint_every_zero_turns_checkpoints_off(tmp_path, cache_dir):
     assert main(["train", "--exp", "9", "--lr", "1e-3", "--steps", "4", "--checkpoint-every", "0"] + common) == 0
     run = next(tmp_path.glob("exp9_long_term_*"))
     assert json.loads((run / "long_term_results.json").read_text())["checkpoints"] == []
+    assert not (run / "checkpoints").exists()
     assert (run / "final_model.pt").exists()

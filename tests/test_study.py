@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from moe_ablate.analysis import analyze_study
+from moe_ablate.studies.outputs import analyze_folder
 from moe_ablate.cli import main
 from moe_ablate.studies.spec import expand, load_study, spanning_subset
 
@@ -47,6 +47,7 @@ SMALL_STUDY = """
 [study]
 name = "small"
 preset = "tiny"
+confirm = {confirm}
 [base.model]
 d_model = 32
 n_heads = 2
@@ -73,9 +74,9 @@ weight_decay = [0.0, 0.1]
 """
 
 
-def write_study(tmp_path, cache_dir, steps=8, lrs="[0.01, 0.05, 0.1]"):
+def write_study(tmp_path, cache_dir, steps=8, lrs="[0.01, 0.05, 0.1]", confirm=0, extra=""):
     path = tmp_path / "small.toml"
-    path.write_text(SMALL_STUDY.format(steps=steps, cache=cache_dir, lrs=lrs))
+    path.write_text(SMALL_STUDY.format(steps=steps, cache=cache_dir, lrs=lrs, confirm=confirm) + extra)
     return path
 
 
@@ -125,6 +126,7 @@ def test_diverging_experiment_is_recorded_and_the_study_goes_on(tmp_path, cache_
     analysis = json.loads((tmp_path / "d" / "analysis.json").read_text())
     assert analysis["n_failed"] == 2
     assert analysis["recommendation"]["best_config"]["muon_lr"] == 0.05
+    assert analysis["recommendation"]["best"] not in {f["config_id"] for f in analysis["failures"]}
     for f in ("final_results.json", "comprehensive_report.json", "report.md", "performance_distributions.png",
               "hyperparameter_analysis.png", "correlation_heatmap.png", "top_performers_analysis.png"):
         assert (tmp_path / "d" / f).exists(), f
@@ -149,7 +151,7 @@ def test_analysis_of_a_hand_made_folder(tmp_path):
     _fake(exp_dir, i, 0.001, 0.1, None, status="diverged")  # failed: must never be recommended
     (exp_dir / "exp_999.json").write_text("{not json")  # corrupt: reported and skipped
     before = {f.name: f.read_bytes() for f in exp_dir.iterdir()}
-    result = analyze_study(tmp_path, log=lambda m: None)
+    result = analyze_folder(tmp_path, log=lambda m: None)
     rec = result["recommendation"]
     assert rec["best_config"] == {"muon_lr": 0.1, "adamw_lr_ratio": 0.1}
     assert rec["margin"] == pytest.approx(0.2)

@@ -1,6 +1,3 @@
-"""Analysis of study folders: statistics (pandas), plots (seaborn) and the markdown report."""
-
-from .report import analyze_study
-from .stats import analyze, load_records
-
-__all__ = ["analyze_study", "analyze", "load_records"]
+"""Analysis of study records: ranking and significance (``ranking``), statistics (``stats``),
+figures (``plots``) and the markdown report (``report``). Reads records; writes nothing itself
+except through ``plots``/the study writer (``studies/outputs.py``)."""

@@ -1,8 +1,10 @@
-"""The study plots (matplotlib Agg + seaborn). Each function writes one PNG and returns its path."""
+"""The study figures (matplotlib Agg + seaborn), one question each. Each function writes one PNG and
+returns its path. Failed and diverged configurations are drawn as marked points, never dropped."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,16 +14,113 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from .stats import is_lr_axis, is_numeric_axis, log_scale, sorted_values  # noqa: E402
+
 sns.set_theme(style="whitegrid", context="notebook")
+FAILED = dict(marker="x", color="tab:red", s=60, zorder=5)
 
 
 def save_figure(fig, path: Path) -> Path:
+    from ..utils import atomic_write
+
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    tmp.replace(path)
     return path
+
+
+def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dict, out: Path) -> list[Path]:
+    """Every generic figure that has something to show for this study."""
+    metric = a["metric"]
+    table = pd.DataFrame(a["configurations"])
+    ok = df[(df.status == "ok") & df[metric].notna()]
+    figs = []
+    lr_axes = [x for x in axes if is_lr_axis(x) and is_numeric_axis(df[x])]
+    if lr_axes and not table.empty:
+        figs.append(loss_vs_lr(table, axes, lr_axes[0], a, out))
+    if len(axes) >= 2 and not ok.empty:
+        figs.append(heatmap(ok, list(a["importance"])[:2], metric, out))
+    if any(r.get("history", {}).get("eval") for r in records):
+        figs.append(validation_curves(records, a["recommendation"].get("best"), out))
+    if not ok.empty:
+        figs += [performance_distributions(ok, out), hyperparameter_analysis(df, axes, metric, out),
+                 correlation_heatmap(a["correlations"], out), top_performers(table, metric, out)]
+    return figs
+
+
+def _second_axis(axes: list[str], lr_axis: str, importance: dict) -> str | None:
+    others = [x for x in importance if x != lr_axis] + [x for x in axes if x != lr_axis and x not in importance]
+    return others[0] if others else None
+
+
+def loss_vs_lr(table: pd.DataFrame, axes: list[str], lr_axis: str, a: dict, out: Path) -> Path:
+    """Loss vs LR, one curve per value of the most important other axis, mean ± 95% CI over seeds,
+    each curve's optimum starred; the other axes are held at the best configuration's values."""
+    metric, rec = a["metric"], a["recommendation"]
+    second = _second_axis(axes, lr_axis, a.get("importance", {}))
+    best = rec.get("best_config") or {}
+    fixed = [x for x in axes if x not in (lr_axis, second) and x in best]
+    sl = table
+    for x in fixed:
+        sl = sl[sl[x].astype(str) == str(best[x])]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    groups = [(None, sl)] if second is None else [(v, sl[sl[second].astype(str) == str(v)])
+                                                  for v in sorted_values(sl[second])]
+    palette = sns.color_palette("viridis", max(1, len(groups)))
+    top = np.nanmax(table["mean"].to_numpy(dtype=float)) if table["mean"].notna().any() else 1.0
+    for (v, g), color in zip(groups, palette):
+        g = g.sort_values(lr_axis)
+        good = g[g.n > 0]
+        label = "mean" if second is None else f"{second}={v}"
+        ax.errorbar(good[lr_axis], good["mean"], yerr=good["ci95"].fillna(0), marker="o", capsize=3, color=color,
+                    label=label)
+        if not good.empty:
+            opt = good.loc[good["mean"].idxmin()]
+            ax.scatter([opt[lr_axis]], [opt["mean"]], marker="*", s=220, color=color, edgecolor="k", zorder=6)
+        bad = g[g.n == 0]
+        if not bad.empty:
+            ax.scatter(bad[lr_axis], [top] * len(bad), **FAILED)
+    if (table.n == 0).any():
+        ax.scatter([], [], label="failed / diverged", **FAILED)
+    ax.set_xscale("log")
+    held = ", ".join(f"{x}={best[x]}" for x in fixed)
+    ax.set(xlabel=lr_axis, ylabel=f"{metric} (mean ± 95% CI over seeds)",
+           title=f"{metric} vs {lr_axis}" + (f" per {second}" if second else "") + (f"\n({held})" if held else ""))
+    ax.legend(fontsize=8)
+    return save_figure(fig, out / "loss_vs_lr.png")
+
+
+def heatmap(ok: pd.DataFrame, pair: list[str], metric: str, out: Path) -> Path:
+    """Mean metric over the two most important axes (averaged over the other axes and seeds)."""
+    x, y = pair
+    pivot = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
+    pivot = pivot.reindex(index=sorted_values(ok[y]), columns=sorted_values(ok[x]))
+    fig, ax = plt.subplots(figsize=(1.2 * len(pivot.columns) + 3, 0.6 * len(pivot.index) + 2.5))
+    sns.heatmap(pivot, annot=True, fmt=".3f", cmap="viridis_r", ax=ax, cbar_kws={"label": f"mean {metric}"})
+    ax.set_title(f"mean {metric} by {x} and {y} (the two most important axes)")
+    return save_figure(fig, out / "heatmap.png")
+
+
+def validation_curves(records: list[dict], best: str | None, out: Path) -> Path:
+    """Validation loss over steps for every run (the best configuration highlighted), and the LR schedule."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [2, 1]})
+    for r in records:
+        ev = r.get("history", {}).get("eval", [])
+        if not ev:
+            continue
+        is_best = r.get("config_id", r["experiment_id"]) == best
+        ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], color="tab:red" if is_best else "0.6",
+                lw=2.2 if is_best else 0.8, alpha=1 if is_best else 0.6, zorder=3 if is_best else 1,
+                ls="-" if r["status"] == "ok" else ":")
+    ax.plot([], [], color="tab:red", lw=2.2, label=f"best configuration ({best})")
+    ax.plot([], [], color="0.6", lw=0.8, label="other runs (dotted: failed)")
+    ax.set(xlabel="step", ylabel="validation loss", title="validation loss over training, every run")
+    ax.legend(fontsize=8)
+    shown = [r for r in records if r.get("config_id", r["experiment_id"]) == best] or records
+    tr = shown[0].get("history", {}).get("train", [])
+    ax2.plot([t["step"] for t in tr], [t["lr"] for t in tr], color="tab:blue")
+    ax2.set(xlabel="step", ylabel="learning rate", title="LR schedule of the best configuration")
+    return save_figure(fig, out / "validation_curves.png")
 
 
 def performance_distributions(ok: pd.DataFrame, out: Path) -> Path:
@@ -32,17 +131,23 @@ def performance_distributions(ok: pd.DataFrame, out: Path) -> Path:
         ax.axvline(ok[m].mean(), color="k", ls="--", lw=1, label="mean")
         ax.set_title(m)
         ax.legend()
-    fig.suptitle(f"Distribution over {len(ok)} successful experiments")
+    fig.suptitle(f"Distribution over {len(ok)} successful runs")
     return save_figure(fig, out / "performance_distributions.png")
 
 
-def hyperparameter_analysis(ok: pd.DataFrame, axes: list[str], metric: str, out: Path) -> Path:
+def hyperparameter_analysis(df: pd.DataFrame, axes: list[str], metric: str, out: Path) -> Path:
+    """The metric per value of each axis (box: successful runs; red x: failed runs of that value)."""
     n = max(1, len(axes))
     fig, axs = plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False)
+    ok = df[(df.status == "ok") & df[metric].notna()]
     for ax, a in zip(axs[0], axes):
-        order = sorted(ok[a].unique())
-        sns.boxplot(data=ok, x=a, y=metric, order=order, ax=ax, color="tab:cyan")
-        sns.stripplot(data=ok, x=a, y=metric, order=order, ax=ax, color="k", size=3)
+        data = ok.assign(**{a: ok[a].astype(str)})
+        order = [str(v) for v in sorted_values(df[a])]
+        sns.boxplot(data=data, x=a, y=metric, order=order, ax=ax, color="tab:cyan")
+        sns.stripplot(data=data, x=a, y=metric, order=order, ax=ax, color="k", size=3)
+        bad = df[df.status != "ok"]
+        if not bad.empty and not ok.empty:
+            ax.scatter([order.index(str(v)) for v in bad[a]], [ok[metric].max()] * len(bad), **FAILED)
         ax.set_title(f"{metric} by {a}")
     if not axes:
         axs[0][0].text(0.5, 0.5, "no varied hyperparameters", ha="center")
@@ -52,34 +157,41 @@ def hyperparameter_analysis(ok: pd.DataFrame, axes: list[str], metric: str, out:
 def correlation_heatmap(correlations: dict, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 5))
     if correlations:
-        corr = pd.DataFrame(correlations)
-        sns.heatmap(corr, annot=True, fmt=".2f", cmap="coolwarm", vmin=-1, vmax=1, ax=ax, square=True)
-        ax.set_title("Spearman rank correlation (LRs on log scale)")
+        sns.heatmap(pd.DataFrame(correlations), annot=True, fmt=".2f", cmap="coolwarm", vmin=-1, vmax=1, ax=ax,
+                    square=True)
+        ax.set_title("Spearman rank correlation (numeric axes; LRs on log scale)")
     else:
-        ax.text(0.5, 0.5, "too few successful experiments for correlations", ha="center")
+        ax.text(0.5, 0.5, "too few successful runs or numeric axes for correlations", ha="center")
         ax.axis("off")
     return save_figure(fig, out / "correlation_heatmap.png")
 
 
-def top_performers(ok: pd.DataFrame, axes: list[str], metric: str, out: Path, k: int = 5) -> Path:
-    ranked = ok.sort_values(metric).reset_index(drop=True)
-    top_ids = set(ranked.experiment_id.head(k))
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axs[0]
-    x = axes[0] if axes else None
-    if x is not None:
-        colors = np.where(ok.experiment_id.isin(top_ids), "tab:red", "tab:gray")
-        ax.scatter(ok[x], ok[metric], c=colors, alpha=0.8)
-        if "lr" in x:
-            ax.set_xscale("log")
-        ax.set_xlabel(x)
-        ax.set_ylabel(metric)
-        ax.set_title(f"{metric} vs {x} (red: top {k})")
-    head = ranked.head(min(10, len(ranked)))
-    axs[1].barh(head.experiment_id[::-1], head[metric][::-1],
-                color=["tab:red" if i in top_ids else "tab:gray" for i in head.experiment_id[::-1]])
-    axs[1].set_xlabel(metric)
-    axs[1].set_title("best experiments")
-    lo, hi = head[metric].min(), head[metric].max()
-    axs[1].set_xlim(lo - 0.05 * (hi - lo + 1e-9) - 1e-3, hi + 0.05 * (hi - lo + 1e-9) + 1e-3)
+def top_performers(table: pd.DataFrame, metric: str, out: Path, k: int = 10) -> Path:
+    """The best configurations by mean, with 95% CIs over seeds where there are two or more."""
+    head = table[table.n > 0].head(k).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(head) + 1.8))
+    bars = ax.barh(head.config_id, head["mean"], xerr=head["ci95"].fillna(0), color="tab:gray", capsize=3)
+    if len(head):
+        bars[-1].set_color("tab:red")
+        lo, hi = (head["mean"] - head["ci95"].fillna(0)).min(), (head["mean"] + head["ci95"].fillna(0)).max()
+        pad = 0.05 * (hi - lo + 1e-9) + 1e-3
+        ax.set_xlim(lo - pad, hi + pad)
+    ax.set(xlabel=f"mean {metric} (± 95% CI over seeds)", title=f"best {len(head)} configurations (red: best)")
     return save_figure(fig, out / "top_performers_analysis.png")
+
+
+def figure_caption(name: str) -> str:
+    return CAPTIONS.get(name, name)
+
+
+CAPTIONS: dict[str, Any] = {
+    "loss_vs_lr.png": "Loss vs learning rate, one curve per value of the most important other axis (mean ± 95% CI "
+                      "over seeds; star: each curve's optimum; red x: failed runs).",
+    "heatmap.png": "Mean metric over the two most important axes.",
+    "validation_curves.png": "Validation loss over steps for every run (red: the best configuration) and its LR "
+                             "schedule.",
+    "performance_distributions.png": "Distribution of the metrics over all successful runs.",
+    "hyperparameter_analysis.png": "The metric per value of each axis (red x: failed runs).",
+    "correlation_heatmap.png": "Spearman correlations between numeric axes and metrics.",
+    "top_performers_analysis.png": "The best configurations by mean, with 95% CIs.",
+}

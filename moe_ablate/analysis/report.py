@@ -1,28 +1,30 @@
-"""Turn a study folder into final_results.json, analysis.json, comprehensive_report.json, plots and
-report.md. Reads experiments/*.json; never modifies them."""
+"""``report.md``: the answer first, in a few sentences a researcher can act on, then the evidence.
+Every number it states is in ``analysis.json``."""
 
 from __future__ import annotations
 
-import time
+import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 
-from ..utils import atomic_write_json, atomic_write_text
-from . import plots
-from .stats import analyze, load_records, to_frame
+from .plots import figure_caption
+
+MAX_ROWS = 20
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        if v != v:
+        if not math.isfinite(v):
             return "n/a"
         return f"{v:.4g}"
+    if v is None:
+        return "n/a"
     return str(v)
 
 
-def _table(rows: list[dict], cols: list[str] | None = None) -> str:
+def table(rows: list[dict], cols: list[str] | None = None) -> str:
     if not rows:
         return "_none_\n"
     df = pd.DataFrame(rows)
@@ -31,80 +33,81 @@ def _table(rows: list[dict], cols: list[str] | None = None) -> str:
     return df.map(_fmt).to_markdown(index=False) + "\n"
 
 
-def analyze_study(study_dir: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    study_dir = Path(study_dir)
-    records, bad, cfg = load_records(study_dir)
-    for name in bad:
-        log(f"skipped corrupt experiment file: {name}")
-    metric = cfg.get("identity", {}).get("study", {}).get("metric", "val_loss")
-    result = analyze(records, metric)
-    result["skipped_files"] = bad
-    df, axes = to_frame(records)
-    ok = df[(df.status == "ok") & df[metric].notna()]
-
-    expected = len(cfg.get("identity", {}).get("experiments", [])) or len(records)
-    result["n_expected"] = expected
-    final = {"study": cfg.get("identity", {}).get("study"), "n_expected": expected,
-             "results": [{k: v for k, v in r.items() if k != "history"} for r in records]}
-    atomic_write_json(study_dir / "final_results.json", final)
-    atomic_write_json(study_dir / "analysis.json", result)
-
-    figures = []
-    if not ok.empty:
-        figures = [plots.performance_distributions(ok, study_dir),
-                   plots.hyperparameter_analysis(ok, axes, metric, study_dir),
-                   plots.correlation_heatmap(result["correlations"], study_dir),
-                   plots.top_performers(ok, axes, metric, study_dir)]
-    comprehensive = {"generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": cfg, "analysis": result,
-                     "experiments": df.to_dict("records"), "figures": [f.name for f in figures]}
-    atomic_write_json(study_dir / "comprehensive_report.json", comprehensive)
-    atomic_write_text(study_dir / "report.md", render_markdown(study_dir.name, cfg, result, figures))
-    return result
+def _data_lines(stored: dict) -> list[str]:
+    out = []
+    for d in stored.get("data", {}).values():
+        out.append(f"- Data: `{d.get('source')}`, {d.get('num_tokens', 0):,} tokens (train {d.get('train_tokens', 0):,} "
+                   f"/ val {d.get('val_tokens', 0):,}, disjoint), tokenizer `{d.get('tokenizer')}` (vocab "
+                   f"{d.get('vocab_size')}, sha256 {str(d.get('tokenizer_sha256', ''))[:12]})")
+    return out
 
 
-def render_markdown(name: str, cfg: dict, a: dict, figures: list[Path]) -> str:
+def render(name: str, title: str, description: str, stored: dict, a: dict, figures: list[Path],
+           extra: list[str]) -> str:
     metric, rec = a["metric"], a["recommendation"]
-    study = cfg.get("identity", {}).get("study", {})
-    data = cfg.get("data", {})
-    lines = [f"# Study report: {name}", ""]
-    if study.get("description"):
-        lines += [study["description"], ""]
-    lines += [
-        f"- Experiments: {a['n_ok']} ok, {a['n_failed']} failed, {a['n_experiments']} recorded "
-        f"of {a.get('n_expected', a['n_experiments'])} planned",
-        f"- Metric: `{metric}` on held-out validation tokens (lower is better)",
-    ]
-    if data:
-        lines.append(f"- Data: `{data.get('source')}`, {data.get('num_tokens', 0):,} tokens "
-                     f"(train {data.get('train_tokens', 0):,} / val {data.get('val_tokens', 0):,}, disjoint), "
-                     f"tokenizer `{data.get('tokenizer')}` (vocab {data.get('vocab_size')}, "
-                     f"sha256 {str(data.get('tokenizer_sha256', ''))[:12]})")
-    if cfg.get("git_commit"):
-        lines.append(f"- Code: commit `{cfg['git_commit'][:10]}`")
-    lines += ["", "## Recommendation", "", rec.get("text", "")]
-    for w in rec.get("edge_warnings", []):
-        lines.append(f"- **Warning:** {w}")
-    if a.get("most_important"):
-        lines += ["", f"Most influential hyperparameter: **{a['most_important']}** "
-                      f"({100 * a['importance'][a['most_important']]:.0f}% of the variance of `{metric}`)."]
-    lines += ["", "## Summary statistics (successful experiments)", "",
-              _table([{"metric": m, **v} for m, v in a["summary"].items()], ["metric", "mean", "std", "min", "max"]),
-              "## Top performers", "", _table(a["top"]), "## Bottom performers", "", _table(a["bottom"]),
-              "## Effect of each hyperparameter", "",
-              f"Mean `{metric}` per value, averaged over the other axes and seeds; ±95% confidence interval "
-              "(Student t).", ""]
-    for axis, rows in a["effects"].items():
-        lines += [f"### {axis}", "", _table(rows, ["value", "mean", "ci95", "std", "n"])]
+    lines = [f"# {title}: {name}", ""]
+    if description:
+        lines += [description, ""]
+    lines += ["## Answer", "", a["answer"], ""]
+    lines += [f"- **Warning:** {w}" for w in rec.get("edge_warnings", [])]
+    conf = a.get("confirmation") or {}
+    if conf.get("runs"):
+        share = 100 * conf["seconds"] / conf["grid_seconds"] if conf.get("grid_seconds") else float("nan")
+        lines.append(f"- Confirmation stage: {conf['runs']} extra runs of {', '.join(conf['configurations'])} "
+                     f"({conf['seconds']:.1f} s of training, {share:.0f}% on top of the grid's {conf['grid_seconds']:.1f} s).")
+    lines += ["", *extra, "## Evidence", "",
+              f"- Experiments: {a['n_ok']} ok, {a['n_failed']} failed, {a['n_experiments']} recorded of "
+              f"{a.get('n_expected', a['n_experiments'])} planned, in {a['n_configurations']} configurations",
+              f"- Metric: `{metric}` on held-out validation tokens (lower is better); configurations are ranked by "
+              f"their mean over seeds; significance at p < {rec.get('alpha', 0.05)}"]
+    noise = rec.get("noise_std")
+    lines.append(f"- Run-to-run noise (pooled std of one run over seeds): {noise:.4f} ({rec['noise_dof']} degrees of "
+                 "freedom)" if noise is not None else "- Run-to-run noise: unknown (no configuration ran twice)")
+    lines += _data_lines(stored)
+    if stored.get("git_commit"):
+        lines.append(f"- Code: commit `{stored['git_commit'][:10]}`")
+    axes = a["axes"]
+    configs = a["configurations"]
+    lines += ["", "## Configurations (seeds folded in)", "",
+              f"Mean, std and 95% confidence interval (Student t) of `{metric}` over each configuration's "
+              "successful seeds, best first" + (f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS
+                                                else "") + ".", "",
+              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "std", "ci95", "n_failed"])]
+    if rec.get("comparisons"):
+        lines += ["## Is the best really better?", "",
+                  f"Difference of each configuration from the best ({rec['best']}); positive = worse. Paired over "
+                  "shared seeds where possible (same seed = same batches and initial weights).", "",
+                  table([{"config_id": c["config_id"], "difference": c["diff"], "ci95_low": c["ci_low"],
+                          "ci95_high": c["ci_high"], "p": c["p"], "significant": c["significant"], "test": c["test"]}
+                         for c in rec["comparisons"][:MAX_ROWS]]),
+                  f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}.", ""]
+    sens = a.get("lr_sensitivity")
+    if sens:
+        lines += ["## Learning-rate sensitivity", "",
+                  f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; failed "
+                  f"runs count at {sens['cap']:.3f}, the loss of a uniform prediction). Lower = more forgiving. "
+                  f"Overall: {sens['overall']:.4f}.", ""]
+        for axis, rows in sens["per_axis"].items():
+            lines += [f"### per {axis}", "", table(rows, ["value", "sensitivity"])]
+    if a["effects"]:
+        lines += ["## Effect of each hyperparameter", "",
+                  f"Mean `{metric}` per value, pooled over the other axes and seeds (so it mixes their effects; the "
+                  "configuration table above does not); ±95% CI.", ""]
+        for axis, rows in a["effects"].items():
+            lines += [f"### {axis}", "", table(rows, ["value", "mean", "ci95", "std", "n"])]
     if a["importance"]:
         lines += ["## Which hyperparameter matters most", "",
                   "Share of the variance of the metric explained by each axis alone (eta squared):", "",
-                  _table([{"hyperparameter": k, "variance explained": v} for k, v in a["importance"].items()])]
+                  table([{"hyperparameter": k, "variance explained": v} for k, v in a["importance"].items()])]
+    if a["summary"]:
+        lines += ["## Summary statistics (successful runs)", "",
+                  table([{"metric": m, **v} for m, v in a["summary"].items()], ["metric", "mean", "std", "min", "max"])]
     if a["failures"]:
-        lines += ["## Failed experiments (never recommended)", "", _table(a["failures"])]
+        lines += ["## Failed experiments (never recommended)", "", table(a["failures"])]
     if a.get("skipped_files"):
         lines += ["Skipped unreadable files: " + ", ".join(a["skipped_files"]), ""]
     if figures:
-        lines += ["## Plots", ""]
+        lines += ["## Figures", ""]
         for f in figures:
-            lines += [f"![{f.stem}]({f.name})", ""]
+            lines += [f"![{f.stem}]({f.name})", "", f"_{figure_caption(f.name)}_", ""]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,7 @@
-"""Statistics over a study's experiment records (pandas): summaries, effects, importance, advice.
+"""Statistics over a study's experiment records (pandas, scipy): configurations, effects, importance.
 
-Everything here reads records and returns plain dicts/DataFrames; nothing writes files.
+Everything here reads records and returns plain dicts/DataFrames; nothing writes files. Ranking
+and significance are in ``ranking.py``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
-from ..utils import edge_of
+from . import ranking
 
-METRICS = ["val_loss", "val_accuracy", "val_perplexity", "final_train_loss", "final_train_accuracy",
-           "train_time_s", "tokens_per_s"]
-# two-sided 95% Student-t critical values by degrees of freedom (1..30); 1.96 beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]
+METRICS = ["val_loss", "best_val_loss", "val_accuracy", "val_perplexity", "final_train_loss",
+           "final_train_accuracy", "train_time_s", "tokens_per_s", "epochs"]
 
 
-def load_records(study_dir: str | Path) -> tuple[list[dict], list[str], dict]:
-    """(records, unreadable file names, config.json or {}). Missing/empty folders are UserErrors."""
+def load_records(study_dir: str | Path) -> tuple[list[dict], list[str]]:
+    """(records, unreadable file names). Missing/empty folders are UserErrors."""
     study_dir = Path(study_dir)
     if not study_dir.is_dir():
         raise UserError(f"results folder not found: {study_dir}")
@@ -44,111 +41,126 @@ def load_records(study_dir: str | Path) -> tuple[list[dict], list[str], dict]:
             bad.append(f.name)
     if not records:
         raise UserError(f"no readable experiment results in {study_dir}: corrupt file(s) {', '.join(bad)}")
-    cfg = {}
-    if (study_dir / "config.json").exists():
-        try:
-            cfg = json.loads((study_dir / "config.json").read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            raise UserError(f"corrupt JSON in {study_dir / 'config.json'}") from None
-    return records, bad, cfg
+    return records, bad
 
 
 def to_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per experiment: id, status, hyperparameters (axes), metrics. Returns (df, axes)."""
+    """One row per run: ids, configuration, seed, status, hyperparameters, metrics. Returns (df, axes):
+    the hyperparameters that take more than one value (seed is a repeat, never an axis)."""
     rows, axes = [], []
     for r in records:
-        hp = {k: v for k, v in r.get("hyperparameters", {}).items()}
-        for k in hp:
-            if k not in axes:
-                axes.append(k)
-        row = {"experiment_id": r["experiment_id"], "status": r["status"], "error": r.get("error")}
-        row.update(hp)
-        row.update({m: r.get(m) for m in METRICS})
-        rows.append(row)
+        hp = dict(r.get("hyperparameters", {}))
+        seed = hp.pop("seed", r.get("seed"))
+        axes += [k for k in hp if k not in axes]
+        rows.append({"experiment_id": r["experiment_id"], "config_id": r.get("config_id") or r["experiment_id"],
+                     "stage": r.get("stage", "grid"), "seed": seed, "status": r["status"], "error": r.get("error"),
+                     **hp, **{m: r.get(m) for m in METRICS}})
     df = pd.DataFrame(rows)
+    df["seed"] = df["seed"].fillna(-1)  # records made without a seed count as one (unknown) seed
     for m in METRICS:
         df[m] = pd.to_numeric(df[m], errors="coerce")
-    # an axis needs at least two values to say anything; seed is a repeat, not a hyperparameter
-    axes = [a for a in axes if a != "seed" and df[a].nunique(dropna=True) > 1]
+    axes = [a for a in axes if df[a].astype(str).nunique() > 1]
     return df, axes
 
 
-def _ci95(std: float, n: int) -> float:
-    if n < 2 or not math.isfinite(std):
-        return float("nan")
-    t = _T95[n - 2] if n - 2 < len(_T95) else 1.96
-    return t * std / math.sqrt(n)
+def is_numeric_axis(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
 
 
-def _is_lr(axis: str) -> bool:
-    return "lr" in axis
+def is_lr_axis(name: str) -> bool:
+    return name in ("lr", "muon_lr") or name.endswith("_lr")
+
+
+def log_scale(name: str) -> bool:
+    return "lr" in name
+
+
+def _sort_key(v: Any):
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+
+
+def sorted_values(s: pd.Series) -> list:
+    """An axis's values in a stable order whatever their types (numbers first, then the rest as text)."""
+    return sorted(s.dropna().unique().tolist(), key=_sort_key)
+
+
+def effects(ok: pd.DataFrame, axes: list[str], metric: str) -> tuple[dict, dict]:
+    """Per axis: mean metric per value (pooled over the other axes and seeds) with a 95% CI, and the
+    share of the metric's variance that the axis alone explains (eta squared)."""
+    out, importance = {}, {}
+    total_ss = float(((ok[metric] - ok[metric].mean()) ** 2).sum())
+    for a in axes:
+        per = ok.groupby(ok[a].astype(str))[metric].agg(["mean", "std", "count"])
+        first = {str(v): v for v in ok[a].dropna().unique()}
+        out[a] = [{"value": first.get(k, k), "mean": r["mean"], "std": r["std"], "n": int(r["count"]),
+                   "ci95": ranking.ci_halfwidth(r["std"], int(r["count"]))}
+                  for k, r in per.iterrows()]
+        out[a].sort(key=lambda row: _sort_key(row["value"]))
+        between = float((per["count"] * (per["mean"] - ok[metric].mean()) ** 2).sum())
+        importance[a] = between / total_ss if total_ss > 0 else 0.0
+    return out, dict(sorted(importance.items(), key=lambda kv: -kv[1]))
+
+
+def correlations(ok: pd.DataFrame, axes: list[str]) -> dict:
+    """Spearman correlations between the numeric axes (LRs on a log scale) and the metrics."""
+    numeric = [a for a in axes if is_numeric_axis(ok[a])]
+    cols = numeric + [m for m in ("val_loss", "val_accuracy", "final_train_loss", "train_time_s") if ok[m].notna().any()]
+    if len(ok) < 3 or not cols:
+        return {}
+    cdf = ok[cols].astype(float).copy()
+    for a in numeric:
+        if log_scale(a) and (cdf[a] > 0).all():
+            cdf[a] = np.log10(cdf[a])
+    corr = cdf.loc[:, cdf.nunique() > 1].corr(method="spearman")
+    return {c: corr[c].to_dict() for c in corr.columns}
+
+
+def lr_sensitivity(table: pd.DataFrame, axes: list[str], lr_axis: str, cap: float) -> dict[str, Any] | None:
+    """Wortsman et al. (2023): the loss above the best, averaged over the LRs tried, for each setting of
+    the other axes; failed configurations count at ``cap`` (the loss of a uniform prediction).
+    Reported per value of each other axis (mean over the settings with that value), and overall."""
+    if table[lr_axis].nunique() < 2:
+        return None
+    t = table.copy()
+    t["capped"] = t["mean"].where(t["mean"].notna(), cap).clip(upper=cap)
+    others = [a for a in axes if a != lr_axis]
+    groups = t.groupby([t[a].astype(str) for a in others]) if others else [((), t)]
+    settings = []
+    for key, g in groups:
+        if g[lr_axis].nunique() < 2:
+            continue
+        sens = float((g["capped"] - g["capped"].min()).mean())
+        settings.append({**{a: g[a].iloc[0] for a in others}, "sensitivity": sens, "lrs": int(g[lr_axis].nunique())})
+    if not settings:
+        return None
+    sdf = pd.DataFrame(settings)
+    per_axis = {a: [{"value": v, "sensitivity": float(sdf[sdf[a] == v].sensitivity.mean())}
+                    for v in sorted_values(sdf[a])] for a in others}
+    return {"axis": lr_axis, "overall": float(sdf.sensitivity.mean()), "per_axis": per_axis, "cap": cap,
+            "settings": settings}
 
 
 def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
+    """Every number the report states: configurations, recommendation, noise, effects, failures."""
     df, axes = to_frame(records)
-    ok = df[(df.status == "ok") & df[metric].notna()].copy()
+    ok = ranking.ok_runs(df, metric)
     failed = df[df.status != "ok"]
+    table = ranking.configuration_table(df, axes, metric)
+    rec = ranking.recommend(df, axes, metric)
+    rec["edge_warnings"] = ranking.edge_notes(table, axes, rec.get("near_optimal", []), rec.get("best"))
     out: dict[str, Any] = {
         "metric": metric, "lower_is_better": True, "n_experiments": int(len(df)), "n_ok": int(len(ok)),
-        "n_failed": int(len(failed)),
-        "failures": failed[["experiment_id", "status", "error"] + axes].to_dict("records"),
-        "axes": axes,
+        "n_failed": int(len(failed)), "n_configurations": int(len(table)), "axes": axes,
+        "failures": failed[["experiment_id", "config_id", "status", "error"] + axes].to_dict("records"),
+        "configurations": table.to_dict("records"), "recommendation": rec,
     }
     present = [m for m in METRICS if ok[m].notna().any()]
-    out["summary"] = ok[present].agg(["mean", "std", "min", "max"]).to_dict()
-    ranked = ok.sort_values(metric)
-    cols = ["experiment_id"] + axes + [m for m in ("val_loss", "val_accuracy", "val_perplexity") if m in ok]
-    out["top"] = ranked[cols].head(5).to_dict("records")
-    out["bottom"] = ranked[cols].tail(5).iloc[::-1].to_dict("records")
-
-    effects, importance = {}, {}
-    total_ss = float(((ok[metric] - ok[metric].mean()) ** 2).sum())
-    for a in axes:
-        per_value = ok.groupby(a)[metric].agg(["mean", "std", "count"])
-        effects[a] = [{"value": v, "mean": r["mean"], "std": r["std"], "n": int(r["count"]),
-                       "ci95": _ci95(r["std"], int(r["count"]))} for v, r in per_value.iterrows()]
-        # share of the metric's variance explained by this axis (eta squared, one-way)
-        between = float((per_value["count"] * (per_value["mean"] - ok[metric].mean()) ** 2).sum())
-        importance[a] = between / total_ss if total_ss > 0 else 0.0
-    out["effects"] = effects
-    out["importance"] = dict(sorted(importance.items(), key=lambda kv: -kv[1]))
+    out["summary"] = ok[present].agg(["mean", "std", "min", "max"]).to_dict() if len(ok) else {}
+    out["effects"], out["importance"] = effects(ok, axes, metric) if len(ok) else ({}, {})
     out["most_important"] = next(iter(out["importance"]), None)
-
-    corr_cols = axes + [m for m in ("val_loss", "val_accuracy", "final_train_loss", "train_time_s") if m in ok]
-    if len(ok) >= 3 and corr_cols:
-        cdf = ok[corr_cols].astype(float).copy()
-        for a in axes:
-            if _is_lr(a):
-                cdf[a] = np.log10(cdf[a])
-        corr = cdf.loc[:, cdf.nunique() > 1].corr(method="spearman")
-        out["correlations"] = {c: corr[c].to_dict() for c in corr.columns}
-    else:
-        out["correlations"] = {}
-    out["recommendation"] = recommend(ok, axes, metric, df)
+    out["correlations"] = correlations(ok, axes)
+    lr_axes = [a for a in axes if is_lr_axis(a) and is_numeric_axis(df[a])]
+    vocab = next((r.get("config", {}).get("model", {}).get("vocab_size") for r in records if r.get("config")), None)
+    cap = math.log(vocab) if vocab else float(table["mean"].max())
+    out["lr_sensitivity"] = lr_sensitivity(table, axes, lr_axes[0], cap) if lr_axes else None
     return out
-
-
-def recommend(ok: pd.DataFrame, axes: list[str], metric: str, df: pd.DataFrame) -> dict[str, Any]:
-    if ok.empty:
-        return {"best": None, "text": "No experiment finished successfully; nothing to recommend."}
-    ranked = ok.sort_values(metric)
-    best = ranked.iloc[0]
-    rec: dict[str, Any] = {"best_experiment": best["experiment_id"],
-                           "best_config": {a: best[a] for a in axes}, metric: float(best[metric])}
-    if len(ranked) > 1:
-        second = ranked.iloc[1]
-        rec["runner_up"] = second["experiment_id"]
-        rec["margin"] = float(second[metric] - best[metric])
-        rec["margin_pct"] = 100 * rec["margin"] / abs(float(second[metric])) if second[metric] else None
-    warnings = []
-    for a in axes:
-        if edge := edge_of(best[a], df[a].dropna().unique()):
-            warnings.append(f"best {a} = {best[a]} is the {edge} value tried: the optimum is not bracketed; "
-                            f"extend the range beyond {best[a]}")
-    rec["edge_warnings"] = warnings
-    cfg = ", ".join(f"{a}={best[a]}" for a in axes)
-    text = f"Best: {best['experiment_id']} ({cfg}) with {metric} {best[metric]:.4f}"
-    if "margin" in rec:
-        text += f", {rec['margin']:.4f} better than the runner-up {rec['runner_up']}"
-    rec["text"] = text + "."
-    return rec

@@ -10,21 +10,8 @@ from typing import Any
 from ..errors import UserError
 from .corpus import builtin_documents
 
-FILE_KINDS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+FILE_KINDS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # config.DATA_FILE_SUFFIXES
 HUB_CHECK_TIMEOUT_S = 3.0
-
-
-def check_source_name(source: str) -> None:
-    """Validate the *form* of a source string without touching disk or network."""
-    if source == "builtin" or source.startswith("hf:"):
-        if source.startswith("hf:") and not source[3:].strip(":"):
-            raise UserError("hub source needs a name: hf:NAME[:CONFIG]")
-        return
-    p = Path(source)
-    if p.suffix and p.suffix not in FILE_KINDS and not p.is_dir():
-        raise UserError(
-            f"unknown data source {source!r}: use 'builtin', a .txt/.jsonl/.parquet file or folder, or hf:NAME[:CONFIG]"
-        )
 
 
 def local_files(source: str) -> list[Path]:

@@ -20,7 +20,7 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
-from ..utils import atomic_write_json
+from ..utils import atomic_write, atomic_write_json
 from .sources import load_documents, source_fingerprint
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
@@ -112,9 +112,7 @@ def prepare_data(cfg: DataConfig, log=print) -> TokenData:
         "vocab_size": tok.vocab_size, "cache_key": key, "tokenize_seconds": round(time.perf_counter() - t0, 2),
     }
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = arr_path.with_suffix(".tmp.npy")
-    np.save(tmp, tokens)
-    tmp.replace(arr_path)
+    atomic_write(arr_path, lambda f: np.save(f, tokens))
     atomic_write_json(tok_path, tok.to_dict())
     atomic_write_json(meta_path, meta)
     return _split(tokens, tok, meta, cfg, cached=False)

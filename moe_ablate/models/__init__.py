@@ -7,10 +7,10 @@
 
 from __future__ import annotations
 
-from ..config import ModelConfig
+from ..config import ModelConfig, ModelName, choices
 from .base import TransformerLM
 
-MODEL_NAMES = ("moe", "deepseek_mlp", "deepseek_glm4_moe")
+MODEL_NAMES = choices(ModelName)
 DESCRIPTIONS = {
     "moe": "seed MoE transformer: RoPE + SDPA causal attention, top-k softmax router, Switch balance loss",
     "deepseek_mlp": "Experiment 9: transformers' DeepseekV3Attention (MLA) + dense SwiGLU MLP",

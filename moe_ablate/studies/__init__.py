@@ -1,1 +1,1 @@
-"""Studies: spec expansion, the resumable runner, and one module per study kind."""
+"""Studies: specs, the stored study, the one runner and pipeline, executors, and the study kinds."""

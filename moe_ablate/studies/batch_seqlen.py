@@ -1,8 +1,9 @@
 """Batch size vs sequence length at equal tokens per optimizer step (the seeds' Experiment 5).
 
-Strategies come from ``configs/batch_seqlen.toml``; each runs with every LR. The study writes one
-JSON per run (the runner), a combined ``results.json``, ``batch_seqlen_comparison.png`` and a
-``report.md`` that answers the question with the measured numbers.
+Strategies come from ``configs/batch_seqlen.toml``; each runs with every LR. A configuration is
+(strategy, LR); the study's answer compares the best LR of each strategy, with the noise. Every
+run is scored on the same validation windows (the longest seq_len), since a shorter context
+alone raises the loss.
 """
 
 from __future__ import annotations
@@ -10,24 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from ..config import ExperimentConfig
 from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text
-from .spec import ExperimentSpec, StudySpec
+from ..utils import atomic_write_json
+from .kind import StudyKind
+from .spec import ExperimentSpec, StudySpec, load_study
+from .study import Study
 
 
 def _divisors(spec: StudySpec, preset: str) -> tuple[int, int]:
     """(batch, seq) divisors of the file's [scale.<preset>] section (1, 1 when absent)."""
     scale = spec.extra.get("scale", {}).get(preset, {})
     return int(scale.get("batch", 1)), int(scale.get("seq", 1))
-
-
-def scale_base(base: ExperimentConfig, spec: StudySpec, preset: str) -> ExperimentConfig:
-    """The base config with the model's max_seq_len scaled like the strategies' seq_len."""
-    base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])
-    return base
 
 
 def strategy(name: str, batch_size: int, seq_len: int, grad_accum: int = 1) -> dict[str, Any]:
@@ -50,107 +45,126 @@ def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
     b_div, s_div = _divisors(spec, preset)
     out = [strategy(s["name"], max(1, s["batch_size"] // b_div), max(2, s["seq_len"] // s_div),
                     s.get("grad_accum", 1)) for s in raw]
-    budgets = {s["tokens_per_step"] for s in out}
-    if len(budgets) != 1:
+    if len({s["tokens_per_step"] for s in out}) != 1:
         raise UserError("strategies must see the same tokens per optimizer step; got "
                         + ", ".join(f"{s['name']}={s['tokens_per_step']}" for s in out))
     return out
 
 
 def experiments(strats: list[dict], lrs: list[float]) -> list[ExperimentSpec]:
-    """Every strategy x LR. All runs are scored on the same validation windows (the longest
-    seq_len, a fixed batch), since a shorter context alone raises the loss."""
+    """Every strategy x LR, all scored on the same validation windows (longest seq_len, fixed batch)."""
     eval_seq = max(s["seq_len"] for s in strats)
     eval_batch = min(s["batch_size"] for s in strats)
     return [ExperimentSpec(f"{s['name']}_lr{lr:g}", {
         "train.batch_size": s["batch_size"], "train.seq_len": s["seq_len"], "train.grad_accum": s["grad_accum"],
-        "train.muon_lr": lr, "train.eval_seq_len": eval_seq, "train.eval_batch_size": eval_batch})
-        for s in strats for lr in lrs]
+        "train.muon_lr": lr, "train.eval_seq_len": eval_seq, "train.eval_batch_size": eval_batch},
+        labels={"strategy": s["name"], "muon_lr": lr}) for s in strats for lr in lrs]
 
 
-def record_extra(spec: ExperimentSpec, cfg: ExperimentConfig) -> dict[str, Any]:
-    """What each run's JSON adds: its strategy (the id is ``<strategy>_lr<lr>``) and tokens per step."""
-    return {"strategy": spec.id.rsplit("_lr", 1)[0],
-            "tokens_per_step": cfg.train.batch_size * cfg.train.seq_len * cfg.train.grad_accum}
-
-
-def check_lengths(base: ExperimentConfig, exps: list[ExperimentSpec]) -> None:
+def make_study(config: str = "batch_seqlen", *, preset: str | None = None, overrides: dict[str, Any] | None = None,
+               custom: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
+    """The file's strategies x LRs, or one ``custom`` strategy (name, batch_size, seq_len, grad_accum, lr)."""
+    spec = load_study(config)
+    preset = preset or spec.preset
+    base = spec.base_config(preset, None, overrides or {})
+    base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])
+    if custom:
+        strats = [strategy(custom.get("name") or "custom", custom["batch_size"], custom["seq_len"],
+                           custom.get("grad_accum") or 1)]
+        lrs = [custom.get("lr") or base.train.muon_lr]
+    else:
+        strats, lrs = strategies(spec, preset), learning_rates(spec, base.train.muon_lr)
+    exps = experiments(strats, lrs)
     for e in exps:
         if e.overrides["train.seq_len"] > base.model.max_seq_len:
             raise UserError(f"{e.id}: seq_len {e.overrides['train.seq_len']} exceeds the model's max_seq_len "
                             f"{base.model.max_seq_len}")
+    name = f"batch_seqlen_{strats[0]['name']}" if custom else "batch_seqlen"
+    return Study(kind=KIND.name, name=name, base=base, experiments=exps,
+                 params={"spec": spec.to_dict(), "preset": preset, "strategies": strats, "lrs": lrs},
+                 metric=spec.metric, description=spec.description, confirm=confirm)
 
 
-def summarize(study_dir: Path, records: list[dict], strats: list[dict]) -> dict[str, Any]:
-    by_name = {s["name"]: s for s in strats}
-    rows = []
-    for r in records:
-        rows.append({"run": r["experiment_id"], "strategy": r["strategy"], "batch_size": r["config"]["train"]["batch_size"],
-                     "seq_len": r["config"]["train"]["seq_len"], "grad_accum": r["config"]["train"]["grad_accum"],
-                     "lr": r["config"]["train"]["muon_lr"], "status": r["status"], "val_loss": r.get("val_loss"),
-                     "val_accuracy": r.get("val_accuracy"), "train_time_s": r.get("train_time_s"),
-                     "tokens_per_s": r.get("tokens_per_s"), "peak_memory_gb": r.get("peak_memory_gb")})
-    df = pd.DataFrame(rows)
-    ok = df[(df.status == "ok") & df.val_loss.notna()]
-    best = ok.loc[ok.groupby("strategy").val_loss.idxmin()].sort_values("val_loss") if not ok.empty else ok
-    answer = _answer(best, by_name)
-    summary = {"tokens_per_step": strats[0]["tokens_per_step"], "runs": rows,
-               "best_per_strategy": best.to_dict("records"), "answer": answer}
-    atomic_write_json(study_dir / "results.json", {**summary, "records": [
-        {k: v for k, v in r.items()} for r in records]})
-    _plot(study_dir, records, best)
-    atomic_write_text(study_dir / "report.md", _report(study_dir.name, df, best, answer, strats))
-    return summary
+def _rows(records: list[dict]) -> list[dict]:
+    return [{"run": r["experiment_id"], "strategy": r["hyperparameters"]["strategy"],
+             "batch_size": r["config"]["train"]["batch_size"], "seq_len": r["config"]["train"]["seq_len"],
+             "grad_accum": r["config"]["train"]["grad_accum"], "lr": r["config"]["train"]["muon_lr"],
+             "seed": r["config"]["train"]["seed"], "status": r["status"], "val_loss": r.get("val_loss"),
+             "val_accuracy": r.get("val_accuracy"), "train_time_s": r.get("train_time_s"),
+             "tokens_per_s": r.get("tokens_per_s"), "peak_memory_gb": r.get("peak_memory_gb")} for r in records]
 
 
-def _answer(best: pd.DataFrame, by_name: dict) -> str:
-    if best.empty:
-        return "No run finished successfully; no answer."
-    w = best.iloc[0]
-    s = by_name.get(w.strategy, {})
-    text = (f"{w.strategy} ({int(w.batch_size)} x {int(w.seq_len)}, accum {int(w.grad_accum)}) reached the lowest "
-            f"validation loss, {w.val_loss:.4f} at lr {w.lr:g}")
-    if len(best) > 1:
-        r = best.iloc[1]
-        text += f", {r.val_loss - w.val_loss:.4f} below {r.strategy} ({r.val_loss:.4f})"
-    fastest = best.sort_values("tokens_per_s", ascending=False).iloc[0]
-    text += (f". Throughput: {fastest.strategy} was fastest at {fastest.tokens_per_s:,.0f} tokens/s. "
-             f"All strategies saw {s.get('tokens_per_step', 0):,} tokens per optimizer step.")
-    return text
+def best_per_strategy(analysis: dict) -> list[dict]:
+    """Each strategy's best configuration (its best LR by mean over seeds)."""
+    seen, out = set(), []
+    for c in analysis["configurations"]:
+        if c["n"] > 0 and c.get("strategy", "custom") not in seen:
+            seen.add(c.get("strategy", "custom"))
+            out.append(c)
+    return out
 
 
-def _plot(study_dir: Path, records: list[dict], best: pd.DataFrame) -> None:
-    from ..analysis.plots import save_figure, plt
+class BatchSeqlenKind(StudyKind):
+    name = "batch_seqlen"
+    title = "Batch size vs sequence length"
+
+    def answer(self, study, records, analysis):
+        strats = {s["name"]: s for s in study.params["strategies"]}
+        rec = analysis["recommendation"]
+        if rec.get("best") is None:
+            return "No run finished successfully; no answer."
+        speed: dict[str, list[float]] = {}
+        for r in records:
+            if r["status"] == "ok" and r.get("tokens_per_s"):
+                speed.setdefault(r["hyperparameters"]["strategy"], []).append(r["tokens_per_s"])
+        fastest = max(speed, key=lambda k: sum(speed[k]) / len(speed[k]))
+        tps = sum(speed[fastest]) / len(speed[fastest])
+        tokens = next(iter(strats.values()))["tokens_per_step"]
+        return (f"{rec['text']} Throughput: {fastest} was fastest at {tps:,.0f} tokens/s (mean over its runs). "
+                f"Every strategy saw {tokens:,} tokens per optimizer step.")
+
+    def report_sections(self, study, records, analysis):
+        tokens = study.params["strategies"][0]["tokens_per_step"]
+        return ["## The rule", "",
+                f"Every strategy sees batch x seq_len x grad_accum = {tokens:,} tokens per optimizer step, so they "
+                "differ only in how those tokens are shaped. Every run is scored on the same validation windows "
+                "(the longest sequence length), so shorter training contexts are not penalised by a shorter "
+                "evaluation context.", ""]
+
+    def write_files(self, study_dir, study, records, analysis):
+        atomic_write_json(study_dir / "results.json", {
+            "tokens_per_step": study.params["strategies"][0]["tokens_per_step"], "runs": _rows(records),
+            "best_per_strategy": best_per_strategy(analysis), "answer": analysis["answer"], "records": records})
+
+    def figures(self, study_dir, study, records, analysis):
+        return [plot(study_dir, records, analysis)]
+
+
+KIND = BatchSeqlenKind()
+
+
+def plot(study_dir: Path, records: list[dict], analysis: dict) -> Path:
+    from ..analysis.plots import plt, save_figure
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
-    best_runs = set(best.run) if not best.empty else set()
+    best = best_per_strategy(analysis)
+    best_ids = {c["config_id"] for c in best}
     for r in records:
-        if r["experiment_id"] not in best_runs:
+        if r.get("config_id", r["experiment_id"]) not in best_ids:
             continue
         ev = r.get("history", {}).get("eval", [])
-        label = r["experiment_id"]
-        axs[0, 0].plot([e["tokens"] for e in ev], [e["loss"] for e in ev], marker="o", label=label)
-        axs[0, 1].plot([e["time"] for e in ev], [e["loss"] for e in ev], marker="o", label=label)
+        axs[0, 0].plot([e["tokens"] for e in ev], [e["loss"] for e in ev], marker="o", label=r["experiment_id"])
+        axs[0, 1].plot([e["time"] for e in ev], [e["loss"] for e in ev], marker="o", label=r["experiment_id"])
     axs[0, 0].set(xlabel="tokens seen", ylabel="validation loss", title="validation loss vs tokens (best LR each)")
     axs[0, 1].set(xlabel="training wall time (s)", ylabel="validation loss", title="validation loss vs wall time")
     for ax in axs[0]:
-        ax.legend(fontsize=8)
-    if not best.empty:
-        axs[1, 0].bar(best.strategy, best.tokens_per_s, color="tab:green")
-        axs[1, 1].bar(best.strategy, best.peak_memory_gb, color="tab:purple")
-    axs[1, 0].set(ylabel="tokens/s", title="throughput")
-    axs[1, 1].set(ylabel="GB", title="peak memory")
-    save_figure(fig, study_dir / "batch_seqlen_comparison.png")
-
-
-def _report(name: str, df: pd.DataFrame, best: pd.DataFrame, answer: str, strats: list[dict]) -> str:
-    from ..analysis.report import _table
-
-    lines = [f"# Batch size vs sequence length: {name}", "",
-             f"Rule: every strategy sees batch x seq_len x grad_accum = {strats[0]['tokens_per_step']:,} tokens per "
-             "optimizer step, so they differ only in how those tokens are shaped. Every run is scored on the same "
-             "validation windows (the longest sequence length), so shorter training contexts are not "
-             "penalised by a shorter evaluation context.", "", "## Answer", "", answer, "",
-             "## Best run per strategy", "", _table(best.to_dict("records")), "## All runs", "",
-             _table(df.to_dict("records")), "![comparison](batch_seqlen_comparison.png)", ""]
-    return "\n".join(lines)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    ok = [r for r in records if r["status"] == "ok" and r.get("config_id", r["experiment_id"]) in best_ids]
+    names = sorted({r["hyperparameters"]["strategy"] for r in ok})
+    for i, (key, ax, title, unit) in enumerate([("tokens_per_s", axs[1, 0], "throughput", "tokens/s"),
+                                                ("peak_memory_gb", axs[1, 1], "peak memory", "GB")]):
+        vals = [[r.get(key) or 0 for r in ok if r["hyperparameters"]["strategy"] == n] for n in names]
+        ax.bar(names, [sum(v) / len(v) for v in vals], color="tab:green" if i == 0 else "tab:purple")
+        ax.set(ylabel=unit, title=f"{title} (best LR of each strategy)")
+    return save_figure(fig, study_dir / "batch_seqlen_comparison.png")

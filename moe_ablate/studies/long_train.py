@@ -1,47 +1,69 @@
-"""Long training of Experiment 9 or 3 with the recommended settings (``moe-ablate train --exp``).
+"""Long training of Experiment 9 or 3 with the recommended settings (``train --exp``).
 
-Evaluates every ``eval_every`` steps, checkpoints the full training state every
-``checkpoint_every`` steps and at the end (resume continues exactly), runs HellaSwag every
-``hellaswag_every`` steps when a source is given, and writes ``long_term_results.json`` and
-``training_curves.png``.
+A study of one experiment: it evaluates every ``eval_every`` steps, checkpoints the full training
+state every ``checkpoint_every`` steps under ``checkpoints/long_run/`` (a resume continues exactly
+from the newest readable one), runs HellaSwag every ``hellaswag_every`` steps when a source is
+given, keeps ``final_model.pt``, and writes ``long_term_results.json`` and ``training_curves.png``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from ..config import ExperimentConfig
-from ..data import TokenData
-from ..checkpoint import save_model
 from ..utils import atomic_write_json
+from .kind import StudyKind
+from .spec import ExperimentSpec
+from .study import Study
+
+RUN_ID = "long_run"
 
 
-def long_train(cfg: ExperimentConfig, data: TokenData, out_dir: Path, *, provenance: dict,
-               resume_from: str | None = None, hellaswag_source: str | None = None,
-               log: Callable[[str], None] = print, progress: bool = True) -> dict:
-    from ..train import train
-    from ..utils import resolve_device
-
-    evaluator = None
-    if hellaswag_source:
-        from ..hellaswag import HellaSwagEvaluator
-
-        evaluator = HellaSwagEvaluator(hellaswag_source, data.tokenizer, cfg.model.max_seq_len, limit=None,
-                                       device=resolve_device(cfg.train.device))
-    elif cfg.train.hellaswag_every:
-        log("HellaSwag: no source given (--hellaswag FILE|hf:Rowan/hellaswag); skipping it during training")
-    result, model = train(cfg, data, log=log, progress=progress, desc=f"{cfg.model.name}",
-                          checkpoint_dir=out_dir / "checkpoints", resume_from=resume_from, hellaswag=evaluator)
-    summary = {"config": cfg.to_dict(), "settings_from": provenance, **result}
-    atomic_write_json(out_dir / "long_term_results.json", summary)
-    save_model(out_dir / "final_model.pt", cfg, model, data.tokenizer)
-    plot_curves(out_dir, result)
-    return summary
+def long_run_settings(steps: int = 10000, hellaswag: str | None = None) -> dict:
+    """The seeds' long training: evaluate every 100 steps, checkpoint every 3000, HellaSwag every
+    1000 when a source is given, no early stopping."""
+    return {"train.steps": steps, "train.eval_every": 100, "train.checkpoint_every": 3000,
+            "train.hellaswag_every": 1000 if hellaswag else 0, "train.hellaswag_source": hellaswag or "",
+            "train.patience": 0}
 
 
-def plot_curves(out_dir: Path, result: dict) -> None:
-    from ..analysis.plots import save_figure, plt
+def make_study(exp: int, cfg: ExperimentConfig, settings_from: dict[str, Any] | None = None) -> Study:
+    return Study(kind=KIND.name, name=f"exp{exp}_long_term", base=cfg, experiments=[ExperimentSpec(RUN_ID, {})],
+                 params={"exp": exp, "settings_from": settings_from or {}}, metric="val_loss",
+                 description=f"Long training of Experiment {exp} ({cfg.model.name})", confirm=0)
+
+
+class LongTrainKind(StudyKind):
+    name = "long_train"
+    title = "Long training run"
+    keeps_final_model = True
+
+    def write_files(self, study_dir, study, records, analysis):
+        for r in records:
+            atomic_write_json(study_dir / "long_term_results.json",
+                              {**r, "settings_from": study.params.get("settings_from", {})})
+
+    def figures(self, study_dir, study, records, analysis):
+        return [plot_curves(study_dir, r) for r in records if r.get("history")]
+
+    def answer(self, study, records, analysis):
+        r = records[0] if records else {}
+        if r.get("status") != "ok":
+            return f"The long run ended with status {r.get('status', 'unknown')}: {r.get('error') or ''}".strip()
+        text = (f"{r['config']['model']['name']} trained {r['steps']} steps: validation loss {r['val_loss']:.4f} "
+                f"(best {r['best_val_loss']:.4f} at step {r['best_step']}).")
+        hs = r.get("history", {}).get("hellaswag", [])
+        if hs:
+            text += f" HellaSwag at step {hs[-1]['step']}: acc_norm {hs[-1]['acc_norm']:.4f} (n {hs[-1]['n']})."
+        return text
+
+
+KIND = LongTrainKind()
+
+
+def plot_curves(out_dir: Path, result: dict) -> Path:
+    from ..analysis.plots import plt, save_figure
 
     h = result["history"]
     hs = h.get("hellaswag", [])
@@ -60,4 +82,4 @@ def plot_curves(out_dir: Path, result: dict) -> None:
         axs[3].axhline(0.25, color="gray", lw=1, ls=":", label="chance")
         axs[3].set(xlabel="step", title="HellaSwag")
         axs[3].legend()
-    save_figure(fig, out_dir / "training_curves.png")
+    return save_figure(fig, out_dir / "training_curves.png")

@@ -1,14 +1,15 @@
-"""Run a list of experiments into a study folder: resumable, failure-isolated, tokenise-once.
+"""Run a study's unfinished experiments into its folder: resumable, failure-isolated, one writer.
 
 Study folder::
 
-    config.json              resolved study config, experiments, data provenance, versions, commit
+    config.json              the stored study (studies/study.py), data provenance, versions, commit
     experiments/<id>.json    one per finished experiment, written atomically the moment it ends
+    checkpoints/<id>/        full training state, for experiments that checkpoint (long runs)
 
-A study killed at any moment (Ctrl-C, SIGKILL, power loss) resumes with ``resume=True``: every
-experiment with a readable JSON is kept, the rest (including the interrupted one) run from
-scratch. An experiment that diverges, runs out of memory or raises is recorded with its status
-and the study goes on.
+A study killed at any moment resumes: every experiment with a readable JSON is kept, the rest run
+(from their newest checkpoint when they have one). An experiment that diverges, runs out of
+memory or raises is recorded with its status and the study goes on. Whatever the executor, this
+process alone writes the records, so no shared filesystem is needed.
 """
 
 from __future__ import annotations
@@ -19,34 +20,86 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from ..config import ExperimentConfig, validate
+from ..config import DataConfig, ExperimentConfig, validate
 from ..data import TokenData, prepare_data
 from ..errors import UserError
-from ..utils import atomic_write_json, git_commit, read_json, software_versions
+from ..utils import atomic_write_json, read_json
 from .spec import ExperimentSpec
+from .study import Study
 
 Log = Callable[[str], None]
+EXPERIMENTS_DIR = "experiments"
 
 
-def _default_log(msg: str) -> None:
+def default_log(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
-def study_identity(study: dict[str, Any], base: ExperimentConfig, experiments: list[ExperimentSpec]) -> dict:
-    """What must match for a resume to be the same study."""
-    return {"study": study, "base": base.to_dict(),
-            "experiments": [{"id": e.id, "overrides": e.overrides} for e in experiments]}
+@dataclass
+class Job:
+    """One experiment, resolved: what the executor needs to train it and where its files go."""
+
+    spec: ExperimentSpec
+    cfg: ExperimentConfig
+    data: TokenData
+    checkpoint_dir: Path | None = None  # full-state checkpoints (train.checkpoint_every); resume point
+    final_model: Path | None = None  # where to save the trained model (long runs)
+    resume_from: Path | None = None  # an explicit checkpoint to continue from (else the newest in checkpoint_dir)
 
 
-def load_finished(study_dir: Path, log: Log = _default_log, subdir: str = "experiments") -> dict[str, dict]:
+class Executor(Protocol):
+    """Turns jobs into (job, record) pairs, in any order; never raises for a failed experiment."""
+
+    def run(self, jobs: list[Job], log: Log, progress: bool) -> Iterator[tuple[Job, dict]]: ...
+
+
+def data_key(cfg: DataConfig) -> str:
+    return json.dumps(cfg.__dict__, sort_keys=True)
+
+
+class DataSets:
+    """Each distinct data config of a study prepared once (the token cache makes a rerun cheap)."""
+
+    def __init__(self, log: Log = default_log):
+        self.log, self.by_key = log, {}
+
+    def get(self, cfg: DataConfig) -> TokenData:
+        key = data_key(cfg)
+        if key not in self.by_key:
+            self.by_key[key] = prepare_data(cfg, log=self.log)
+        return self.by_key[key]
+
+    def provenance(self) -> dict[str, dict]:
+        return {d.provenance["cache_key"]: d.provenance for d in self.by_key.values()}
+
+
+def resolve_configs(study: Study) -> dict[str, ExperimentConfig]:
+    """Every experiment's config, validated up front: an impossible combination is one clear line
+    before anything runs, not a study of error records."""
+    out = {}
+    for e in study.experiments:
+        cfg = e.config(study.base)
+        try:
+            validate(cfg)
+        except UserError as err:
+            raise UserError(f"experiment {e.id} ({_settings(e)}): {err}") from None
+        out[e.id] = cfg
+    return out
+
+
+def _settings(e: ExperimentSpec) -> str:
+    return ", ".join(f"{k}={v}" for k, v in e.overrides.items() if k != "train.seed") or "base settings"
+
+
+def load_finished(study_dir: Path, log: Log = default_log) -> dict[str, dict]:
     """Finished experiment records by id; unreadable files are reported and treated as unfinished."""
     done: dict[str, dict] = {}
-    exp_dir = study_dir / subdir
+    exp_dir = study_dir / EXPERIMENTS_DIR
     if not exp_dir.is_dir():
         return done
     for f in sorted(exp_dir.glob("*.json")):
@@ -58,37 +111,20 @@ def load_finished(study_dir: Path, log: Log = _default_log, subdir: str = "exper
     return done
 
 
-def prepare_study(study_dir: Path, identity: dict, base: ExperimentConfig, resume: bool,
-                  log: Log = _default_log) -> TokenData:
-    """Check the folder (fresh, or resumable with the same config), tokenise once, write config.json."""
-    cfg_path = study_dir / "config.json"
-    if resume:
-        if not cfg_path.exists():
-            raise UserError(f"cannot resume {study_dir}: no config.json there")
-        stored = read_json(cfg_path)
-        if stored.get("identity") != json.loads(json.dumps(identity)):
-            raise UserError(f"cannot resume {study_dir}: it was started with a different config "
-                            "(resume with the same flags, or start a new study)")
-    elif study_dir.exists() and any(study_dir.iterdir()):
-        raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
-    data = prepare_data(base.data, log=log)
-    if not resume:
-        atomic_write_json(cfg_path, {
-            "identity": identity, "data": data.provenance, "software": software_versions(),
-            "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        })
-    return data
+def latest_checkpoint(folder: Path | None, log: Log = default_log) -> Path | None:
+    """The newest readable training checkpoint in ``folder`` (unreadable ones are skipped, said once)."""
+    from ..checkpoint import read_checkpoint
 
-
-@dataclass
-class ExecutorOptions:
-    """How experiments are dispatched. ``local``: one after another in this process.
-    ``ray``: one Ray task per experiment (see ``ray_executor.py``)."""
-
-    kind: str = "local"
-    ray_address: str | None = None
-    gpus_per_experiment: float | None = None  # None: 1 when CUDA is available, else 0
-    cpus_per_experiment: float = 1.0
+    if folder is None or not folder.is_dir():
+        return None
+    found = sorted(folder.glob("checkpoint_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]), reverse=True)
+    for path in found:
+        try:
+            if "optimizers" in read_checkpoint(path):
+                return path
+        except UserError as e:
+            log(f"skipping {path.name}: {e}")
+    return None
 
 
 class ModelCache:
@@ -105,21 +141,25 @@ class ModelCache:
         self.key, self.model = key, model
 
 
-def run_one(spec: ExperimentSpec, base: ExperimentConfig, data: TokenData, *, log: Log = _default_log,
-            progress: bool = True, cache: ModelCache | None = None) -> dict:
+def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: ModelCache | None = None) -> dict:
     """Train one experiment and return its record; any failure becomes a record, never an exception."""
+    from ..checkpoint import save_model
     from ..train import train
 
-    cfg = spec.config(base)
-    cfg.model.vocab_size = data.vocab_size
+    spec, cfg = job.spec, result_config(job.cfg, job.data)
     t0 = time.perf_counter()
     key = json.dumps(cfg.model.__dict__, sort_keys=True)
     try:
-        validate(cfg)
-        result, model = train(cfg, data, model=cache.get(key) if cache else None, log=log, progress=progress,
-                              desc=spec.id)
+        resume = job.resume_from or latest_checkpoint(job.checkpoint_dir, log)
+        if resume is not None:
+            log(f"{spec.id}: resuming from {resume}")
+        result, model = train(cfg, job.data, model=cache.get(key) if cache else None, log=log, progress=progress,
+                              desc=spec.id, checkpoint_dir=job.checkpoint_dir, resume_from=resume,
+                              hellaswag=_hellaswag(cfg, job.data))
         if cache:
             cache.put(key, model)
+        if job.final_model is not None and result["status"] == "ok":
+            save_model(job.final_model, cfg, model, job.data.tokenizer)
     except UserError as e:
         result = {"status": "error", "error": str(e)}
     except torch.OutOfMemoryError as e:  # while building or moving the model (train() handles the steps)
@@ -130,66 +170,83 @@ def run_one(spec: ExperimentSpec, base: ExperimentConfig, data: TokenData, *, lo
         result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
         if cache:
             cache.put(None, None)
-    return {"experiment_id": spec.id, "hyperparameters": spec.hyperparameters, "config": cfg.to_dict(), **result,
-            "experiment_wall_time_s": time.perf_counter() - t0}
+    return make_record(spec, cfg, result, wall=time.perf_counter() - t0)
 
 
-def run_experiments(
-    study_dir: Path,
-    base: ExperimentConfig,
-    experiments: list[ExperimentSpec],
-    data: TokenData,
-    *,
-    log: Log = _default_log,
-    progress: bool = True,
-    record_extra: Callable[[ExperimentSpec, ExperimentConfig], dict] | None = None,
-    executor: ExecutorOptions | None = None,
-    subdir: str = "experiments",
-    suffix: str = "",
-) -> list[dict]:
-    """Run every unfinished experiment; return all records (finished earlier + now) in order.
+def result_config(cfg: ExperimentConfig, data: TokenData) -> ExperimentConfig:
+    """The config as trained: the model's vocabulary is the tokenizer's."""
+    cfg = ExperimentConfig.from_dict(cfg.to_dict())
+    cfg.model.vocab_size = data.vocab_size
+    return cfg
 
-    Whatever the executor, this process alone writes ``<subdir>/<id><suffix>.json``, atomically, the
-    moment an experiment's record arrives: one writer, no shared filesystem needed, and the same
-    folder (so a study started with one executor resumes with the other).
-    """
-    executor = executor or ExecutorOptions()
-    exp_dir = study_dir / subdir
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    done = load_finished(study_dir, log, subdir)
-    pending = [e for e in experiments if e.id not in done]
-    if done:
-        log(f"{len([e for e in experiments if e.id in done])} of {len(experiments)} experiments already finished; "
-            f"running {len(pending)}")
-    bar = tqdm(total=len(experiments), initial=len(experiments) - len(pending), desc="experiments",
-               unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
-    if executor.kind == "ray":
-        from .ray_executor import run_with_ray
 
-        results = run_with_ray(pending, base, data, executor, log)
-    elif executor.kind == "local":
+def make_record(spec: ExperimentSpec, cfg: ExperimentConfig, result: dict[str, Any], wall: float) -> dict:
+    """The one shape of an experiment record (whatever the executor, whatever the outcome)."""
+    return {"experiment_id": spec.id, "config_id": spec.config_id, "stage": spec.stage,
+            "hyperparameters": spec.hyperparameters, "config": cfg.to_dict(), **result,
+            "experiment_wall_time_s": wall}
+
+
+def _hellaswag(cfg: ExperimentConfig, data: TokenData):
+    if not (cfg.train.hellaswag_every and cfg.train.hellaswag_source):
+        return None
+    from ..hellaswag import HellaSwagEvaluator
+    from ..utils import resolve_device
+
+    return HellaSwagEvaluator(cfg.train.hellaswag_source, data.tokenizer, cfg.model.max_seq_len, limit=None,
+                              device=resolve_device(cfg.train.device))
+
+
+class LocalExecutor:
+    """One experiment after another in this process, reusing the model between them."""
+
+    def run(self, jobs: list[Job], log: Log, progress: bool) -> Iterator[tuple[Job, dict]]:
         cache = ModelCache()
-        results = ((spec, run_one(spec, base, data, log=log, progress=progress, cache=cache)) for spec in pending)
-    else:
-        raise UserError(f"unknown executor {executor.kind!r} (use local or ray)")
+        for job in jobs:
+            yield job, run_one(job, log=log, progress=progress, cache=cache)
+
+
+def run_experiments(study_dir: Path, study: Study, executor: Executor | None = None, *,
+                    datasets: DataSets | None = None, log: Log = default_log, progress: bool = True,
+                    final_model: Path | None = None, rerun_from: dict[str, Path] | None = None) -> list[dict]:
+    """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
+    ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
+    (their record is replaced when the continued run ends)."""
+    rerun_from = rerun_from or {}
+    executor = executor or LocalExecutor()
+    datasets = datasets or DataSets(log)
+    configs = resolve_configs(study)
+    exp_dir = study_dir / EXPERIMENTS_DIR
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    done = load_finished(study_dir, log)
+    pending = [e for e in study.experiments if e.id not in done or e.id in rerun_from]
+    if len(pending) < len(study.experiments):
+        log(f"{len(study.experiments) - len(pending)} of {len(study.experiments)} experiments already finished; "
+            f"running {len(pending)}")
+    jobs = [Job(e, configs[e.id], datasets.get(configs[e.id].data), study_dir / "checkpoints" / e.id
+                if configs[e.id].train.checkpoint_every else None, final_model, rerun_from.get(e.id)) for e in pending]
+    bar = tqdm(total=len(study.experiments), initial=len(study.experiments) - len(pending), desc="experiments",
+               unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
-        for spec, record in results:
-            cfg = spec.config(base)
-            if record_extra:
-                record = {**record, **record_extra(spec, cfg)}
-            path = exp_dir / f"{spec.id}{suffix}.json"
+        for job, record in executor.run(jobs, log, progress):
+            path = exp_dir / f"{job.spec.id}.json"
             atomic_write_json(path, record)
-            done[spec.id] = read_json(path)
+            done[job.spec.id] = read_json(path)
             bar.update(1)
-            log(_one_line(record))
+            log(one_line(record))
     finally:
         bar.close()
-    return [done[e.id] for e in experiments if e.id in done]
+    return [done[e.id] for e in study.experiments if e.id in done]
 
 
-def _one_line(r: dict) -> str:
+def one_line(r: dict) -> str:
     hp = " ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if k != "seed")
     if r["status"] != "ok":
         return f"{r['experiment_id']} [{hp}] {r['status'].upper()}: {r.get('error') or ''}".rstrip(": ")
     return (f"{r['experiment_id']} [{hp}] ok | val loss {r['val_loss']:.4f} acc {r['val_accuracy']:.3f} | "
             f"{r['wall_time_s']:.1f}s")
+
+
+def jobs_need_local(jobs: Iterable[Job]) -> bool:
+    """Jobs that write files of their own (checkpoints, a final model) must run where the folder is."""
+    return any(j.checkpoint_dir is not None or j.final_model is not None for j in jobs)

@@ -39,17 +39,43 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
 @dataclass
 class ExperimentSpec:
-    """One experiment: its id and the dotted settings that differ from the study's base."""
+    """One experiment: its id, the dotted settings that differ from the study's base, and the
+    configuration it belongs to (``config_id``; seeds of one configuration are its repeats).
+
+    ``labels`` are the hyperparameters a report shows for it (default: the overrides' last parts);
+    a study kind sets them when its settings are better named otherwise (batch-seqlen's strategy).
+    ``stage`` is "grid" or "confirm" (the extra seeds of a confirmation stage)."""
 
     id: str
     overrides: dict[str, Any]
+    config_id: str = ""
+    labels: dict[str, Any] | None = None
+    stage: str = "grid"
+
+    def __post_init__(self):
+        self.config_id = self.config_id or self.id
 
     def config(self, base: ExperimentConfig) -> ExperimentConfig:
         return apply_overrides(base, self.overrides)
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {k.split(".")[-1]: v for k, v in self.overrides.items()}
+        labels = self.labels if self.labels is not None else {
+            k.split(".")[-1]: v for k, v in self.overrides.items() if k != "train.seed"}
+        return {**labels, **({"seed": self.overrides["train.seed"]} if "train.seed" in self.overrides else {})}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "overrides": self.overrides, "config_id": self.config_id, "labels": self.labels,
+                "stage": self.stage}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentSpec":
+        return cls(d["id"], d["overrides"], d.get("config_id", ""), d.get("labels"), d.get("stage", "grid"))
+
+    def with_seed(self, index: int, seed: int, stage: str | None = None) -> "ExperimentSpec":
+        """Repeat ``index`` of this configuration (seed index 0 keeps an unsuffixed id)."""
+        return ExperimentSpec(f"{self.config_id}_s{index}", {**self.overrides, "train.seed": seed}, self.config_id,
+                              self.labels, stage or self.stage)
 
 
 @dataclass
@@ -117,21 +143,31 @@ def load_study(path_or_name: str | Path) -> StudySpec:
     return spec
 
 
-def expand(axes: dict[str, list], seeds: int = 1, base_seed: int = 42) -> list[ExperimentSpec]:
-    """Every combination of the axes (itertools.product order), times ``seeds`` repeats."""
+def configurations(axes: dict[str, list]) -> list[ExperimentSpec]:
+    """Every combination of the axes (itertools.product order), one configuration each."""
     keys = list(axes)
+    return [ExperimentSpec(f"exp_{i:03d}", dict(zip(keys, values)))
+            for i, values in enumerate(itertools.product(*(axes[k] for k in keys)))]
+
+
+def with_seeds(configs: list[ExperimentSpec], seeds: int = 1, base_seed: int = 42) -> list[ExperimentSpec]:
+    """Each configuration run with ``seeds`` seeds (ids ``<config>_s<k>``; no suffix with one seed)."""
     out = []
-    for i, values in enumerate(itertools.product(*(axes[k] for k in keys))):
-        combo = dict(zip(keys, values))
-        for s in range(seeds):
-            suffix = f"_s{s}" if seeds > 1 else ""
-            out.append(ExperimentSpec(f"exp_{i:03d}{suffix}", {**combo, "train.seed": base_seed + s}))
+    for c in configs:
+        for k in range(seeds):
+            e = c.with_seed(k, base_seed + k)
+            out.append(e if seeds > 1 else ExperimentSpec(c.id, e.overrides, c.config_id, c.labels, c.stage))
     return out
+
+
+def expand(axes: dict[str, list], seeds: int = 1, base_seed: int = 42) -> list[ExperimentSpec]:
+    """Every combination of the axes, times ``seeds`` repeats."""
+    return with_seeds(configurations(axes), seeds, base_seed)
 
 
 def spanning_subset(experiments: list[ExperimentSpec], axes: dict[str, list], n: int,
                     seed: int = 0) -> list[ExperimentSpec]:
-    """Pick ``n`` experiments so every value of every axis appears as evenly as ``n`` allows.
+    """Pick ``n`` configurations so every value of every axis appears as evenly as ``n`` allows.
 
     Greedy: repeatedly take the candidate whose values have been used least so far (summed over
     axes), ties broken by a seeded shuffle. Deterministic for a given seed; in a full grid the

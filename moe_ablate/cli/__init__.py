@@ -1,0 +1,41 @@
+"""``moe-ablate`` command line: the only package that knows argparse. Thin: parse flags, build a
+config or a study, call the library. Nothing in the library imports it.
+
+Every user mistake surfaces as ``moe-ablate: error: <one line>`` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+from . import study_cmds, train_cmds
+from .args import Parser
+
+# command groups, in the order --help lists them; each registers its subcommands
+COMMAND_GROUPS = (train_cmds.register, study_cmds.register)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="moe-ablate", description="Hyperparameter ablation studies for small Mixture-of-Experts "
+               "language models: train, run studies, analyse results.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
+    for register in COMMAND_GROUPS:
+        register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as e:
+        print(f"moe-ablate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("moe-ablate: interrupted; finished experiments are saved (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""Flag types and flag groups shared by the commands.
+
+Flags that *define* a study (and so must match the stored study on ``--resume``) are declared
+once, through ``Defining``; a resume that gives any of them rebuilds the study from the flags and
+compares it with the stored one, a resume that gives none continues the stored study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+from ..config import Amp, ModelName, choices
+from ..errors import UserError
+
+DEFAULT_OUTPUT = "ablation_results"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str):  # noqa: D401
+        print(f"moe-ablate: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(kind, ok, requirement: str):
+    """An argparse type: parse ``kind`` and check it, with a one-line message on failure."""
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not (math.isfinite(v) and ok(v)):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return v
+    parse.__name__ = f"{requirement} {kind.__name__}"
+    return parse
+
+
+pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, lambda v: v > 0, "positive")
+nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
+fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def lr_or_auto(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return pos_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+
+
+class Defining:
+    """An argument group whose flags define the study (see the module docstring)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str):
+        self.parser, self.group = parser, parser.add_argument_group(title)
+
+    def add(self, *flags, **kw) -> argparse.Action:
+        action = self.group.add_argument(*flags, **kw)
+        self.parser.set_defaults(defining=(*(self.parser.get_default("defining") or ()), action.dest))
+        return action
+
+
+def defining_given(args: argparse.Namespace) -> list[str]:
+    """The study-defining flags this command line gave."""
+    return [d for d in getattr(args, "defining", ()) if getattr(args, d, None) not in (None, False)]
+
+
+# flag -> (dotted config key, type, help)
+EXPERIMENT_FLAGS = {
+    "--model": ("model.name", str, f"architecture: {' | '.join(choices(ModelName))} (see `moe-ablate models`)"),
+    "--data": ("data.source", str, "builtin (default, offline) | FILE.txt/.jsonl/.parquet | FOLDER | hf:NAME[:CONFIG]"),
+    "--tokenizer": ("data.tokenizer", str, "bpe (trained locally on the data, cached) | hf:NAME"),
+    "--vocab-size": ("data.vocab_size", pos_int, "vocabulary size of the local BPE tokenizer"),
+    "--num-documents": ("data.num_documents", pos_int, "documents to read from the source"),
+    "--max-tokens": ("data.max_tokens", pos_int, "cap on tokens kept after tokenisation"),
+    "--cache-dir": ("data.cache_dir", str, "where tokenizers and token arrays are cached (default data_cache)"),
+    "--steps": ("train.steps", pos_int, "optimizer steps"),
+    "--eval-every": ("train.eval_every", pos_int, "evaluate on the validation set every N steps"),
+    "--eval-batches": ("train.eval_batches", pos_int, "validation batches per evaluation"),
+    "--batch-size": ("train.batch_size", pos_int, "sequences per micro-batch"),
+    "--seq-len": ("train.seq_len", pos_int, "tokens per sequence"),
+    "--grad-accum": ("train.grad_accum", pos_int, "micro-batches per optimizer step"),
+    "--muon-lr": ("train.muon_lr", pos_float, "Muon learning rate (2-D/3-D hidden weights)"),
+    "--adamw-lr-ratio": ("train.adamw_lr_ratio", pos_float, "AdamW lr = muon lr x this (embeddings, norms, router)"),
+    "--momentum": ("train.momentum", fraction, "Muon momentum"),
+    "--weight-decay": ("train.weight_decay", nonneg_float, "decoupled weight decay for both optimizers"),
+    "--grad-clip": ("train.grad_clip", nonneg_float, "gradient-norm clip (0 = off)"),
+    "--patience": ("train.patience", nonneg_int, "early-stopping patience in evaluations (0 = off)"),
+    "--num-experts": ("model.num_experts", pos_int, "routed experts per MoE layer"),
+    "--top-k": ("model.top_k", pos_int, "experts chosen per token"),
+    "--aux-loss-weight": ("model.aux_loss_weight", nonneg_float, "load-balancing loss weight (0 = off)"),
+    "--bias-update-rate": ("model.bias_update_rate", nonneg_float, "GLM4 router bias update gamma (0 = off)"),
+    "--device": ("train.device", str, "auto | cpu | cuda | cuda:N (auto: CUDA when available)"),
+    "--amp": ("train.amp", str, f"CUDA mixed precision: {' | '.join(choices(Amp))} (auto: bf16, else fp16)"),
+    "--seed": ("train.seed", nonneg_int, "random seed (init, batches, router noise)"),
+}
+
+
+def add_experiment_flags(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    g = Defining(p, "experiment settings (override the preset)")
+    g.add("--preset", default=None, help="model/run size: seed | tiny | exp9 | exp3")
+    for flag, (_, typ, help_) in EXPERIMENT_FLAGS.items():
+        if flag not in skip:
+            g.add(flag, type=typ, default=None, help=help_)
+    g.add("--compile", action="store_true", default=None, help="torch.compile the model (CUDA only)")
+
+
+def experiment_overrides(args: argparse.Namespace) -> dict:
+    out = {}
+    for flag, (key, _, _) in EXPERIMENT_FLAGS.items():
+        v = getattr(args, flag[2:].replace("-", "_"), None)
+        if v is not None:
+            out[key] = v
+    if getattr(args, "compile", None):
+        out["train.compile"] = True
+    return out
+
+
+def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bool = True,
+                    confirm: bool = True) -> None:
+    g = p.add_argument_group("study folder")
+    g.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="parent folder of studies (default %(default)s)")
+    if name_flag:
+        g.add_argument("--name", dest="study_folder", default=None, help=f"study folder name (default {default_name}_<YYYYmmdd_HHMMSS>)")
+    g.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue an interrupted study in DIR: finished experiments are kept, the rest run. "
+                        "Give no study flags (or exactly the original ones)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    if confirm:
+        Defining(p, "confirmation").add(
+            "--confirm", type=nonneg_int, default=None, metavar="K",
+            help="after the grid, rerun the top configurations (the best and those within noise of it, at most 3) "
+                 "with K more seeds and recommend on the replicated set (default 2 for studies of >= 4 "
+                 "configurations; 0 turns it off)")
+    x = p.add_argument_group("where experiments run")
+    x.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: one after another here (default); ray: one Ray task per experiment, in parallel "
+                        "on this machine's GPUs/CPUs or a cluster (pip install 'moe-ablate[ray]')")
+    x.add_argument("--ray-address", default=None, help="an existing Ray cluster, e.g. auto or ray://head:10001 "
+                                                       "(default: start a local one sized to this machine)")
+    x.add_argument("--gpus-per-experiment", type=nonneg_float, default=None,
+                   help="GPUs per Ray task (default 1 on CUDA machines, else 0)")
+    x.add_argument("--cpus-per-experiment", type=pos_float, default=1.0, help="CPUs per Ray task (default 1)")
+
+
+def study_dir_for(args, default_name: str) -> Path:
+    """The study folder: --resume DIR, --name, or a new timestamped folder (never an existing one)."""
+    if args.resume:
+        return Path(args.resume)
+    if getattr(args, "study_folder", None):
+        return Path(args.output_dir) / args.study_folder
+    stamp = time.strftime("%Y%m%d_%H%M%S")
+    path, n = Path(args.output_dir) / f"{default_name}_{stamp}", 2
+    while path.exists():
+        path, n = Path(args.output_dir) / f"{default_name}_{stamp}_{n}", n + 1
+    return path
+
+
+def executor(args):
+    from ..studies.runner import LocalExecutor
+
+    if args.executor == "ray":
+        from ..studies.ray_executor import RayExecutor
+
+        return RayExecutor(args.ray_address, args.gpus_per_experiment, args.cpus_per_experiment)
+    return LocalExecutor()
+
+
+def log(msg: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def fresh_dir(path: Path) -> Path:
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"output folder {path} already exists and is not empty; choose another --output-dir")
+    return path

@@ -1,0 +1,110 @@
+"""Expert search for Experiment 3 (the seeds' expert_search): experts {4, 8, 16} x top-k {1, 2}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..utils import atomic_write_json
+from .kind import StudyKind
+from .lr_search import METRIC, experiment_base
+from .spec import ExperimentSpec
+from .study import Study
+
+EXPERT_GRID = [(e, k) for e in (4, 8, 16) for k in (1, 2)]
+DEFAULTS = {"train.steps": 800, "train.eval_every": 100, "train.log_every": 10}
+
+
+def expert_experiments() -> list[ExperimentSpec]:
+    return [ExperimentSpec(f"experts_{e}_top_{k}", {"model.num_experts": e, "model.top_k": k}) for e, k in EXPERT_GRID]
+
+
+def make_study(*, lr: float = 1e-3, lr_source: str = "the default 1e-3", preset: str | None = None,
+               overrides: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
+    base = experiment_base(3, preset, {**DEFAULTS, "train.muon_lr": lr}, overrides)
+    return Study(kind=KIND.name, name="expert_search_exp3", base=base, experiments=expert_experiments(),
+                 params={"exp": 3, "lr": lr, "lr_source": lr_source, "preset": preset}, metric=METRIC,
+                 description=f"Experts x top-k for Experiment 3 at Muon LR {lr:.2e} ({lr_source})", confirm=confirm)
+
+
+def _key(r: dict) -> str:
+    return r.get("config_id", r["experiment_id"])
+
+
+class ExpertSearchKind(StudyKind):
+    name = "expert_search"
+    title = "Expert search"
+
+    def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
+        rec = analysis["recommendation"]
+        failed = [r["experiment_id"] for r in records if r.get("status") != "ok"]
+        if rec.get("best") is None:
+            return {"exp": 3, "best": None, "failed": failed,
+                    "recommendation": "every configuration failed; nothing to recommend"}
+        b = next(r for r in records if _key(r) == rec["best"] and r.get("status") == "ok")
+        m = b["config"]["model"]
+        out = {"exp": 3, "num_experts": m["num_experts"], "top_k": m["top_k"], "best_val_loss": rec[METRIC],
+               "learning_rate": b["config"]["train"]["muon_lr"], "params": b.get("params"),
+               "routing_cv": (b.get("routing") or {}).get("cv"), "failed": failed, "verdict": rec["verdict"],
+               "near_optimal": rec["near_optimal"],
+               "recommendation": f"{m['num_experts']} experts, top-{m['top_k']}: {rec['text']}"}
+        if "runner_up" in rec:
+            out["runner_up"], out["margin"] = rec["runner_up"], rec["margin"]
+        return out
+
+    def write_files(self, study_dir, study, records, analysis):
+        summary = []  # one entry per configuration, its seeds folded in (means over successful runs)
+        for c in analysis["configurations"]:
+            runs = [r for r in records if _key(r) == c["config_id"]]
+            ok = [r for r in runs if r["status"] == "ok"]
+            first = (ok or runs)[0]
+
+            def mean(key):
+                vals = [r[key] for r in ok if r.get(key) is not None]
+                return sum(vals) / len(vals) if vals else None
+
+            summary.append({"experiment_id": c["config_id"], "status": "ok" if ok else first["status"],
+                            "num_experts": first["config"]["model"]["num_experts"],
+                            "top_k": first["config"]["model"]["top_k"], "n": c["n"], "best_val_loss": c["mean"],
+                            "best_val_loss_ci95": c["ci95"], "val_loss": mean("val_loss"),
+                            "params": first.get("params"), "tokens_per_s": mean("tokens_per_s"),
+                            "routing": first.get("routing"), "runs": [r["experiment_id"] for r in runs]})
+        atomic_write_json(study_dir / "expert_search_results.json", {"configurations": summary, "results": records})
+        atomic_write_json(study_dir / "expert_recommendation.json", self.recommendation(study, records, analysis))
+
+    def answer(self, study, records, analysis):
+        return self.recommendation(study, records, analysis)["recommendation"]
+
+    def figures(self, study_dir, study, records, analysis):
+        return [plot_expert_search(study_dir, records)]
+
+
+KIND = ExpertSearchKind()
+
+
+def plot_expert_search(study_dir: Path, records: list[dict]) -> Path:
+    from ..analysis.plots import plt, save_figure
+
+    fig, axs = plt.subplots(2, 2, figsize=(12, 8))
+    ok = [r for r in records if r["status"] == "ok" and r.get("val_loss") is not None]
+    short = {r["experiment_id"]: r["experiment_id"].replace("experts_", "E").replace("_top_", "k") for r in records}
+    for r in records:
+        ev = r.get("history", {}).get("eval", [])
+        axs[0, 0].plot([e["step"] for e in ev], [e["loss"] for e in ev], marker=".", label=short[r["experiment_id"]])
+    for k in (1, 2):
+        pts = sorted((r["config"]["model"]["num_experts"], r["val_loss"]) for r in ok
+                     if r["config"]["model"]["top_k"] == k)
+        if pts:
+            axs[0, 1].plot([p[0] for p in pts], [p[1] for p in pts], "o", label=f"top-{k}")
+    axs[1, 0].scatter([r["params"]["active"] for r in ok], [r["val_loss"] for r in ok])
+    for r in ok:
+        axs[1, 0].annotate(short[r["experiment_id"]], (r["params"]["active"], r["val_loss"]), fontsize=8)
+    axs[1, 1].bar([short[r["experiment_id"]] for r in ok], [r.get("tokens_per_s") or 0 for r in ok], color="tab:green")
+    axs[0, 0].set(xlabel="step", ylabel="validation loss", title="validation loss")
+    axs[0, 1].set(xlabel="experts", ylabel="final validation loss", title="loss vs experts", xscale="log")
+    axs[1, 0].set(xlabel="active parameters", ylabel="final validation loss", title="loss vs active parameters")
+    axs[1, 1].set(ylabel="tokens/s", title="throughput")
+    for ax in (axs[0, 0], axs[0, 1]):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return save_figure(fig, study_dir / "expert_search_comparison.png")

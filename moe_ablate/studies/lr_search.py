@@ -1,0 +1,177 @@
+"""LR search for Experiments 9 and 3 (the seeds' lr_search): one run per learning rate.
+
+Ranks by the *best* validation loss of each run (the runs stop early), says when the winner sits
+at the edge of the range (the original searches always picked the largest LR tried), and with
+``extend`` keeps adding LRs x3 beyond the edge until the optimum is bracketed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..analysis import ranking
+from ..analysis.stats import to_frame
+from ..config import apply_overrides, preset_config, validate
+from ..utils import atomic_write_json, read_json
+from ..errors import UserError
+from .kind import StudyKind
+from .spec import ExperimentSpec
+from .study import Study
+
+EXPERIMENTS = {  # --exp N -> (model, preset)
+    9: ("deepseek_mlp", "exp9"),
+    3: ("deepseek_glm4_moe", "exp3"),
+}
+QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
+FULL = {"lrs": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "steps": 2000, "eval_every": 100, "patience": 5}
+LR_BOUNDS = (1e-6, 1.0)
+METRIC = "best_val_loss"
+
+
+def experiment_base(exp: int, preset: str | None, defaults: dict, overrides: dict | None):
+    """Experiment model + preset, the command's defaults, then the user's settings."""
+    if exp not in EXPERIMENTS:
+        raise UserError(f"unknown experiment {exp} (choose from: {', '.join(map(str, EXPERIMENTS))})")
+    model, default_preset = EXPERIMENTS[exp]
+    cfg = apply_overrides(preset_config(preset or default_preset, model), defaults)
+    return validate(apply_overrides(cfg, overrides or {}))
+
+
+def lr_id(lr: float) -> str:
+    return f"lr_{lr:.2e}"
+
+
+def lr_experiments(lrs: list[float]) -> list[ExperimentSpec]:
+    return [ExperimentSpec(lr_id(lr), {"train.muon_lr": lr}) for lr in sorted(lrs)]
+
+
+def make_study(exp: int, *, lrs: list[float] | None = None, full: bool = False, preset: str | None = None,
+               overrides: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
+    mode = FULL if full else QUICK
+    base = experiment_base(exp, preset, {"train.steps": mode["steps"], "train.eval_every": mode["eval_every"],
+                                         "train.patience": mode["patience"], "train.log_every": 10}, overrides)
+    lrs = sorted(lrs or mode["lrs"])
+    return Study(kind=KIND.name, name=f"lr_search_exp{exp}", base=base, experiments=lr_experiments(lrs),
+                 params={"exp": exp, "lrs": lrs, "mode": "full" if full else "quick", "preset": preset},
+                 metric=METRIC, description=f"Learning-rate search for Experiment {exp} ({base.model.name})",
+                 confirm=confirm)
+
+
+def _lr(r: dict) -> float:
+    return r["config"]["train"]["muon_lr"]
+
+
+def _tried(records: list[dict]) -> list[float]:
+    return sorted({_lr(r) for r in records})
+
+
+def _best_lr(records: list[dict], analysis: dict) -> float | None:
+    best = analysis["recommendation"].get("best")
+    return next((_lr(r) for r in records if r.get("config_id", r["experiment_id"]) == best), None)
+
+
+class LRSearchKind(StudyKind):
+    name = "lr_search"
+    title = "Learning-rate search"
+
+    def extension(self, study, records, analysis):
+        lr, tried = _best_lr(records, analysis), _tried(records)
+        if lr is None or len(tried) < 2 or tried[0] < lr < tried[-1]:
+            return []
+        nxt = float(f"{lr * 3 if lr == tried[-1] else lr / 3:.3g}")
+        if not LR_BOUNDS[0] <= nxt <= LR_BOUNDS[1] or nxt in tried:
+            return []
+        return lr_experiments([nxt])
+
+    def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
+        """lr_recommendation.json: the seeds' fields plus the noise-aware verdict."""
+        rec = analysis["recommendation"]
+        lr, tried = _best_lr(records, analysis), _tried(records)
+        exp = study.params.get("exp")
+        if lr is None:
+            return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
+                    "recommendation": "every run failed; no learning rate to recommend"}
+        df, axes = to_frame(records)
+        table = ranking.configuration_table(df, axes, METRIC)
+        by_id = {r.get("config_id", r["experiment_id"]): r for r in records}
+        best_run = by_id[rec["best"]]
+        out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
+               "best_step": best_run.get("best_step"), "tried": tried,
+               "failed": sorted({_lr(r) for r in records if r.get("status") != "ok"}),
+               "bracketed": ranking.bracketed(table, "muon_lr", rec["best"]) if "muon_lr" in axes else False,
+               "near_optimal_learning_rates": sorted(_lr(by_id[c]) for c in rec["near_optimal"]),
+               "verdict": rec["verdict"], "recommendation": f"best LR {lr:.2e}: {rec['text']}"}
+        if "runner_up" in rec:
+            out["runner_up_learning_rate"], out["margin"] = _lr(by_id[rec["runner_up"]]), rec["margin"]
+        if len(tried) == 2:
+            out["warning"] = ("only two LRs were tried: the optimum cannot be bracketed; add LRs on both sides or "
+                              "rerun with --extend")
+        elif not out["bracketed"] and len(tried) >= 3:
+            edge = "largest" if lr == tried[-1] else "smallest" if lr == tried[0] else None
+            if edge:
+                out["warning"] = (f"the best LR {lr:.2e} is the {edge} tried: the optimum is not bracketed; rerun "
+                                  f"with --extend or add LRs {'above' if edge == 'largest' else 'below'} it")
+        return out
+
+    def write_files(self, study_dir, study, records, analysis):
+        atomic_write_json(study_dir / "lr_search_results.json", {"exp": study.params.get("exp"), "results": records})
+        atomic_write_json(study_dir / "lr_recommendation.json", self.recommendation(study, records, analysis))
+
+    def answer(self, study, records, analysis):
+        rec = self.recommendation(study, records, analysis)
+        text = rec["recommendation"]
+        return text + (f" Warning: {rec['warning']}." if rec.get("warning") else "")
+
+    def figures(self, study_dir, study, records, analysis):
+        return [plot_lr_search(study_dir, records)]
+
+
+KIND = LRSearchKind()
+
+
+def plot_lr_search(study_dir: Path, records: list[dict]) -> Path:
+    from ..analysis.plots import plt, save_figure
+
+    fig, axs = plt.subplots(2, 2, figsize=(12, 8))
+    pts = []
+    for r in sorted(records, key=_lr):
+        h = r.get("history", {})
+        ev, tr = h.get("eval", []), h.get("train", [])
+        label = f"lr {_lr(r):.0e}" + (f" s{r['hyperparameters'].get('seed')}" if r.get("stage") == "confirm" else "")
+        label += "" if r["status"] == "ok" else f" ({r['status']})"
+        axs[0, 0].plot([e["step"] for e in ev], [e["loss"] for e in ev], marker=".", label=label)
+        axs[1, 0].plot([t["step"] for t in tr], [t["loss"] for t in tr], label=label)
+        axs[1, 1].plot([t["step"] for t in tr], [t["lr"] for t in tr], label=label)
+        best = r.get("best_val_loss")
+        if r["status"] == "ok" and best is not None and math.isfinite(best):
+            pts.append((_lr(r), r.get("val_loss"), best))
+    if pts:
+        axs[0, 1].plot([p[0] for p in pts], [p[1] for p in pts], "o", label="final")
+        axs[0, 1].plot([p[0] for p in pts], [p[2] for p in pts], "s", label="best")
+        axs[0, 1].set_xscale("log")
+    axs[0, 0].set(xlabel="step", ylabel="validation loss", title="validation loss")
+    axs[0, 1].set(xlabel="learning rate", ylabel="validation loss", title="validation loss vs LR (every run)")
+    axs[1, 0].set(xlabel="step", ylabel="training loss", title="training loss")
+    axs[1, 1].set(xlabel="step", ylabel="learning rate", title="LR schedule (warmup + cosine)")
+    for ax in axs.flat:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return save_figure(fig, study_dir / "lr_search_comparison.png")
+
+
+def find_recommendation(output_dir: str | Path, filename: str, exp: int) -> tuple[dict, Path] | None:
+    """The newest ``filename`` under ``output_dir`` made for experiment ``exp``."""
+    found = []
+    for p in Path(output_dir).glob(f"**/{filename}"):
+        try:
+            rec = read_json(p)
+        except UserError:
+            continue
+        if rec.get("exp", exp) == exp and (rec.get("best_learning_rate") or rec.get("num_experts")):
+            found.append((p.stat().st_mtime, p, rec))
+    if not found:
+        return None
+    _, path, rec = max(found, key=lambda t: t[0])
+    return rec, path

@@ -1,0 +1,74 @@
+"""The one writer of a study folder's outputs, for every study kind.
+
+Reads the stored study and its records; writes ``final_results.json``, ``analysis.json``,
+``comprehensive_report.json``, the figures, ``report.md``, and the kind's own files. Never touches
+``experiments/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..analysis import plots, report
+from ..analysis.stats import analyze, load_records, to_frame
+from ..utils import atomic_write_json, atomic_write_text
+from .kinds import get_kind
+from .runner import Log, default_log
+from ..config import ExperimentConfig
+from .spec import ExperimentSpec
+from .study import STUDY_FILE, Study, load_study
+
+
+def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Log = default_log,
+                  skipped: list[str] | None = None, stored: dict | None = None) -> dict[str, Any]:
+    kind = get_kind(study.kind)
+    a = analyze(records, study.metric)
+    a["skipped_files"] = skipped or []
+    a["n_expected"] = len(study.experiments)
+    a["confirmation"] = _confirmation_cost(records)
+    a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
+    atomic_write_json(study_dir / "final_results.json", {
+        "study": study.identity(), "n_expected": len(study.experiments),
+        "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})
+    atomic_write_json(study_dir / "analysis.json", a)
+    kind.write_files(study_dir, study, records, a)
+    df, axes = to_frame(records)
+    figures = plots.study_figures(df, axes, records, a, study_dir) + kind.figures(study_dir, study, records, a)
+    if stored is None:
+        _, stored = load_study(study_dir)
+    atomic_write_json(study_dir / "comprehensive_report.json", {
+        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": stored, "analysis": a,
+        "experiments": df.to_dict("records"), "figures": [f.name for f in figures]})
+    atomic_write_text(study_dir / "report.md", report.render(
+        study_dir.name, kind.title, study.description, stored, a, figures, kind.report_sections(study, records, a)))
+    return a
+
+
+def _confirmation_cost(records: list[dict]) -> dict[str, Any]:
+    """How much compute the confirmation stage added (runs and training seconds)."""
+    conf = [r for r in records if r.get("stage") == "confirm"]
+    grid = [r for r in records if r.get("stage", "grid") != "confirm"]
+
+    def secs(rs):
+        return sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in rs)
+
+    return {"runs": len(conf), "grid_runs": len(grid), "seconds": secs(conf), "grid_seconds": secs(grid),
+            "configurations": sorted({r.get("config_id") for r in conf})}
+
+
+def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, Any]:
+    """(Re)write the outputs of any study folder from its stored study and records (``analyze``)."""
+    study_dir = Path(study_dir)
+    records, bad = load_records(study_dir)
+    for name in bad:
+        log(f"skipped corrupt experiment file: {name}")
+    if (study_dir / STUDY_FILE).exists():
+        study, stored = load_study(study_dir)
+    else:  # records made elsewhere (or by hand): analysed as a grid of the configurations they name
+        log(f"{study_dir} has no {STUDY_FILE}: analysing its records as a grid study")
+        study = Study(kind="grid", name=study_dir.name, base=ExperimentConfig(), experiments=[
+            ExperimentSpec(r["experiment_id"], {}, r.get("config_id", "")) for r in records])
+        stored = {}
+    return write_outputs(study_dir, study, records, log=log, skipped=bad, stored=stored)

@@ -1,0 +1,124 @@
+"""The one study pipeline: open (or resume) the folder → run → extend → confirm → write outputs.
+
+``run_study`` is what every study command calls, and what Python code calls::
+
+    from moe_ablate.studies import grid, pipeline
+    study = grid.make_study("lr_ablation", preset="tiny", quick=True)
+    result = pipeline.run_study(study, Path("ablation_results/my_study"))
+    print(result.analysis["recommendation"]["text"])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..utils import resolve_device
+from .kinds import get_kind
+from .outputs import write_outputs
+from .runner import DataSets, Executor, Log, default_log, resolve_configs, run_experiments
+from .spec import ExperimentSpec
+from .study import Study, load_study, save_study
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    study: Study
+    records: list[dict]
+    analysis: dict[str, Any]
+
+
+def open_study(study_dir: Path, study: Study | None, resume: bool) -> Study:
+    """A fresh folder for ``study``, or the stored study of ``study_dir`` when resuming. A resume that
+    names a study (flags were given) must match the stored identity; it never rewrites the folder."""
+    if resume:
+        stored, _ = load_study(study_dir)
+        if study is not None and study.identity() != stored.identity():
+            diff = sorted(k for k, v in study.identity().items() if stored.identity().get(k) != v)
+            raise UserError(f"cannot resume {study_dir}: it was started with a different config ({', '.join(diff)} "
+                            "differ); resume with the same flags or none, or start a new study")
+        return stored
+    if study is None:
+        raise UserError("no study to run")
+    if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
+        raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
+    return study
+
+
+def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = False, executor: Executor | None = None,
+              extend: bool = False, log: Log = default_log, progress: bool = True,
+              rerun_from: dict[str, Path] | None = None) -> StudyResult:
+    """Run (or resume) a study in ``study_dir`` and write its outputs; see the module docstring."""
+    study_dir = Path(study_dir)
+    study = open_study(study_dir, study, resume)
+    kind = get_kind(study.kind)
+    resolve_configs(study)  # an impossible combination stops here, before anything is written
+    if resolve_device(study.base.train.device) == "cpu" and study.base.model.d_model >= 384:
+        log(f"note: a {study.base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
+    datasets = DataSets(log)
+    for e in study.experiments:  # tokenise each distinct dataset once, before the folder is created
+        datasets.get(e.config(study.base).data)
+    save_study(study_dir, study, datasets.provenance())
+    sources = {p["source"] for p in datasets.provenance().values()}
+    log(f"study {study_dir}: {len(study.experiments)} experiments | model {study.base.model.name} | data "
+        f"{', '.join(sorted(sources))} ({len(datasets.by_key)} tokenisation{'s' if len(datasets.by_key) > 1 else ''})")
+    final_model = study_dir / "final_model.pt" if kind.keeps_final_model else None
+
+    def run() -> list[dict]:
+        return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
+                               final_model=final_model, rerun_from=rerun_from)
+
+    def grow(more: list[ExperimentSpec], why: str) -> list[dict]:
+        study.experiments.extend(more)
+        for e in more:
+            datasets.get(e.config(study.base).data)
+        save_study(study_dir, study, datasets.provenance())  # stored first: a resume continues the grown study
+        log(f"{why}: adding {len(more)} experiment(s)")
+        return run()
+
+    records = run()
+    rerun_from = None  # only the first round continues from the named checkpoints
+    if extend:
+        while more := kind.extension(study, records, _analysis(study, records)):
+            records = grow(more, "the best value is at the edge of the range")
+    if study.resolved_confirm() and not any(e.stage == "confirm" for e in study.experiments):
+        more = confirmation_experiments(study, records)
+        if more:
+            records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
+                                 f"{len({e.config_id for e in more})} top configuration(s)")
+    analysis = write_outputs(study_dir, study, records, log=log)
+    return StudyResult(study_dir, study, records, analysis)
+
+
+def _analysis(study: Study, records: list[dict]) -> dict:
+    from ..analysis.stats import analyze
+
+    return analyze(records, study.metric)
+
+
+def confirmation_experiments(study: Study, records: list[dict]) -> list[ExperimentSpec]:
+    """More seeds for the top configurations: the best and every one within a noise-sized margin of it
+    (twice the run-to-run std where the study can estimate it, else the next best), at most
+    ``study.confirm_max``. New seeds continue after the seeds each configuration already has."""
+    a = _analysis(study, records)
+    table = [c for c in a["configurations"] if c["n"] > 0]
+    if len(table) < 2:
+        return []
+    noise = a["recommendation"].get("noise_std")
+    best = table[0]["mean"]
+    top = [c for c in table if noise is not None and c["mean"] - best <= 2 * noise] if noise else table
+    top = (top or table[:1])[: study.confirm_max]
+    configs = study.configurations()
+    more = []
+    for c in top:
+        runs = configs[c["config_id"]]
+        seeds = {e.overrides.get("train.seed", study.base.train.seed) for e in runs}
+        first = runs[0]
+        for i in range(study.resolved_confirm()):
+            k = len(runs) + i
+            seed = max(seeds) + 1 + i
+            more.append(first.with_seed(k, seed, stage="confirm"))
+    return more
