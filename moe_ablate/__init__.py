@@ -6,8 +6,8 @@ Library entry points (the CLI is a thin layer over these):
 - ``data.prepare_data``: tokenise once (cached), disjoint train/val split
 - ``models.build_model``: the model registry
 - ``train.train``: one experiment → one result record
-- ``studies``: grids from TOML, the resumable runner
-- ``analysis.analyze_study``: statistics, plots, report
+- ``studies``: a study kind's ``make_study`` → ``studies.pipeline.run_study`` (runner, resume, outputs)
+- ``analysis``: ranking with noise, statistics, figures, report (``studies.outputs.analyze_folder``)
 """
 
 __version__ = "0.1.0"

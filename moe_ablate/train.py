@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import interrupt
 from .config import ExperimentConfig, validate
 from .data import TokenData
 from .evaluate import autocast_context, evaluate
@@ -161,6 +162,10 @@ def train(
     timer = Timer(state["train_time"])
     try:
         while state["step"] < end_step:
+            if interrupt.requested() is not None:  # a signal: stop at this step boundary
+                status = "interrupted"
+                log(f"{desc}: interrupted at step {state['step']}")
+                break
             step = state["step"]
             for micro in range(t.grad_accum):
                 x, y = data.train_batch(t.seed, step, micro, t.batch_size, t.seq_len, device)
@@ -235,7 +240,7 @@ def train(
     finally:
         bar.close()
     # when checkpointing, also save where the run ends (finished, early-stopped, or stop_after)
-    if checkpoint_dir is not None and status == "ok" and (t.checkpoint_every or stop_after is not None):
+    if checkpoint_dir is not None and status in ("ok", "interrupted") and (t.checkpoint_every or stop_after is not None):
         final_ckpt = Path(checkpoint_dir) / f"checkpoint_step_{state['step']}.pt"
         if str(final_ckpt) not in checkpoints:
             save_checkpoint(final_ckpt)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -51,9 +53,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # name the file the user knows, not the temporary one
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        if isinstance(e, RuntimeError) and "writ" in str(e).lower():  # torch.save's writer wraps the OSError
+            full = shutil.disk_usage(path.parent).free < 1 << 20
+            raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full
+                          else f"write failed ({str(e).splitlines()[0][:120]})", str(path)) from None
         raise
 
 

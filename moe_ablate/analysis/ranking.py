@@ -83,7 +83,8 @@ def compare(df: pd.DataFrame, metric: str, best: str, other: str,
                            "shared_seeds": len(shared)}
     diff = float(b.mean() - a.mean())
     paired = b[shared].values - a[shared].values
-    if len(shared) >= 2 and np.ptp(paired) == 0:  # the same difference on every seed: no spread to test
+    if len(shared) >= 2 and np.ptp(paired) <= 1e-12 * max(1.0, float(np.abs(paired).max())):
+        # the same difference on every seed: no spread to test, the difference is exact
         d = float(paired[0])
         out.update(diff=d, ci_low=d, ci_high=d, p=0.0 if d else 1.0,
                    test=f"identical difference on {len(shared)} shared seeds")
@@ -207,4 +208,4 @@ def bracketed(table: pd.DataFrame, axis: str, best: str | None) -> bool:
         return False
     values = table[axis].dropna().unique()
     b = table.set_index("config_id").loc[best, axis]
-    return len(values) >= 3 and values.min() < b < values.max()
+    return bool(len(values) >= 3 and values.min() < b < values.max())

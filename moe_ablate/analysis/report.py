@@ -81,6 +81,13 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                           "ci95_high": c["ci_high"], "p": c["p"], "significant": c["significant"], "test": c["test"]}
                          for c in rec["comparisons"][:MAX_ROWS]]),
                   f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}.", ""]
+    tr = a.get("lr_transfer")
+    if tr:
+        lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "", tr["text"][0].upper() + tr["text"][1:]
+                  + ".", "", table([{tr["axis"]: r[tr["axis"]], "best LR": r.get("best_lr"), "mean": r.get("mean"),
+                                     "ci95": r.get("ci95"), "n": r.get("n"),
+                                     "near-optimal LRs": ", ".join(f"{x:g}" for x in r.get("near_optimal_lrs", [])),
+                                     "bracketed": r.get("bracketed")} for r in tr["rows"]])]
     sens = a.get("lr_sensitivity")
     if sens:
         lines += ["## Learning-rate sensitivity", "",

@@ -140,6 +140,50 @@ def lr_sensitivity(table: pd.DataFrame, axes: list[str], lr_axis: str, cap: floa
             "settings": settings}
 
 
+WIDTH_AXES = ("d_model",)
+
+
+def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by: str) -> dict[str, Any]:
+    """The best LR at each value of ``by`` (e.g. model width), with its near-optimal LRs, and whether
+    the optimum moved: only when the near-optimal ranges of two values do not overlap."""
+    rows = []
+    for v in sorted_values(df[by]):
+        sub = df[df[by].astype(str) == str(v)]
+        sub_axes = [a for a in axes if a != by and sub[a].astype(str).nunique() > 1]
+        rec = ranking.recommend(sub, sub_axes, metric)
+        if rec["best"] is None:
+            rows.append({by: v, "best_lr": None})
+            continue
+        table = ranking.configuration_table(sub, sub_axes, metric)
+        lrs = table.set_index("config_id")[lr_axis]
+        rows.append({by: v, "best_lr": float(lrs[rec["best"]]), "mean": rec[metric], "ci95": rec["ci95"],
+                     "n": rec["n"], "near_optimal_lrs": sorted({float(lrs[c]) for c in rec["near_optimal"]}),
+                     "noise_known": rec["noise_std"] is not None,
+                     "bracketed": ranking.bracketed(table, lr_axis, rec["best"])})
+    done = [r for r in rows if r["best_lr"] is not None]
+    best = {r["best_lr"] for r in done}
+    common = set.intersection(*(set(r["near_optimal_lrs"]) for r in done)) if done else set()
+    per = ", ".join(f"{r[by]}: {r['best_lr']:g}" for r in done)
+    if len(done) < 2:
+        moved, text = None, f"too few {by} values finished to tell whether the optimal {lr_axis} moves"
+    elif len(best) == 1:
+        moved, text = False, f"the optimum did not move: {lr_axis} = {best.pop():g} is best at every {by}"
+    elif not all(r["noise_known"] for r in done):
+        moved, text = None, (f"the best {lr_axis} differs ({per}) but with one seed the noise is unknown: cannot tell "
+                             "whether the optimum moved; add seeds")
+    elif common:
+        moved, text = False, (f"no shift detectable at this noise level: the best {lr_axis} differs ({per}), but "
+                              f"{', '.join(f'{x:g}' for x in sorted(common))} is near-optimal at every {by}")
+    else:
+        moved, text = True, (f"the optimum moved with {by}: best {lr_axis} {per}; the near-optimal ranges do not "
+                             "overlap")
+    unbracketed = [r[by] for r in done if not r["bracketed"]]
+    if unbracketed and moved is not None:
+        text += (f" (not bracketed at {by} = {', '.join(map(str, unbracketed))}: the true optimum there may lie "
+                 "outside the LRs tried)")
+    return {"axis": by, "lr_axis": lr_axis, "rows": rows, "moved": moved, "text": text}
+
+
 def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     """Every number the report states: configurations, recommendation, noise, effects, failures."""
     df, axes = to_frame(records)
@@ -163,4 +207,6 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     vocab = next((r.get("config", {}).get("model", {}).get("vocab_size") for r in records if r.get("config")), None)
     cap = math.log(vocab) if vocab else float(table["mean"].max())
     out["lr_sensitivity"] = lr_sensitivity(table, axes, lr_axes[0], cap) if lr_axes else None
+    width = next((w for w in WIDTH_AXES if w in axes), None)
+    out["lr_transfer"] = optimum_per(df, axes, metric, lr_axes[0], width) if lr_axes and width else None
     return out

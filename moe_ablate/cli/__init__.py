@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
+from ..interrupt import Interrupted
 from . import study_cmds, train_cmds
 from .args import Parser
 
@@ -32,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"moe-ablate: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, permission denied, read-only folder, missing parent
+        where = f": {e.filename}" if e.filename else ""
+        print(f"moe-ablate: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"moe-ablate: {e}; the running experiment is recorded as interrupted and finished ones are saved "
+              "(continue with --resume)", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("moe-ablate: interrupted; finished experiments are saved (resume with --resume)", file=sys.stderr)
         return 130

@@ -44,7 +44,7 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
 def cmd_run(args) -> int:
     def build():
         return grid.make_study(args.config or "lr_ablation", preset=args.preset, overrides=experiment_overrides(args),
-                               quick=args.quick, max_experiments=args.max_experiments, seeds=args.seeds or 1,
+                               quick=args.quick, max_experiments=args.max_experiments, seeds=args.seeds,
                                confirm=args.confirm)
 
     _run(args, build)
@@ -121,9 +121,14 @@ def cmd_expert_search(args) -> int:
     return 0
 
 
-def _print_long(result: StudyResult) -> None:
-    from .train_cmds import summary
+def summary(name: str, r: dict) -> None:
+    val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a"
+    print(f"{name}: status {r['status']} | steps {r['steps']} | val loss {val} | "
+          f"params {r['params']['total']:,} total / {r['params']['active']:,} active | "
+          f"{r['wall_time_s']:.1f}s | {r['tokens_per_s'] or 0:,.0f} tok/s")
 
+
+def _print_long(result: StudyResult) -> None:
     r = result.records[0] if result.records else {}
     if r.get("params"):
         summary(r["config"]["model"]["name"], r)

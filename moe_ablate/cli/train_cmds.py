@@ -8,12 +8,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from .args import DEFAULT_OUTPUT, add_experiment_flags, experiment_overrides, fresh_dir, log, pos_int
+from .study_cmds import add_long_run_flags, cmd_train_exp, summary
 
 
 def cmd_train(args) -> int:
     if args.exp is not None or args.resume:
-        from .study_cmds import cmd_train_exp
-
         return cmd_train_exp(args)
     if args.lr is not None or args.hellaswag:
         raise UserError("--lr and --hellaswag go with --exp (use --muon-lr for a plain run)")
@@ -40,13 +39,6 @@ def cmd_train(args) -> int:
     summary(cfg.model.name, result)
     print(f"wrote {out}/result.json, config.json, final_model.pt")
     return 0 if result["status"] == "ok" else 1
-
-
-def summary(name: str, r: dict) -> None:
-    val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a"
-    print(f"{name}: status {r['status']} | steps {r['steps']} | val loss {val} | "
-          f"params {r['params']['total']:,} total / {r['params']['active']:,} active | "
-          f"{r['wall_time_s']:.1f}s | {r['tokens_per_s'] or 0:,.0f} tok/s")
 
 
 def cmd_models(args) -> int:
@@ -89,8 +81,6 @@ def cmd_hellaswag(args) -> int:
 
 
 def register(sub) -> None:
-    from .study_cmds import add_long_run_flags
-
     t = sub.add_parser("train", help="train one experiment and write config.json, result.json, final_model.pt",
                        description="Train one model on one configuration (default preset: tiny, data: builtin). "
                                    "With --exp: the long run of Experiment 9 or 3, a study folder of one experiment.")

@@ -15,11 +15,25 @@ class GridKind(StudyKind):
     title = "Study report"
 
 
+class LRTransferKind(GridKind):
+    """A grid over model width x LR whose question is whether the optimal LR moves with width."""
+
+    name = "lr_transfer"
+    title = "LR transfer across width"
+
+    def answer(self, study, records, analysis):
+        tr = analysis.get("lr_transfer")
+        if not tr:
+            return None
+        return f"{tr['text'][0].upper()}{tr['text'][1:]}. Overall: {analysis['recommendation']['text']}"
+
+
 KIND = GridKind()
+TRANSFER = LRTransferKind()
 
 
 def make_study(config: str = "lr_ablation", *, preset: str | None = None, overrides: dict[str, Any] | None = None,
-               quick: bool = False, max_experiments: int | None = None, seeds: int = 1,
+               quick: bool = False, max_experiments: int | None = None, seeds: int | None = None,
                confirm: int | None = None) -> Study:
     """The study a TOML file defines: its [grid] (or [quick]) axes, ``max_experiments`` configurations
     spanning every axis value (seeded), each run with ``seeds`` seeds."""
@@ -32,7 +46,11 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     if max_experiments:
         configs = spanning_subset(configs, axes, max_experiments, seed=base.train.seed)
     params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
-              "preset": preset or spec.preset}
-    return Study(kind=KIND.name, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
+              "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
+    seeds = seeds or int(spec.extra.get("seeds", 1))
+    kind = spec.extra.get("kind", KIND.name)
+    if kind not in (KIND.name, TRANSFER.name):
+        raise UserError(f"{config}: [study] kind must be {KIND.name} or {TRANSFER.name}, got {kind!r}")
+    return Study(kind=kind, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
                  params=params, metric=spec.metric, description=spec.description,
                  confirm=confirm if confirm is not None else spec.extra.get("confirm"))

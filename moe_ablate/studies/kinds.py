@@ -6,7 +6,7 @@ from ..errors import UserError
 from . import batch_seqlen, expert_search, grid, long_train, lr_search
 from .kind import StudyKind
 
-KINDS: dict[str, StudyKind] = {k.name: k for k in (grid.KIND, lr_search.KIND, expert_search.KIND,
+KINDS: dict[str, StudyKind] = {k.name: k for k in (grid.KIND, grid.TRANSFER, lr_search.KIND, expert_search.KIND,
                                                     batch_seqlen.KIND, long_train.KIND)}
 
 

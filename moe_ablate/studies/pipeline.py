@@ -10,12 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import interrupt
 from ..errors import UserError
-from ..utils import resolve_device
+from ..interrupt import graceful_signals
+from ..utils import TMP_SUFFIX, resolve_device
+from .lock import LOCK_FILE, study_lock
 from .kinds import get_kind
 from .outputs import write_outputs
 from .runner import DataSets, Executor, Log, default_log, resolve_configs, run_experiments
@@ -51,16 +55,41 @@ def open_study(study_dir: Path, study: Study | None, resume: bool) -> Study:
 def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = False, executor: Executor | None = None,
               extend: bool = False, log: Log = default_log, progress: bool = True,
               rerun_from: dict[str, Path] | None = None) -> StudyResult:
-    """Run (or resume) a study in ``study_dir`` and write its outputs; see the module docstring."""
+    """Run (or resume) a study in ``study_dir`` and write its outputs; see the module docstring.
+
+    Nothing is written before the study is known to be sound (configs valid, data prepared); the
+    folder is then locked for this process alone. A signal stops it cleanly (``interrupt.py``)."""
     study_dir = Path(study_dir)
-    study = open_study(study_dir, study, resume)
+    if resume:
+        load_study(study_dir)  # one clear line, before anything, when it is not a study folder
+        with study_lock(study_dir):
+            study = open_study(study_dir, study, resume=True)
+            kind, datasets = _prepare(study, log)
+            return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from)
+    study = open_study(study_dir, study, resume=False)
+    kind, datasets = _prepare(study, log)
+    with study_lock(study_dir):
+        if any(p.name != LOCK_FILE for p in study_dir.iterdir()):  # another process created it meanwhile
+            raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
+        return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from)
+
+
+def _prepare(study: Study, log: Log):
     kind = get_kind(study.kind)
     resolve_configs(study)  # an impossible combination stops here, before anything is written
     if resolve_device(study.base.train.device) == "cpu" and study.base.model.d_model >= 384:
         log(f"note: a {study.base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
     datasets = DataSets(log)
-    for e in study.experiments:  # tokenise each distinct dataset once, before the folder is created
+    for e in study.experiments:  # tokenise each distinct dataset once, before the folder is written
         datasets.get(e.config(study.base).data)
+    return kind, datasets
+
+
+def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, extend: bool, log: Log,
+             progress: bool, rerun_from) -> StudyResult:
+    removed = remove_stale_temporaries(study_dir)
+    if removed:
+        log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
     save_study(study_dir, study, datasets.provenance())
     sources = {p["source"] for p in datasets.provenance().values()}
     log(f"study {study_dir}: {len(study.experiments)} experiments | model {study.base.model.name} | data "
@@ -79,18 +108,32 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
         log(f"{why}: adding {len(more)} experiment(s)")
         return run()
 
-    records = run()
-    rerun_from = None  # only the first round continues from the named checkpoints
-    if extend:
-        while more := kind.extension(study, records, _analysis(study, records)):
-            records = grow(more, "the best value is at the edge of the range")
-    if study.resolved_confirm() and not any(e.stage == "confirm" for e in study.experiments):
-        more = confirmation_experiments(study, records)
-        if more:
-            records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
-                                 f"{len({e.config_id for e in more})} top configuration(s)")
-    analysis = write_outputs(study_dir, study, records, log=log)
+    with graceful_signals():
+        records = run()
+        rerun_from = None  # only the first round continues from the named checkpoints
+        if extend:
+            while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):
+                records = grow(more, "the best value is at the edge of the range")
+        if (not interrupt.requested() and study.resolved_confirm()
+                and not any(e.stage == "confirm" for e in study.experiments)):
+            more = confirmation_experiments(study, records)
+            if more:
+                records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
+                                     f"{len({e.config_id for e in more})} top configuration(s)")
+        analysis = write_outputs(study_dir, study, records, log=log)
+        if (signum := interrupt.requested()) is not None:
+            raise interrupt.Interrupted(signum)
     return StudyResult(study_dir, study, records, analysis)
+
+
+def remove_stale_temporaries(study_dir: Path) -> int:
+    """Temporary files of atomic writes whose writer died (only called while holding the lock)."""
+    n = 0
+    for p in study_dir.rglob(f".*{TMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+            n += 1
+    return n
 
 
 def _analysis(study: Study, records: list[dict]) -> dict:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from .. import interrupt
 from ..config import DataConfig, ExperimentConfig, validate
 from ..data import TokenData, prepare_data
 from ..errors import UserError
@@ -105,8 +106,9 @@ def load_finished(study_dir: Path, log: Log = default_log) -> dict[str, dict]:
     for f in sorted(exp_dir.glob("*.json")):
         try:
             rec = json.loads(f.read_text(encoding="utf-8"))
-            done[rec["experiment_id"]] = rec
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+            if rec.get("status") != "interrupted":  # stopped by a signal: it runs again
+                done[rec["experiment_id"]] = rec
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
             log(f"skipping unreadable experiment file {f.name}")
     return done
 
@@ -162,6 +164,8 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
             save_model(job.final_model, cfg, model, job.data.tokenizer)
     except UserError as e:
         result = {"status": "error", "error": str(e)}
+    except OSError:  # the disk, not the model: stop the study (the CLI says which path and why)
+        raise
     except torch.OutOfMemoryError as e:  # while building or moving the model (train() handles the steps)
         result = {"status": "oom", "error": str(e).splitlines()[0]}
         if cache:
@@ -234,6 +238,8 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
             done[job.spec.id] = read_json(path)
             bar.update(1)
             log(one_line(record))
+            if interrupt.requested() is not None:
+                break
     finally:
         bar.close()
     return [done[e.id] for e in study.experiments if e.id in done]

@@ -1,0 +1,37 @@
+"""One writer per study folder: an OS-level lock on ``<study>/.lock``.
+
+``fcntl.flock`` is released by the kernel when the process dies, so a SIGKILLed run never leaves a
+stale lock; the file's text (pid, host, time) only serves the message a second process prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def study_lock(study_dir: Path):
+    study_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(study_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            raise UserError(f"{study_dir} is in use by {holder}; wait for it to finish (or stop it) before "
+                            "resuming") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -1,0 +1,124 @@
+"""Configurations, not runs: noise, paired significance, the near-optimal set, edges, LR transfer."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from moe_ablate.analysis.stats import analyze
+
+
+def runs(config, values, seeds=None, status="ok", **hp):
+    """Records of one configuration, one per seed."""
+    seeds = seeds or list(range(len(values)))
+    return [{"experiment_id": f"{config}_s{s}", "config_id": config, "status": status if v is not None else "diverged",
+             "hyperparameters": {**hp, "seed": s}, "val_loss": v} for s, v in zip(seeds, values)]
+
+
+def rec(records):
+    return analyze(records)["recommendation"]
+
+
+def test_a_difference_far_below_the_seed_noise_is_indistinguishable():
+    noise = np.array([0.00, 0.05, -0.04, 0.03])  # seed-to-seed noise, different per configuration below
+    r = rec(runs("a", list(3.0 + noise), lr=0.1) + runs("b", list(3.002 + noise[::-1]), lr=0.03))
+    assert r["verdict"] == "indistinguishable" and set(r["near_optimal"]) == {"a", "b"}
+    assert "indistinguishable" in r["text"] and "add seeds" in r["text"]
+
+
+def test_a_clear_difference_is_significant_with_the_right_sign():
+    r = rec(runs("good", [2.00, 2.03, 1.98], lr=0.1) + runs("bad", [2.50, 2.56, 2.47], lr=0.01))
+    assert r["best"] == "good" and r["verdict"] == "better" and r["near_optimal"] == ["good"]
+    c = r["comparisons"][0]
+    assert c["config_id"] == "bad" and c["diff"] > 0 and c["ci_low"] > 0 and c["p"] < 0.05 and c["significant"]
+    assert r["text"].startswith("good (lr=0.1) is better than the runner-up bad")
+
+
+def test_the_recommendation_is_the_best_mean_never_a_lucky_run():
+    lucky = runs("lucky", [1.0, 3.0, 3.0], lr=0.3)  # the single best run, but a worse mean
+    steady = runs("steady", [2.0, 2.1, 1.9], lr=0.1)
+    r = rec(lucky + steady)
+    assert r["best"] == "steady" and r["val_loss"] == pytest.approx(2.0)
+    table = analyze(lucky + steady)["configurations"]
+    assert [c["config_id"] for c in table] == ["steady", "lucky"] and table[0]["n"] == 3
+
+
+def test_the_near_optimal_set_on_a_constructed_case():
+    eps = [0.0, 0.02, -0.02, 0.01, -0.01]
+    records = (runs("a", [1.00 + e for e in eps], lr=0.1) + runs("b", [1.005 + e for e in eps[::-1]], lr=0.3)
+               + runs("c", [1.3 + e for e in eps], lr=0.03) + runs("d", [None] * 5, lr=1.0))
+    a = analyze(records)
+    r = a["recommendation"]
+    assert r["best"] == "a" and set(r["near_optimal"]) == {"a", "b"}
+    assert {c["config_id"]: c["significant"] for c in r["comparisons"]} == {"b": False, "c": True}
+    assert "d" not in r["near_optimal"] and a["n_failed"] == 5  # failed runs never count, never recommended
+    # b (lr 0.3) is near-optimal at the largest working LR tried... but d (lr 1.0) was tried above it
+    assert not any("largest" in w for w in r["edge_warnings"])
+
+
+def test_p_values_and_intervals_match_scipy():
+    a, b = [2.0, 2.1, 1.95, 2.05], [2.2, 2.15, 2.1, 2.3]
+    c = rec(runs("a", a, lr=0.1) + runs("b", b, lr=0.3))["comparisons"][0]
+    ref = stats.ttest_rel(b, a)
+    ci = ref.confidence_interval(0.95)
+    assert c["p"] == pytest.approx(ref.pvalue) and c["test"].startswith("paired")
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((ci.low, ci.high))
+    # no shared seeds: Welch's t-test
+    c = rec(runs("a", a, seeds=[0, 1, 2, 3], lr=0.1) + runs("b", b, seeds=[4, 5, 6, 7], lr=0.3))["comparisons"][0]
+    assert c["p"] == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue) and c["test"].startswith("Welch")
+
+
+def test_one_seed_and_no_noise_estimate_cannot_tell():
+    r = rec(runs("a", [2.0], lr=0.1) + runs("b", [2.01], lr=0.3) + runs("c", [2.5], lr=0.03))
+    assert r["verdict"] == "cannot_tell" and r["comparisons"][0]["p"] is None
+    assert "cannot tell" in r["text"] and "better than" not in r["text"]
+
+
+def test_a_single_seed_configuration_is_judged_against_the_pooled_noise():
+    records = runs("a", [2.0, 2.02, 1.98], lr=0.1) + runs("b", [2.6], lr=0.3)
+    c = rec(records)["comparisons"][0]
+    assert c["test"].startswith("pooled") and c["significant"]
+
+
+def test_edge_notes_only_where_an_axis_can_be_bracketed():
+    two = rec(runs("x", [1.0, 1.1], lr=0.1) + runs("y", [2.0, 2.1], lr=0.01))
+    assert any("two values only" in w for w in two["edge_warnings"])
+    assert not any("not bracketed" in w for w in two["edge_warnings"])
+    three = rec(runs("x", [1.0, 1.1], lr=0.1) + runs("y", [2.0, 2.1], lr=0.03) + runs("z", [3.0, 3.1], lr=0.01))
+    assert any("best lr = 0.1 is the largest value tried" in w for w in three["edge_warnings"])
+    near = rec(runs("x", [1.0, 1.1, 0.9], lr=0.03) + runs("y", [1.01, 1.08, 0.93], lr=0.1)
+               + runs("z", [3.0, 3.1, 2.9], lr=0.01))
+    assert near["best"] == "x" and any("near-optimal configurations include lr = 0.1" in w
+                                       for w in near["edge_warnings"])
+    text = rec(runs("x", [1.0, 1.1], opt="adam") + runs("y", [2.0, 2.1], opt="sgd"))
+    assert text["edge_warnings"] == []  # a text axis has no edges
+
+
+def transfer(curves: dict):
+    records, rng = [], np.random.default_rng(0)
+    for width, losses in curves.items():
+        for lr, loss in losses.items():
+            values = loss if isinstance(loss, list) else list(loss + rng.normal(0, 0.01, 3))
+            records += runs(f"w{width}_lr{lr}", values, muon_lr=lr, d_model=width)
+    return analyze(records)["lr_transfer"]
+
+
+def test_lr_transfer_says_whether_the_optimum_moved():
+    moved = transfer({64: {0.01: 2.0, 0.1: 2.5, 1.0: 3.0}, 256: {0.01: 3.0, 0.1: 2.5, 1.0: 2.0}})
+    assert moved["moved"] is True and "moved" in moved["text"]
+    assert [r["best_lr"] for r in moved["rows"]] == [0.01, 1.0]
+    same = transfer({64: {0.01: 2.5, 0.1: 2.0, 1.0: 2.6}, 256: {0.01: 2.4, 0.1: 1.9, 1.0: 2.5}})
+    assert same["moved"] is False and "did not move" in same["text"]
+    a, b = [2.00, 2.03, 1.97], [2.01, 2.02, 1.99]  # means 2.0 and 2.0067: within the seed noise
+    close = transfer({64: {0.01: 2.5, 0.1: a, 1.0: b}, 256: {0.01: 2.5, 0.1: b, 1.0: a}})
+    assert [r["best_lr"] for r in close["rows"]] == [0.1, 1.0]  # the argmin differs...
+    assert close["moved"] is False and "no shift detectable" in close["text"]  # ...but that is not a shift
+
+
+def test_lr_sensitivity_says_which_setting_is_more_forgiving():
+    records = []
+    for ratio, losses in {0.1: [2.0, 2.05, 2.1], 0.5: [2.0, 2.5, 3.0]}.items():
+        for lr, loss in zip([0.01, 0.03, 0.1], losses):
+            records += runs(f"r{ratio}_lr{lr}", [loss, loss + 0.01], muon_lr=lr, adamw_lr_ratio=ratio)
+    sens = analyze(records)["lr_sensitivity"]
+    per = {row["value"]: row["sensitivity"] for row in sens["per_axis"]["adamw_lr_ratio"]}
+    assert per[0.1] == pytest.approx(0.05) and per[0.5] == pytest.approx(0.5)
