@@ -160,10 +160,16 @@ def _verdict(rec: dict, ranked: pd.DataFrame, axes: list[str], metric: str) -> t
                 f"vs {rows.loc[r['config_id']]['mean']:.4f} (difference {r['diff']:+.4f}, {ci}).")
         verdict = "better"
     else:
-        names = ", ".join(rec["near_optimal"])
+        near = rows.loc[rec["near_optimal"]]
+        names = ", ".join(describe(row, axes) for _, row in near.iterrows())
         text = (f"{names} are indistinguishable at this noise level (best {rec['best']} {best['mean']:.4f}; "
                 f"runner-up {r['config_id']} {r['diff']:+.4f}, {ci}): pick by another criterion (cost, "
                 "stability) or add seeds.")
+        shared = [a for a in axes if near[a].astype(str).nunique() == 1]
+        free = [a for a in axes if a not in shared]
+        if shared and free:
+            text += (f" They agree on {', '.join(f'{a}={_plain(near[a].iloc[0])}' for a in shared)}; "
+                     f"{', '.join(free)} made no detectable difference among them.")
         verdict = "indistinguishable"
     if rec["untested"]:
         text += (f" {len(rec['untested'])} configuration(s) could not be tested (one seed and no estimate of "

@@ -147,7 +147,7 @@ def cmd_train_exp(args) -> int:
             if "optimizers" not in read_checkpoint(path):
                 raise UserError(f"{path} holds a final model, not a training checkpoint (checkpoint_step_N.pt)")
             folder, rerun = path.parent.parent.parent, {path.parent.name: path}
-        _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun))
+        _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun, progress=not args.no_progress))
         return 0
     exp, output = args.exp, args.output_dir or DEFAULT_OUTPUT
     settings_from: dict = {}
@@ -171,7 +171,7 @@ def cmd_train_exp(args) -> int:
     # long-run defaults < recommendations < explicit flags
     cfg = lr_search.experiment_base(exp, args.preset, overrides, experiment_overrides(args))
     out = Path(output) / f"exp{exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
-    _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log))
+    _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log, progress=not args.no_progress))
     return 0
 
 

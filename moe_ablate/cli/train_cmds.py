@@ -32,7 +32,8 @@ def cmd_train(args) -> int:
     log(f"data: {p['source']} | {p['num_tokens']:,} tokens (train {p['train_tokens']:,} / val {p['val_tokens']:,}) | "
         f"vocab {data.vocab_size}")
     cfg.model.vocab_size = data.vocab_size
-    result, model = train(cfg, data, log=log, desc=cfg.model.name, checkpoint_dir=out / "checkpoints")
+    result, model = train(cfg, data, log=log, desc=cfg.model.name, checkpoint_dir=out / "checkpoints",
+                          progress=not args.no_progress)
     atomic_write_json(out / "config.json", cfg.to_dict())
     atomic_write_json(out / "result.json", {"config": cfg.to_dict(), **result})
     save_model(out / "final_model.pt", cfg, model, data.tokenizer)
@@ -87,6 +88,7 @@ def register(sub) -> None:
     add_experiment_flags(t)
     t.add_argument("--output-dir", default=None, help=f"output folder (default {DEFAULT_OUTPUT}/train_<model>_<time>); "
                    "with --exp: the parent folder, also searched for recommendation files")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     add_long_run_flags(t)
     t.set_defaults(func=cmd_train)
 

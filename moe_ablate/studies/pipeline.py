@@ -27,6 +27,9 @@ from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
 
 
+UNKNOWN_NOISE_MARGIN = 0.02
+
+
 @dataclass
 class StudyResult:
     study_dir: Path
@@ -47,7 +50,7 @@ def open_study(study_dir: Path, study: Study | None, resume: bool) -> Study:
         return stored
     if study is None:
         raise UserError("no study to run")
-    if study_dir.exists() and (not study_dir.is_dir() or any(study_dir.iterdir())):
+    if study_dir.exists() and (not study_dir.is_dir() or any(p.name != LOCK_FILE for p in study_dir.iterdir())):
         raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
     return study
 
@@ -143,25 +146,23 @@ def _analysis(study: Study, records: list[dict]) -> dict:
 
 
 def confirmation_experiments(study: Study, records: list[dict]) -> list[ExperimentSpec]:
-    """More seeds for the top configurations: the best and every one within a noise-sized margin of it
-    (twice the run-to-run std where the study can estimate it, else the next best), at most
-    ``study.confirm_max``. New seeds continue after the seeds each configuration already has."""
+    """More seeds for the top configurations: the best and every one within a noise-sized margin of it,
+    at most ``study.confirm_max``. The margin is twice the run-to-run std where the study can estimate
+    it; before any configuration ran twice it is ``UNKNOWN_NOISE_MARGIN`` of the best mean (seed
+    noise of these runs is typically 1-3% of the loss). New seeds follow the ones a configuration has."""
     a = _analysis(study, records)
     table = [c for c in a["configurations"] if c["n"] > 0]
     if len(table) < 2:
         return []
     noise = a["recommendation"].get("noise_std")
     best = table[0]["mean"]
-    top = [c for c in table if noise is not None and c["mean"] - best <= 2 * noise] if noise else table
-    top = (top or table[:1])[: study.confirm_max]
+    margin = 2 * noise if noise is not None else UNKNOWN_NOISE_MARGIN * abs(best)
+    top = [c for c in table if c["mean"] - best <= margin][: study.confirm_max]
     configs = study.configurations()
     more = []
     for c in top:
         runs = configs[c["config_id"]]
         seeds = {e.overrides.get("train.seed", study.base.train.seed) for e in runs}
-        first = runs[0]
         for i in range(study.resolved_confirm()):
-            k = len(runs) + i
-            seed = max(seeds) + 1 + i
-            more.append(first.with_seed(k, seed, stage="confirm"))
+            more.append(runs[0].with_seed(len(runs) + i, max(seeds) + 1 + i, stage="confirm"))
     return more
