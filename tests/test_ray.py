@@ -91,3 +91,41 @@ def test_a_worker_that_keeps_dying_is_an_error_record_not_a_hang(tmp_path, cache
     assert len(recs) == 6
     assert recs["exp_001"]["status"] == "error" and "worker failed after a retry" in recs["exp_001"]["error"]
     assert all(r["status"] == "ok" for k, r in recs.items() if k != "exp_001")
+
+
+def test_removing_a_node_mid_study_reschedules_its_experiments(tmp_path, cache_dir):
+    """Two worker nodes (no shared filesystem needed: the driver alone writes the folder); one is
+    removed mid-study; its experiments run again on the other and the study ends complete."""
+    import threading
+
+    from ray.cluster_utils import Cluster
+
+    from moe_ablate.studies import grid
+    from moe_ablate.studies.pipeline import run_study
+    from moe_ablate.studies.ray_executor import RayExecutor
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    try:
+        study = grid.make_study(str(write_study(tmp_path, cache_dir, steps=40)))
+        d = tmp_path / "n"
+
+        def remove_one_node_after_the_first_record():
+            deadline = time.time() + 300
+            while time.time() < deadline and not list((d / "experiments").glob("*.json")):
+                time.sleep(0.05)
+            cluster.remove_node(nodes[0])
+
+        remover = threading.Thread(target=remove_one_node_after_the_first_record)
+        remover.start()
+        result = run_study(study, d, executor=RayExecutor(address=cluster.address), log=lambda m: None,
+                           progress=False)
+        remover.join()
+        assert len(result.records) == 6 and all(r["status"] == "ok" for r in result.records)
+        assert len(list((d / "experiments").glob("*.json"))) == 6
+        assert len({r["executor"]["pid"] for r in result.records}) >= 2  # both nodes worked
+    finally:
+        import ray
+
+        ray.shutdown()
+        cluster.shutdown()
