@@ -19,6 +19,7 @@ from .errors import UserError
 ModelName = Literal["moe", "deepseek_mlp", "deepseek_glm4_moe"]
 Dispatch = Literal["auto", "grouped", "sorted", "masked"]  # masked = the plain reference loop
 Amp = Literal["auto", "off", "bf16", "fp16"]
+TxtSplit = Literal["paragraph", "line", "file"]
 DATA_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
@@ -99,9 +100,12 @@ class DataConfig:
     source: str = "builtin"
     tokenizer: str = "bpe"  # bpe (trained locally, cached) | hf:NAME
     vocab_size: int = 4096  # for the local BPE
-    num_documents: int = 3000
-    max_tokens: int = 1_000_000
-    max_doc_chars: int = 3000
+    # Caps are opt-in: 0 = everything. hf: sources default to the seeds' 3000 documents x 3000
+    # characters and 1M tokens; builtin generates num_documents documents (default 3000).
+    num_documents: int = 0
+    max_tokens: int = 0
+    max_doc_chars: int = 0
+    txt_split: TxtSplit = "paragraph"  # .txt files: one document per paragraph | line | the whole file
     val_fraction: float = 0.1
     seed: int = 1234  # the builtin corpus generator's seed
     cache_dir: str = "data_cache"
@@ -167,7 +171,7 @@ def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
     return v
 
 
-_LITERALS = {"ModelName", "Dispatch", "Amp"}
+_LITERALS = {"ModelName", "Dispatch", "Amp", "TxtSplit"}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -199,7 +203,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.qk_nope_head_dim": 16, "model.v_head_dim": 32,
         "train.seq_len": 128, "train.batch_size": 8, "train.steps": 100, "train.eval_every": 20,
         "train.eval_batches": 4,
-        "data.vocab_size": 2048, "data.num_documents": 1500, "data.max_tokens": 400_000,
+        "data.vocab_size": 2048, "data.num_documents": 1500,
     },
     # Experiment 9 (DeepSeek attention + dense MLP): hidden 512, 12 layers, 8 heads, intermediate 2048.
     "exp9": {
@@ -278,9 +282,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append("patience, checkpoint_every and hellaswag_every must be >= 0")
     if not 0 < d.val_fraction < 0.5:
         problems.append(f"val_fraction must be in (0, 0.5), got {d.val_fraction}")
-    for name in ("num_documents", "max_tokens", "vocab_size", "max_doc_chars"):
-        if getattr(d, name) <= 0:
-            problems.append(f"data.{name} must be positive, got {getattr(d, name)}")
+    if d.vocab_size <= 0:
+        problems.append(f"data.vocab_size must be positive, got {d.vocab_size}")
+    for name in ("num_documents", "max_tokens", "max_doc_chars"):
+        if getattr(d, name) < 0:
+            problems.append(f"data.{name} must be >= 0 (0 = no cap), got {getattr(d, name)}")
+    if d.txt_split not in choices(TxtSplit):
+        problems.append(f"txt_split must be {'|'.join(choices(TxtSplit))}, got {d.txt_split!r}")
     if (source_problem := check_source_name(d.source)) is not None:
         problems.append(source_problem)
     if not (d.tokenizer == "bpe" or d.tokenizer.startswith("hf:")):

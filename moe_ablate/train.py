@@ -151,6 +151,11 @@ def train(
     last_logits = last_y = None
     tokens_per_step = t.batch_size * t.seq_len * t.grad_accum
     checkpoints: list[str] = []
+    planned_epochs = t.steps * tokens_per_step / len(data.train)
+    if planned_epochs > 1 and state["step"] == 0:
+        log(f"{desc}: warning: {t.steps} steps x {tokens_per_step:,} tokens read the {len(data.train):,} training "
+            f"tokens {planned_epochs:.1f} times; losses on repeated data flatter the model (use more data or fewer "
+            "steps)")
 
     def save_checkpoint(path: Path) -> None:
         save_training_state(path, cfg, model, data.tokenizer, optimizers, schedulers, scaler, history, state, device)
@@ -248,6 +253,7 @@ def train(
     result = make_result(status, error, early_stopped, state, history, train_loss, train_acc,
                          schedulers[0].get_last_lr()[0], model, device, amp_dtype, peak_mem, t.seed, data,
                          checkpoints, wall=time.perf_counter() - started)
+    result["epochs"] = state["tokens"] / len(data.train)  # > 1: the run repeated its training data
     return result, model
 
 

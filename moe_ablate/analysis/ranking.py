@@ -51,6 +51,8 @@ def configuration_table(df: pd.DataFrame, axes: list[str], metric: str) -> pd.Da
     table["n"] = table["n"].fillna(0).astype(int)
     table["n_failed"] = df[df.status != "ok"].groupby("config_id").size().reindex(table.index).fillna(0).astype(int)
     table["ci95"] = [ci_halfwidth(s, n) for s, n in zip(table["std"], table["n"])]
+    if "epochs" in df and df["epochs"].notna().any():  # > 1: the configuration repeated its training data
+        table["epochs"] = df.groupby("config_id")["epochs"].max().reindex(table.index)
     table = table.sort_values("mean", na_position="last")
     table.index.name = "config_id"
     return table.reset_index()

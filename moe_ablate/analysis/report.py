@@ -64,6 +64,10 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
     lines.append(f"- Run-to-run noise (pooled std of one run over seeds): {noise:.4f} ({rec['noise_dof']} degrees of "
                  "freedom)" if noise is not None else "- Run-to-run noise: unknown (no configuration ran twice)")
     lines += _data_lines(stored)
+    epochs = [c.get("epochs") for c in a["configurations"] if c.get("epochs") == c.get("epochs") and c.get("epochs")]
+    if epochs and max(epochs) > 1:
+        lines.append(f"- **Warning:** runs read their training data up to {max(epochs):.1f} times (epochs column): "
+                     "losses on repeated data flatter the model; use more data or fewer steps")
     if stored.get("git_commit"):
         lines.append(f"- Code: commit `{stored['git_commit'][:10]}`")
     axes = a["axes"]
@@ -72,7 +76,7 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
               f"Mean, std and 95% confidence interval (Student t) of `{metric}` over each configuration's "
               "successful seeds, best first" + (f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS
                                                 else "") + ".", "",
-              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "std", "ci95", "n_failed"])]
+              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "std", "ci95", "n_failed", "epochs"])]
     if rec.get("comparisons"):
         lines += ["## Is the best really better?", "",
                   f"Difference of each configuration from the best ({rec['best']}); positive = worse. Paired over "

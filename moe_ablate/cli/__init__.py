@@ -10,11 +10,11 @@ import sys
 
 from ..errors import UserError
 from ..interrupt import Interrupted
-from . import study_cmds, train_cmds
+from . import data_cmds, study_cmds, train_cmds
 from .args import Parser
 
 # command groups, in the order --help lists them; each registers its subcommands
-COMMAND_GROUPS = (train_cmds.register, study_cmds.register)
+COMMAND_GROUPS = (train_cmds.register, study_cmds.register, data_cmds.register)
 
 
 def build_parser() -> Parser:

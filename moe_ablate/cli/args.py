@@ -79,8 +79,14 @@ EXPERIMENT_FLAGS = {
     "--data": ("data.source", str, "builtin (default, offline) | FILE.txt/.jsonl/.parquet | FOLDER | hf:NAME[:CONFIG]"),
     "--tokenizer": ("data.tokenizer", str, "bpe (trained locally on the data, cached) | hf:NAME"),
     "--vocab-size": ("data.vocab_size", pos_int, "vocabulary size of the local BPE tokenizer"),
-    "--num-documents": ("data.num_documents", pos_int, "documents to read from the source"),
-    "--max-tokens": ("data.max_tokens", pos_int, "cap on tokens kept after tokenisation"),
+    "--num-documents": ("data.num_documents", nonneg_int, "read only the first N documents (default: all; builtin: "
+                        "how many to generate, 3000; hf: 3000)"),
+    "--max-doc-chars": ("data.max_doc_chars", nonneg_int, "cut each document to N characters (default: whole; hf: "
+                        "3000)"),
+    "--max-tokens": ("data.max_tokens", nonneg_int, "keep at most N tokens, train and validation in proportion "
+                     "(default: all; hf: 1,000,000). Whatever a cap drops is logged and recorded"),
+    "--txt-split": ("data.txt_split", str, ".txt files: one document per paragraph (blank-line separated, default), "
+                    "per line, or the whole file"),
     "--cache-dir": ("data.cache_dir", str, "where tokenizers and token arrays are cached (default data_cache)"),
     "--steps": ("train.steps", pos_int, "optimizer steps"),
     "--eval-every": ("train.eval_every", pos_int, "evaluate on the validation set every N steps"),

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
+from ..config import DataConfig
 from ..errors import UserError
-from .corpus import builtin_documents
+from .corpus import builtin_document
 
 FILE_KINDS = {".txt": "text", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}  # config.DATA_FILE_SUFFIXES
 HUB_CHECK_TIMEOUT_S = 3.0
@@ -30,47 +32,95 @@ def local_files(source: str) -> list[Path]:
     return [p]
 
 
-def source_fingerprint(source: str) -> Any:
-    """What identifies the source's content for the token cache key."""
-    if source == "builtin" or source.startswith("hf:"):
-        return source
-    return [(str(f.resolve()), f.stat().st_size, int(f.stat().st_mtime)) for f in local_files(source)]
+# The seeds' caps, for the hub corpus they described (cosmopedia): a user's own files are read whole.
+HUB_DEFAULTS = {"num_documents": 3000, "max_doc_chars": 3000, "max_tokens": 1_000_000}
+BUILTIN_DOCUMENTS = 3000  # how many documents the built-in generator makes unless told otherwise
+BATCH = 1000  # documents per read / tokenisation batch
 
 
-def load_documents(source: str, num_documents: int, max_doc_chars: int, seed: int) -> list[str]:
-    if source == "builtin":
-        docs = builtin_documents(seed, num_documents)
-    elif source.startswith("hf:"):
-        docs = _load_hub(source, num_documents)
+@dataclass(frozen=True)
+class Caps:
+    """What is read of a source. None = everything. Applied in this order: documents, characters per
+    document (the rest of a longer document is dropped), tokens (train and val each keep their share)."""
+
+    num_documents: int | None
+    max_doc_chars: int | None
+    max_tokens: int | None
+
+
+def caps_for(cfg: DataConfig) -> Caps:
+    if cfg.source.startswith("hf:"):
+        return Caps(cfg.num_documents or HUB_DEFAULTS["num_documents"],
+                    cfg.max_doc_chars or HUB_DEFAULTS["max_doc_chars"], cfg.max_tokens or HUB_DEFAULTS["max_tokens"])
+    if cfg.source == "builtin":  # a generator: num_documents is its size, not a cap on anything
+        return Caps(cfg.num_documents or BUILTIN_DOCUMENTS, cfg.max_doc_chars or None, cfg.max_tokens or None)
+    return Caps(cfg.num_documents or None, cfg.max_doc_chars or None, cfg.max_tokens or None)  # 0 = no cap
+
+
+def source_identity(cfg: DataConfig) -> dict[str, Any]:
+    """What identifies the source's *content* (the token cache key and the study's data identity)."""
+    if cfg.source == "builtin":
+        return {"builtin_seed": cfg.seed}
+    if cfg.source.startswith("hf:"):
+        return {"hub": cfg.source}
+    from .hashing import content_sha256
+
+    files = local_files(cfg.source)
+    return {"files": len(files), "sha256": content_sha256(files, Path(cfg.cache_dir))}
+
+
+def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:
+    """The source's non-empty documents, in order, in batches; at most ``caps.num_documents``.
+    Read errors become one-line UserErrors naming the file (never an OSError about the cache)."""
+    n = 0
+    for batch in _raw_batches(cfg, caps.num_documents):
+        docs = [d for d in batch if d and d.strip()]
+        if caps.num_documents is not None:
+            docs = docs[: caps.num_documents - n]
+        n += len(docs)
+        if docs:
+            yield docs
+        if caps.num_documents is not None and n >= caps.num_documents:
+            return
+
+
+def _raw_batches(cfg: DataConfig, limit: int | None) -> Iterator[list[str]]:
+    if cfg.source == "builtin":
+        count = limit or BUILTIN_DOCUMENTS
+        for start in range(0, count, BATCH):
+            yield [builtin_document(cfg.seed, i) for i in range(start, min(count, start + BATCH))]
+    elif cfg.source.startswith("hf:"):
+        yield from _hub_batches(cfg.source)
     else:
-        docs = _load_files(source, num_documents)
-    docs = [d[:max_doc_chars] for d in docs if d and d.strip()]
-    if not docs:
-        raise UserError(f"data source {source!r} has no text")
-    return docs
+        for f in local_files(cfg.source):
+            yield from _file_batches(f, cfg.txt_split)
 
 
-def _load_files(source: str, num_documents: int) -> list[str]:
+def _file_batches(f: Path, txt_split: str) -> Iterator[list[str]]:
+    """One file through ``datasets`` in streaming mode (bounded memory whatever its size).
+    .txt: one document per paragraph (blank-line separated), per line, or the whole file."""
     import datasets
 
     datasets.disable_progress_bars()
-    by_kind: dict[str, list[str]] = {}
-    for f in local_files(source):
-        by_kind.setdefault(FILE_KINDS[f.suffix], []).append(str(f))
-    docs: list[str] = []
-    for kind, files in by_kind.items():
-        # .txt: one document per blank-line separated paragraph
-        kwargs = {"sample_by": "paragraph"} if kind == "text" else {}
-        try:
-            ds = datasets.load_dataset(kind, data_files=files, split="train", **kwargs)
-        except Exception as e:  # datasets raises many types for unreadable files
-            raise UserError(f"cannot read {', '.join(files)}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-        if "text" not in ds.column_names:
-            raise UserError(f"{', '.join(files)} has no 'text' field (columns: {', '.join(ds.column_names)})")
-        docs.extend(ds.select(range(min(len(ds), num_documents - len(docs))))["text"])
-        if len(docs) >= num_documents:
-            break
-    return docs
+    kind = FILE_KINDS[f.suffix]
+    kwargs = {"sample_by": {"paragraph": "paragraph", "line": "line", "file": "document"}[txt_split]} \
+        if kind == "text" else {}
+    try:
+        ds = datasets.load_dataset(kind, data_files=[str(f)], split="train", streaming=True, **kwargs)
+        for batch in ds.iter(batch_size=BATCH):
+            if "text" not in batch:
+                raise UserError(f"{f} has no 'text' field (fields: {', '.join(batch) or 'none'})")
+            texts = batch["text"]
+            if any(not isinstance(t, str) for t in texts if t is not None):
+                raise UserError(f"{f}: the 'text' field must hold strings")
+            yield [t for t in texts if t]
+    except UserError:
+        raise
+    except UnicodeDecodeError:
+        raise UserError(f"cannot read {f}: not UTF-8 text (a binary file?)") from None
+    except Exception as e:  # datasets/pyarrow raise many types for unreadable or malformed files
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"cannot read {f}: {type(e).__name__}: {first}") from None
 
 
 def hub_reachable(timeout: float = HUB_CHECK_TIMEOUT_S) -> bool:
@@ -106,18 +156,14 @@ def ensure_hub(what: str) -> None:
         raise UserError(f"cannot reach the Hugging Face hub for {what} (offline); use a local source or 'builtin'")
 
 
-def _load_hub(source: str, num_documents: int) -> list[str]:
+def _hub_batches(source: str) -> Iterator[list[str]]:
     name, _, config = source[3:].partition(":")
     ensure_hub(source)
     import datasets
 
     try:
         ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
-        docs = []
-        for row in ds:
-            docs.append(row["text"])
-            if len(docs) >= num_documents:
-                break
+        for batch in ds.iter(batch_size=BATCH):
+            yield batch["text"]
     except Exception as e:
         raise UserError(f"cannot load {source}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    return docs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from tokenizers import Tokenizer
 
@@ -45,9 +46,9 @@ class LoadedTokenizer:
         return cls(tok, eos, spec, hashlib.sha256(text.encode()).hexdigest())
 
 
-def train_bpe(docs: list[str], vocab_size: int, cache_dir: Path, docs_hash: str) -> LoadedTokenizer:
-    """Train (or load the cached) byte-level BPE for exactly these documents and vocab size."""
-    path = Path(cache_dir) / "tokenizers" / f"bpe_{vocab_size}_{docs_hash[:16]}.json"
+def train_bpe(docs: Iterable[str], vocab_size: int, cache_dir: Path, key: str) -> LoadedTokenizer:
+    """Train (or load the cached) byte-level BPE for these documents (``key`` names them) and vocab."""
+    path = Path(cache_dir) / "tokenizers" / f"bpe_{vocab_size}_{key[:16]}.json"
     if path.exists():
         return LoadedTokenizer._from_json(path.read_text(encoding="utf-8"), "bpe")
     from tokenizers import decoders, models, pre_tokenizers, trainers

@@ -1,15 +1,17 @@
-"""Tokenise once, cache as a numpy array, split into disjoint train/validation ranges, batch.
+"""Tokenise once (streamed to disk), cache, split into disjoint train/validation ranges, batch.
 
-The split is two contiguous token ranges cut at a document boundary: validation windows are
-never shifted copies of training windows (the original scripts' random window split had ~99%
-overlap). Training batch ``step`` is a pure function of (seed, step, micro-batch), so a resumed
+The split is two contiguous token ranges cut at a document boundary (inside a document only when
+there are too few): validation windows are never shifted copies of training windows (the original
+scripts' random window split had ~99% overlap), and the tokenizer never sees validation text. Training batch ``step`` is a pure function of (seed, step, micro-batch), so a resumed
 run sees exactly the batches it would have seen, and the data position is just the step.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +22,13 @@ import torch
 
 from ..config import DataConfig
 from ..errors import UserError
+from tqdm.auto import tqdm
+
 from ..utils import atomic_write, atomic_write_json
-from .sources import load_documents, source_fingerprint
+from .sources import Caps, caps_for, iter_documents, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
-CACHE_VERSION = 2  # 2: the cached tokenizer carries its EOS id
+CACHE_VERSION = 3  # 3: streamed to a memmapped .bin; tokenizer trained on training text only
 
 
 @dataclass
@@ -67,67 +71,199 @@ def _windows(tokens: np.ndarray, starts: np.ndarray, seq_len: int, device) -> tu
     return block[:, :-1], block[:, 1:]
 
 
-def _cache_key(cfg: DataConfig) -> str:
-    key = {
-        "v": CACHE_VERSION, "source": source_fingerprint(cfg.source), "tokenizer": cfg.tokenizer,
-        "vocab": cfg.vocab_size if cfg.tokenizer == "bpe" else None, "docs": cfg.num_documents,
-        "max_tokens": cfg.max_tokens, "max_doc_chars": cfg.max_doc_chars,
-        "seed": cfg.seed if cfg.source == "builtin" else None,
-    }
+BPE_SAMPLE_CHARS = 50_000_000  # the local BPE learns from at most this much training text
+
+
+def _cache_key(cfg: DataConfig, identity: dict, caps: Caps) -> str:
+    key = {"v": CACHE_VERSION, "source": identity, "tokenizer": cfg.tokenizer,
+           "vocab": cfg.vocab_size if cfg.tokenizer == "bpe" else None, "caps": caps.__dict__,
+           "txt_split": cfg.txt_split if not cfg.source.startswith(("builtin", "hf:")) else None,
+           "val_fraction": cfg.val_fraction}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def prepare_data(cfg: DataConfig, log=print) -> TokenData:
-    """Load, tokenise and split the data named by ``cfg``, using the token cache when it can."""
+@dataclass
+class SplitPlan:
+    """Documents before ``doc`` are training text; ``doc`` itself is validation text, or, when
+    ``at`` is set (too few documents to cut between them), its first ``at`` characters train and
+    the rest validate. Everything after it validates. Decided on characters, before any tokenizer
+    exists, so the tokenizer can be trained on training text only."""
+
+    doc: int
+    at: int | None
+    kind: str
+
+    def pieces(self, index: int, text: str) -> tuple[str | None, str | None]:
+        """(training part, validation part) of document ``index``."""
+        if index < self.doc:
+            return text, None
+        if index > self.doc or self.at is None:
+            return None, text
+        return text[: self.at] or None, text[self.at:] or None
+
+
+def plan_split(lengths: np.ndarray, val_fraction: float) -> SplitPlan:
+    total = int(lengths.sum())
+    target = total * (1 - val_fraction)  # characters of training text
+    cum = np.cumsum(lengths)
+    k = int(np.searchsorted(cum, target))  # the boundary after document k reaches the target
+    if k < len(lengths) - 1 and total - cum[k] >= 0.5 * val_fraction * total:
+        return SplitPlan(k + 1, None, "contiguous ranges at a document boundary")
+    j = int(np.searchsorted(cum, target, side="right"))  # the document holding the target character
+    j = min(j, len(lengths) - 1)
+    at = int(target - (cum[j] - lengths[j]))
+    return SplitPlan(j, max(1, at), f"contiguous ranges cut inside document {j} (too few documents to cut "
+                                    "between them)")
+
+
+class _Docs:
+    """The source's documents after the per-document character cap, each time from the start."""
+
+    def __init__(self, cfg: DataConfig, caps: Caps):
+        self.cfg, self.caps = cfg, caps
+
+    def __iter__(self):
+        cap = self.caps.max_doc_chars
+        i = 0
+        for batch in iter_documents(self.cfg, self.caps):
+            for d in batch:
+                yield i, d[:cap] if cap else d
+                i += 1
+
+
+def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData:
+    """Load, tokenise and split the data named by ``cfg``, using the token cache when it can.
+
+    Three streamed passes over the source, so memory stays bounded whatever its size: count
+    characters (to place the split), train the BPE on training text only, then tokenise in
+    batches into a ``uint16``/``uint32`` file that training reads through ``np.memmap``."""
+    caps = caps_for(cfg)
+    identity = source_identity(cfg)
+    key = _cache_key(cfg, identity, caps)
     cache = Path(cfg.cache_dir) / "tokens"
-    key = _cache_key(cfg)
-    arr_path, meta_path, tok_path = cache / f"{key}.npy", cache / f"{key}.json", cache / f"{key}.tokenizer.json"
-    if arr_path.exists() and meta_path.exists() and tok_path.exists():
+    bin_path, meta_path, tok_path = cache / f"{key}.bin", cache / f"{key}.json", cache / f"{key}.tokenizer.json"
+    if bin_path.exists() and meta_path.exists() and tok_path.exists():
         try:
-            tokens = np.load(arr_path, mmap_mode="r")
-            meta = json.loads(meta_path.read_text())
-            tok = LoadedTokenizer.from_dict(json.loads(tok_path.read_text(encoding="utf-8")))
-            return _split(tokens, tok, meta, cfg, cached=True)
+            return _load(bin_path, json.loads(meta_path.read_text()),
+                         LoadedTokenizer.from_dict(json.loads(tok_path.read_text(encoding="utf-8"))), cached=True)
         except (ValueError, OSError, KeyError):
             log(f"token cache {key} is unreadable; rebuilding it")
 
     t0 = time.perf_counter()
-    docs = load_documents(cfg.source, cfg.num_documents, cfg.max_doc_chars, cfg.seed)
-    docs_hash = hashlib.sha256("\x00".join(docs).encode()).hexdigest()
+    docs = _Docs(cfg, caps)
+    # pass 1: how much text, where the split goes, what the caps drop
+    lengths, chars_dropped, more_documents = [], 0, False
+    peek = Caps(caps.num_documents + 1, None, None) if caps.num_documents else Caps(None, None, None)
+    for batch in iter_documents(cfg, peek):
+        for d in batch:
+            if caps.num_documents and len(lengths) == caps.num_documents:
+                more_documents = True
+                break
+            keep = min(len(d), caps.max_doc_chars) if caps.max_doc_chars else len(d)
+            chars_dropped += len(d) - keep
+            lengths.append(keep)
+    if not lengths:
+        raise UserError(f"data source {cfg.source!r} has no text")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    plan = plan_split(lengths, cfg.val_fraction)
+    dropped: dict[str, Any] = {}
+    if more_documents and cfg.source != "builtin":  # builtin: num_documents is the generator's size
+        dropped["documents"] = f"read the first {len(lengths):,} documents (num_documents cap); the source has more"
+    if chars_dropped:
+        dropped["characters"] = (f"{chars_dropped:,} characters past max_doc_chars={caps.max_doc_chars:,} "
+                                 f"({100 * chars_dropped / (chars_dropped + lengths.sum()):.1f}% of the text read)")
+    # pass 2: the tokenizer, from training text only
     if cfg.tokenizer == "bpe":
-        tok = train_bpe(docs, cfg.vocab_size, Path(cfg.cache_dir), docs_hash)
+        tok, sampled = _train_tokenizer(docs, plan, cfg, key)
+        if sampled:
+            log(f"BPE trained on the first {BPE_SAMPLE_CHARS:,} characters of the training text")
     else:
         tok = load_hub_tokenizer(cfg.tokenizer)
-    ids: list[int] = []
-    for enc in tok.tokenizer.encode_batch(docs, add_special_tokens=False):
-        ids.extend(enc.ids)
-        ids.append(tok.eos_id)  # documents are separated by EOS
-        if len(ids) >= cfg.max_tokens:
-            break
+    # pass 3: tokenise in batches straight to disk
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
-    tokens = np.asarray(ids[: cfg.max_tokens], dtype=dtype)
+    counts = {"train": 0, "val": 0}
+    bar = tqdm(unit="tok", unit_scale=True, desc="tokenising", disable=None if progress else True, file=sys.stderr,
+               dynamic_ncols=True, leave=False)
+
+    def write(f) -> None:
+        for part in ("train", "val"):
+            for texts in _batched(_part(docs, plan, part)):
+                ids = [enc.ids + [tok.eos_id] for enc in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
+                arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype)
+                f.write(arr.tobytes())
+                counts[part] += len(arr)
+                bar.update(len(arr))
+
+    try:
+        atomic_write(bin_path, write)
+    finally:
+        bar.close()
+    train_n, val_n = counts["train"], counts["val"]
+    keep_train, keep_val = train_n, val_n
+    if caps.max_tokens and train_n + val_n > caps.max_tokens:
+        keep_train = min(train_n, int(caps.max_tokens * (1 - cfg.val_fraction)))
+        eos = np.flatnonzero(np.memmap(bin_path, dtype=dtype, mode="r")[:keep_train] == tok.eos_id)
+        keep_train = int(eos[-1]) + 1 if len(eos) else keep_train  # end training on a document boundary
+        keep_val = min(val_n, caps.max_tokens - keep_train)
+        dropped["tokens"] = (f"kept {keep_train + keep_val:,} of {train_n + val_n:,} tokens (max_tokens cap): train "
+                             f"{keep_train:,} of {train_n:,}, validation {keep_val:,} of {val_n:,}")
+    seconds = time.perf_counter() - t0
     meta = {
-        "source": cfg.source, "num_documents": len(docs), "num_tokens": int(len(tokens)),
-        "documents_sha256": docs_hash, "tokenizer": cfg.tokenizer, "tokenizer_sha256": tok.sha256,
-        "vocab_size": tok.vocab_size, "cache_key": key, "tokenize_seconds": round(time.perf_counter() - t0, 2),
+        "source": cfg.source, "source_identity": identity, "num_documents": int(len(lengths)),
+        "num_characters": int(lengths.sum()), "num_tokens": int(keep_train + keep_val),
+        "tokens_written": int(train_n + val_n), "train_written": int(train_n), "dtype": np.dtype(dtype).name,
+        "keep_train": int(keep_train), "keep_val": int(keep_val), "tokenizer": cfg.tokenizer,
+        "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size, "cache_key": key, "split": plan.kind,
+        "caps": {k: v for k, v in caps.__dict__.items() if v}, "dropped": dropped,
+        "txt_split": cfg.txt_split if "files" in identity else None,
+        "tokenize_seconds": round(seconds, 2), "tokens_per_s": round((train_n + val_n) / max(seconds, 1e-9)),
     }
-    cache.mkdir(parents=True, exist_ok=True)
-    atomic_write(arr_path, lambda f: np.save(f, tokens))
+    for what in dropped.values():
+        log(f"data {cfg.source}: {what}")
     atomic_write_json(tok_path, tok.to_dict())
-    atomic_write_json(meta_path, meta)
-    return _split(tokens, tok, meta, cfg, cached=False)
+    atomic_write_json(meta_path, meta)  # last: its presence marks a complete cache entry
+    return _load(bin_path, meta, tok, cached=False)
 
 
-def _split(tokens: np.ndarray, tok: LoadedTokenizer, meta: dict, cfg: DataConfig, cached: bool) -> TokenData:
-    cut = int(len(tokens) * (1 - cfg.val_fraction))
-    # move the cut to the next document boundary so no document straddles train and val
-    eos_after = np.flatnonzero(np.asarray(tokens[cut:]) == tok.eos_id)
-    if len(eos_after):
-        cut += int(eos_after[0]) + 1
-    train, val = np.asarray(tokens[:cut]), np.asarray(tokens[cut:])
+def _part(docs: _Docs, plan: SplitPlan, part: str):
+    for i, text in docs:
+        piece = plan.pieces(i, text)[0 if part == "train" else 1]
+        if piece:
+            yield piece
+
+
+def _batched(texts, size: int = 1000):
+    it = iter(texts)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+def _train_tokenizer(docs: _Docs, plan: SplitPlan, cfg: DataConfig, key: str) -> tuple[LoadedTokenizer, bool]:
+    sampled = [False]
+
+    def training_text():
+        budget = BPE_SAMPLE_CHARS
+        for text in _part(docs, plan, "train"):
+            if budget <= 0:
+                sampled[0] = True
+                return
+            yield text[:budget]
+            budget -= len(text)
+
+    tok = train_bpe(training_text(), cfg.vocab_size, Path(cfg.cache_dir), key)
+    return tok, sampled[0]
+
+
+def _load(bin_path: Path, meta: dict, tok: LoadedTokenizer, cached: bool) -> TokenData:
+    tokens = np.memmap(bin_path, dtype=meta["dtype"], mode="r")
+    if len(tokens) != meta["tokens_written"]:
+        raise ValueError("token file size does not match its metadata")
+    cut = meta["train_written"]
+    train, val = tokens[: meta["keep_train"]], tokens[cut: cut + meta["keep_val"]]
     if len(val) < 2 or len(train) < 2:
-        raise UserError(f"data source {cfg.source!r} gives too few tokens ({len(tokens)}) to split")
-    provenance = dict(meta, train_tokens=int(len(train)), val_tokens=int(len(val)),
-                      split="contiguous token ranges at a document boundary",
-                      train_range=[0, int(cut)], val_range=[int(cut), int(len(tokens))], from_cache=cached)
+        raise UserError(f"data source {meta['source']!r} gives too few tokens ({meta['num_tokens']}) to split")
+    provenance = {k: v for k, v in meta.items() if k not in ("keep_train", "keep_val", "train_written")}
+    provenance.update(train_tokens=int(len(train)), val_tokens=int(len(val)), train_range=[0, int(len(train))],
+                      val_range=[int(cut), int(cut + len(val))], from_cache=cached,
+                      token_file=str(bin_path))
     return TokenData(train=train, val=val, tokenizer=tok, provenance=provenance)

@@ -68,6 +68,7 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
         with study_lock(study_dir):
             study = open_study(study_dir, study, resume=True)
             kind, datasets = _prepare(study, log)
+            check_same_data(study_dir, datasets)
             return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from)
     study = open_study(study_dir, study, resume=False)
     kind, datasets = _prepare(study, log)
@@ -127,6 +128,21 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
         if (signum := interrupt.requested()) is not None:
             raise interrupt.Interrupted(signum)
     return StudyResult(study_dir, study, records, analysis)
+
+
+def check_same_data(study_dir: Path, datasets: DataSets) -> None:
+    """A resumed study must train on the data it started with (same content, same tokenisation):
+    otherwise its report would mix runs made on two datasets."""
+    _, stored = load_study(study_dir)
+    before, now = stored.get("data", {}), datasets.provenance()
+    changed = sorted(set(before) - set(now))
+    if changed:
+        old = before[changed[0]]
+        new = next((p for p in now.values() if p["source"] == old["source"]), None)
+        what = (f"sha256 {old.get('source_identity', {}).get('sha256', '?')[:12]} -> "
+                f"{new.get('source_identity', {}).get('sha256', '?')[:12]}" if new else "it is no longer used")
+        raise UserError(f"cannot resume {study_dir}: its data changed since it started ({old['source']}: {what}); "
+                        "resume with the original data, or start a new study")
 
 
 def remove_stale_temporaries(study_dir: Path) -> int:
