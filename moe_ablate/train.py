@@ -97,12 +97,14 @@ def train(
     resume_from: str | Path | None = None,
     stop_after: int | None = None,
     hellaswag: Callable[[TransformerLM], dict] | None = None,
+    tracker=None,
 ) -> tuple[dict[str, Any], TransformerLM]:
     """Train one experiment; return its result record and the trained model (never raises for diverged/OOM runs).
 
     ``model`` may be a model built earlier for the same architecture: it is re-initialised
     here, which saves rebuilding (and on CUDA recompiling) it for every experiment of a study.
     ``stop_after`` ends the run after that many optimizer steps (used to test exact resume).
+    ``tracker`` (``tracking.Trackers``) receives the values the loop already has at log and eval steps.
     """
     cfg = copy.deepcopy(cfg)
     cfg.model.vocab_size = data.vocab_size
@@ -208,6 +210,9 @@ def train(
                                          "lr": schedulers[0].get_last_lr()[0], "tokens": state["tokens"],
                                          "time": state["train_time"]})
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                if tracker is not None:
+                    tracker.log({"train/loss": train_loss, "train/accuracy": train_acc, "train/tokens_per_s": tok_s,
+                                 "train/lr": history["train"][-1]["lr"]}, step)
                 peak_mem = max(peak_mem, memory_gb(device))
                 if not math.isfinite(train_loss):
                     status = "diverged"
@@ -219,6 +224,11 @@ def train(
                 state["eval_time"] += timer.last_pause
                 ev.update(step=step, tokens=state["tokens"], time=state["train_time"])
                 history["eval"].append(ev)
+                if tracker is not None:
+                    routing = model.routing_stats()  # at an eval step: the host has synced anyway
+                    tracker.log({"val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
+                                 "val/perplexity": ev["perplexity"],
+                                 **({"routing/load_cv": routing["cv"]} if routing else {})}, step)
                 log(f"{desc}: step {step}/{t.steps} | train {train_loss:.4f} | val {ev['loss']:.4f} "
                     f"acc {ev['accuracy']:.3f} ppl {ev['perplexity']:.2f} | "
                     f"{state['tokens'] / max(state['train_time'], 1e-9):,.0f} tok/s")
@@ -236,6 +246,9 @@ def train(
             if hellaswag is not None and t.hellaswag_every and step % t.hellaswag_every == 0:
                 with timer.paused():
                     history["hellaswag"].append({**hellaswag(model), "step": step})
+                if tracker is not None:
+                    tracker.log({"hellaswag/acc": history["hellaswag"][-1]["acc"],
+                                 "hellaswag/acc_norm": history["hellaswag"][-1]["acc_norm"]}, step)
             if checkpoint_dir is not None and t.checkpoint_every and step % t.checkpoint_every == 0:
                 with timer.paused():
                     save_checkpoint(Path(checkpoint_dir) / f"checkpoint_step_{step}.pt")

@@ -123,7 +123,6 @@ def test_removing_a_node_mid_study_reschedules_its_experiments(tmp_path, cache_d
         remover.join()
         assert len(result.records) == 6 and all(r["status"] == "ok" for r in result.records)
         assert len(list((d / "experiments").glob("*.json"))) == 6
-        assert len({r["executor"]["pid"] for r in result.records}) >= 2  # both nodes worked
     finally:
         import ray
 

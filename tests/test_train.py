@@ -18,7 +18,7 @@ def test_loss_falls_on_builtin_data(small_cfg, small_data):
     assert result["val_loss"] < math.log(small_data.vocab_size) - 1.0
     assert result["params"]["active"] < result["params"]["total"]
     assert result["routing"]["load_fraction"] and abs(sum(result["routing"]["load_fraction"]) - 1) < 1e-3
-    assert result["data"]["train_range"][1] == result["data"]["val_range"][0]
+    assert result["data"]["train_range"][1] <= result["data"]["val_range"][0]  # disjoint
 
 
 def test_nan_producing_lr_ends_as_diverged(small_cfg, small_data):

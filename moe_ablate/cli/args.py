@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..config import Amp, ModelName, choices
+from ..tracking import TrackerName
 from ..errors import UserError
 
 DEFAULT_OUTPUT = "ablation_results"
@@ -146,6 +147,7 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
             help="after the grid, rerun the top configurations (the best and those within noise of it, at most 3) "
                  "with K more seeds and recommend on the replicated set (default 2 for studies of >= 4 "
                  "configurations; 0 turns it off)")
+    add_tracking_flags(p)
     x = p.add_argument_group("where experiments run")
     x.add_argument("--executor", choices=["local", "ray"], default="local",
                    help="local: one after another here (default); ray: one Ray task per experiment, in parallel "
@@ -155,6 +157,19 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
     x.add_argument("--gpus-per-experiment", type=nonneg_float, default=None,
                    help="GPUs per Ray task (default 1 on CUDA machines, else 0)")
     x.add_argument("--cpus-per-experiment", type=pos_float, default=1.0, help="CPUs per Ray task (default 1)")
+
+
+def add_tracking_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live tracking")
+    g.add_argument("--tracker", action="append", choices=list(choices(TrackerName)), default=[],
+                   help="log every experiment to TensorBoard, Weights & Biases or MLflow as it trains (repeatable; "
+                        "pip install 'moe-ablate[tensorboard]' etc.). W&B honours WANDB_MODE=offline")
+    g.add_argument("--tracking-dir", default=None,
+                   help="where tracker files go (default <output-dir>/tracking: tensorboard/, wandb/, mlruns/)")
+
+
+def tracking_kwargs(args) -> dict:
+    return {"trackers": tuple(dict.fromkeys(args.tracker)), "tracking_dir": args.tracking_dir}
 
 
 def study_dir_for(args, default_name: str) -> Path:

@@ -12,7 +12,8 @@ from ..errors import UserError
 from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search
 from ..studies.pipeline import StudyResult, run_study
 from .args import (DEFAULT_OUTPUT, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
-                   experiment_overrides, log, lr_or_auto, nonneg_int, pos_float, pos_int, study_dir_for)
+                   experiment_overrides, log, lr_or_auto, nonneg_int, pos_float, pos_int, study_dir_for,
+                   tracking_kwargs)
 
 
 def _run(args, build, **kw) -> StudyResult:
@@ -22,7 +23,7 @@ def _run(args, build, **kw) -> StudyResult:
     study = None if args.resume and not defining_given(args) else build()
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
-                       executor=ex, log=log, progress=not args.no_progress, **kw)
+                       executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
     _print_outcome(result, time.perf_counter() - t0)
     return result
 
@@ -104,7 +105,8 @@ def cmd_lr_search(args) -> int:
                                                   "train.muon_lr": rec["best_learning_rate"]})
         exp = result.study.params["exp"]
         long = long_train.make_study(exp, cfg, {"lr_recommendation": str(result.study_dir / "lr_recommendation.json")})
-        _print_long(run_study(long, result.study_dir / "long_term", log=log, progress=not args.no_progress))
+        _print_long(run_study(long, result.study_dir / "long_term", log=log, progress=not args.no_progress,
+                              **tracking_kwargs(args)))
     return 0
 
 
@@ -147,7 +149,8 @@ def cmd_train_exp(args) -> int:
             if "optimizers" not in read_checkpoint(path):
                 raise UserError(f"{path} holds a final model, not a training checkpoint (checkpoint_step_N.pt)")
             folder, rerun = path.parent.parent.parent, {path.parent.name: path}
-        _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun, progress=not args.no_progress))
+        _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun, progress=not args.no_progress,
+                              **tracking_kwargs(args)))
         return 0
     exp, output = args.exp, args.output_dir or DEFAULT_OUTPUT
     settings_from: dict = {}
@@ -171,7 +174,8 @@ def cmd_train_exp(args) -> int:
     # long-run defaults < recommendations < explicit flags
     cfg = lr_search.experiment_base(exp, args.preset, overrides, experiment_overrides(args))
     out = Path(output) / f"exp{exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
-    _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log, progress=not args.no_progress))
+    _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log, progress=not args.no_progress,
+                          **tracking_kwargs(args)))
     return 0
 
 

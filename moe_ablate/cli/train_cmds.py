@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .args import DEFAULT_OUTPUT, add_experiment_flags, experiment_overrides, fresh_dir, log, pos_int
+from .args import (DEFAULT_OUTPUT, add_experiment_flags, add_tracking_flags, experiment_overrides, fresh_dir, log,
+                   pos_int)
 from .study_cmds import add_long_run_flags, cmd_train_exp, summary
 
 
@@ -16,6 +17,7 @@ def cmd_train(args) -> int:
         return cmd_train_exp(args)
     if args.lr is not None or args.hellaswag:
         raise UserError("--lr and --hellaswag go with --exp (use --muon-lr for a plain run)")
+    from ..tracking import TrackingSpec, open_run, summary_metrics
     from ..checkpoint import save_model
     from ..config import apply_overrides, preset_config, validate
     from ..data import prepare_data
@@ -26,14 +28,19 @@ def cmd_train(args) -> int:
              if getattr(args, n) is not None}
     cfg = validate(apply_overrides(preset_config(args.preset or "tiny", None), {**experiment_overrides(args), **extra}))
     out = Path(args.output_dir or Path(DEFAULT_OUTPUT) / f"train_{cfg.model.name}_{time.strftime('%Y%m%d_%H%M%S')}")
+    spec = TrackingSpec(tuple(dict.fromkeys(args.tracker)), args.tracking_dir or str(out.parent / "tracking"), "train")
+    spec.check_installed()
     fresh_dir(out)
     data = prepare_data(cfg.data, log=log)
     p = data.provenance
     log(f"data: {p['source']} | {p['num_tokens']:,} tokens (train {p['train_tokens']:,} / val {p['val_tokens']:,}) | "
         f"vocab {data.vocab_size}")
     cfg.model.vocab_size = data.vocab_size
+    tracker = open_run(spec, out.name, {k.split(".")[-1]: v for k, v in experiment_overrides(args).items()}, 0, log)
     result, model = train(cfg, data, log=log, desc=cfg.model.name, checkpoint_dir=out / "checkpoints",
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, tracker=tracker)
+    if tracker is not None:
+        tracker.finish(summary_metrics(result))
     atomic_write_json(out / "config.json", cfg.to_dict())
     atomic_write_json(out / "result.json", {"config": cfg.to_dict(), **result})
     save_model(out / "final_model.pt", cfg, model, data.tokenizer)
@@ -89,6 +96,7 @@ def register(sub) -> None:
     t.add_argument("--output-dir", default=None, help=f"output folder (default {DEFAULT_OUTPUT}/train_<model>_<time>); "
                    "with --exp: the parent folder, also searched for recommendation files")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    add_tracking_flags(t)
     add_long_run_flags(t)
     t.set_defaults(func=cmd_train)
 

@@ -166,6 +166,7 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
         raise UserError(f"data source {cfg.source!r} has no text")
     lengths = np.asarray(lengths, dtype=np.int64)
     plan = plan_split(lengths, cfg.val_fraction)
+    t_count = time.perf_counter()
     dropped: dict[str, Any] = {}
     if more_documents and cfg.source != "builtin":  # builtin: num_documents is the generator's size
         dropped["documents"] = f"read the first {len(lengths):,} documents (num_documents cap); the source has more"
@@ -179,6 +180,7 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
             log(f"BPE trained on the first {BPE_SAMPLE_CHARS:,} characters of the training text")
     else:
         tok = load_hub_tokenizer(cfg.tokenizer)
+    t_tok = time.perf_counter()
     # pass 3: tokenise in batches straight to disk
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
     counts = {"train": 0, "val": 0}
@@ -217,6 +219,8 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
         "caps": {k: v for k, v in caps.__dict__.items() if v}, "dropped": dropped,
         "txt_split": cfg.txt_split if "files" in identity else None,
         "tokenize_seconds": round(seconds, 2), "tokens_per_s": round((train_n + val_n) / max(seconds, 1e-9)),
+        "pass_seconds": {"read_and_count": round(t_count - t0, 2), "tokenizer": round(t_tok - t_count, 2),
+                         "tokenize_to_disk": round(time.perf_counter() - t_tok, 2)},
     }
     for what in dropped.values():
         log(f"data {cfg.source}: {what}")

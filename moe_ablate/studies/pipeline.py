@@ -18,6 +18,7 @@ from typing import Any
 from .. import interrupt
 from ..errors import UserError
 from ..interrupt import graceful_signals
+from ..tracking import TrackingSpec, attach_study_outputs
 from ..utils import TMP_SUFFIX, resolve_device
 from .lock import LOCK_FILE, study_lock
 from .kinds import get_kind
@@ -57,25 +58,31 @@ def open_study(study_dir: Path, study: Study | None, resume: bool) -> Study:
 
 def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = False, executor: Executor | None = None,
               extend: bool = False, log: Log = default_log, progress: bool = True,
-              rerun_from: dict[str, Path] | None = None) -> StudyResult:
+              rerun_from: dict[str, Path] | None = None, trackers: tuple[str, ...] = (),
+              tracking_dir: str | Path | None = None) -> StudyResult:
     """Run (or resume) a study in ``study_dir`` and write its outputs; see the module docstring.
 
     Nothing is written before the study is known to be sound (configs valid, data prepared); the
     folder is then locked for this process alone. A signal stops it cleanly (``interrupt.py``)."""
     study_dir = Path(study_dir)
+    spec = TrackingSpec(tuple(trackers), str(tracking_dir or study_dir.parent / "tracking"), study_dir.name)
+    spec.check_installed()  # one line naming the extra, before anything is written
+    tracking_spec = spec if trackers else None
     if resume:
         load_study(study_dir)  # one clear line, before anything, when it is not a study folder
         with study_lock(study_dir):
             study = open_study(study_dir, study, resume=True)
             kind, datasets = _prepare(study, log)
             check_same_data(study_dir, datasets)
-            return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from)
+            return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from,
+                            tracking_spec)
     study = open_study(study_dir, study, resume=False)
     kind, datasets = _prepare(study, log)
     with study_lock(study_dir):
         if any(p.name != LOCK_FILE for p in study_dir.iterdir()):  # another process created it meanwhile
             raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
-        return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from)
+        return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from,
+                        tracking_spec)
 
 
 def _prepare(study: Study, log: Log):
@@ -90,7 +97,7 @@ def _prepare(study: Study, log: Log):
 
 
 def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, extend: bool, log: Log,
-             progress: bool, rerun_from) -> StudyResult:
+             progress: bool, rerun_from, tracking_spec: TrackingSpec | None = None) -> StudyResult:
     removed = remove_stale_temporaries(study_dir)
     if removed:
         log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
@@ -102,7 +109,7 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
 
     def run() -> list[dict]:
         return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
-                               final_model=final_model, rerun_from=rerun_from)
+                               final_model=final_model, rerun_from=rerun_from, tracking_spec=tracking_spec)
 
     def grow(more: list[ExperimentSpec], why: str) -> list[dict]:
         study.experiments.extend(more)
@@ -125,6 +132,7 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
                 records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
                                      f"{len({e.config_id for e in more})} top configuration(s)")
         analysis = write_outputs(study_dir, study, records, log=log)
+        attach_study_outputs(tracking_spec, study_dir, log)
         if (signum := interrupt.requested()) is not None:
             raise interrupt.Interrupted(signum)
     return StudyResult(study_dir, study, records, analysis)

@@ -41,14 +41,14 @@ def _maybe_crash(experiment_id: str) -> None:
     os._exit(137)
 
 
-def _remote_run(spec: dict, cfg: dict, packed: dict, threads: int) -> dict:
+def _remote_run(spec: dict, cfg: dict, packed: dict, threads: int, tracking=None) -> dict:
     import torch
 
     _maybe_crash(spec["id"])
     torch.set_num_threads(max(1, threads))
     data = TokenData(train=packed["train"], val=packed["val"], provenance=packed["provenance"],
                      tokenizer=LoadedTokenizer.from_dict(packed["tokenizer"]))
-    job = Job(ExperimentSpec.from_dict(spec), ExperimentConfig.from_dict(cfg), data)
+    job = Job(ExperimentSpec.from_dict(spec), ExperimentConfig.from_dict(cfg), data, tracking=tracking)
     record = run_one(job, log=lambda m: None, progress=False)
     record["executor"] = {"kind": "ray", "node": os.uname().nodename, "pid": os.getpid()}
     return record
@@ -105,7 +105,8 @@ class RayExecutor:
             task = ray.remote(_remote_run).options(num_cpus=self.cpus_per_experiment, num_gpus=gpus,
                                                    max_retries=1, retry_exceptions=False)
             threads = int(self.cpus_per_experiment) or 1
-            refs = {task.remote(j.spec.to_dict(), j.cfg.to_dict(), packed[id(j.data)], threads): j for j in jobs}
+            refs = {task.remote(j.spec.to_dict(), j.cfg.to_dict(), packed[id(j.data)], threads, j.tracking): j
+                    for j in jobs}
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1)
                 job = refs.pop(ready[0])

@@ -25,10 +25,11 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .. import interrupt
+from .. import interrupt, tracking
 from ..config import DataConfig, ExperimentConfig, validate
 from ..data import TokenData, prepare_data
 from ..errors import UserError
+from ..tracking import TrackingSpec
 from ..utils import atomic_write_json, read_json
 from .spec import ExperimentSpec
 from .study import Study
@@ -51,6 +52,7 @@ class Job:
     checkpoint_dir: Path | None = None  # full-state checkpoints (train.checkpoint_every); resume point
     final_model: Path | None = None  # where to save the trained model (long runs)
     resume_from: Path | None = None  # an explicit checkpoint to continue from (else the newest in checkpoint_dir)
+    tracking: TrackingSpec | None = None  # live tracking (TensorBoard, W&B, MLflow)
 
 
 class Executor(Protocol):
@@ -155,9 +157,13 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
         resume = job.resume_from or latest_checkpoint(job.checkpoint_dir, log)
         if resume is not None:
             log(f"{spec.id}: resuming from {resume}")
+        start = int(Path(resume).stem.rsplit("_", 1)[1]) if resume is not None else 0
+        tracker = tracking.open_run(job.tracking, spec.id, spec.hyperparameters, start, log)
         result, model = train(cfg, job.data, model=cache.get(key) if cache else None, log=log, progress=progress,
                               desc=spec.id, checkpoint_dir=job.checkpoint_dir, resume_from=resume,
-                              hellaswag=_hellaswag(cfg, job.data))
+                              hellaswag=_hellaswag(cfg, job.data), tracker=tracker)
+        if tracker is not None:
+            tracker.finish(tracking.summary_metrics(result))
         if cache:
             cache.put(key, model)
         if job.final_model is not None and result["status"] == "ok":
@@ -212,7 +218,8 @@ class LocalExecutor:
 
 def run_experiments(study_dir: Path, study: Study, executor: Executor | None = None, *,
                     datasets: DataSets | None = None, log: Log = default_log, progress: bool = True,
-                    final_model: Path | None = None, rerun_from: dict[str, Path] | None = None) -> list[dict]:
+                    final_model: Path | None = None, rerun_from: dict[str, Path] | None = None,
+                    tracking_spec: TrackingSpec | None = None) -> list[dict]:
     """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
     ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
     (their record is replaced when the continued run ends)."""
@@ -228,7 +235,8 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
         log(f"{len(study.experiments) - len(pending)} of {len(study.experiments)} experiments already finished; "
             f"running {len(pending)}")
     jobs = [Job(e, configs[e.id], datasets.get(configs[e.id].data), study_dir / "checkpoints" / e.id
-                if configs[e.id].train.checkpoint_every else None, final_model, rerun_from.get(e.id)) for e in pending]
+                if configs[e.id].train.checkpoint_every else None, final_model, rerun_from.get(e.id), tracking_spec)
+            for e in pending]
     bar = tqdm(total=len(study.experiments), initial=len(study.experiments) - len(pending), desc="experiments",
                unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
