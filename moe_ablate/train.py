@@ -96,6 +96,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
     stop_after: int | None = None,
+    stop_at: int | None = None,
     hellaswag: Callable[[TransformerLM], dict] | None = None,
     tracker=None,
 ) -> tuple[dict[str, Any], TransformerLM]:
@@ -103,7 +104,8 @@ def train(
 
     ``model`` may be a model built earlier for the same architecture: it is re-initialised
     here, which saves rebuilding (and on CUDA recompiling) it for every experiment of a study.
-    ``stop_after`` ends the run after that many optimizer steps (used to test exact resume).
+    ``stop_after`` ends the run after that many optimizer steps (used to test exact resume); ``stop_at``
+    ends it at that absolute step (a successive-halving rung) and checkpoints there, like ``stop_after``.
     ``tracker`` (``tracking.Trackers``) receives the values the loop already has at log and eval steps.
     """
     cfg = copy.deepcopy(cfg)
@@ -166,6 +168,12 @@ def train(
     bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=None if progress else True, leave=False,
                dynamic_ncols=True, file=sys.stderr)
     end_step = t.steps if stop_after is None else min(t.steps, state["step"] + stop_after)
+    if stop_at is not None:
+        end_step = min(end_step, stop_at)
+    if state.get("early_stopped"):  # a run that stopped early stays stopped when it is continued
+        end_step, early_stopped = state["step"], True
+    if history["train"]:  # continued: the last logged values stand until the next log step
+        train_loss, train_acc = history["train"][-1]["loss"], history["train"][-1]["accuracy"]
     timer = Timer(state["train_time"])
     try:
         while state["step"] < end_step:
@@ -240,7 +248,7 @@ def train(
                 else:
                     state["bad_evals"] += 1
                     if t.patience and state["bad_evals"] >= t.patience:
-                        early_stopped = True
+                        early_stopped = state["early_stopped"] = True
                         log(f"{desc}: early stop at step {step}: no improvement in {t.patience} evaluations")
                         break
             if hellaswag is not None and t.hellaswag_every and step % t.hellaswag_every == 0:
@@ -258,7 +266,8 @@ def train(
     finally:
         bar.close()
     # when checkpointing, also save where the run ends (finished, early-stopped, or stop_after)
-    if checkpoint_dir is not None and status in ("ok", "interrupted") and (t.checkpoint_every or stop_after is not None):
+    if checkpoint_dir is not None and status in ("ok", "interrupted") and (
+            t.checkpoint_every or stop_after is not None or stop_at is not None):
         final_ckpt = Path(checkpoint_dir) / f"checkpoint_step_{state['step']}.pt"
         if str(final_ckpt) not in checkpoints:
             save_checkpoint(final_ckpt)

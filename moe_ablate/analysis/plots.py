@@ -180,6 +180,24 @@ def top_performers(table: pd.DataFrame, metric: str, out: Path, k: int = 10) -> 
     return save_figure(fig, out / "top_performers_analysis.png")
 
 
+def rung_plot(h: dict, metric: str, out: Path) -> Path:
+    """Successive halving: each configuration's metric at each rung it reached; survivors in colour."""
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    final = set(h["rungs"][-1]["kept"])
+    configs = {c for r in h["rungs"] for c in r["metric"]}
+    for c in sorted(configs):
+        pts = [(r["steps"], r["metric"][c]) for r in h["rungs"] if r["metric"].get(c) is not None]
+        if not pts:
+            continue
+        survivor = c in final
+        ax.plot(*zip(*pts), marker="o", lw=2 if survivor else 0.8, color=None if survivor else "0.7",
+                alpha=1 if survivor else 0.7, label=c if survivor else None, zorder=3 if survivor else 1)
+    ax.set(xlabel="step (rung)", ylabel=f"{metric} (mean over seeds)",
+           title=f"successive halving (eta {h['eta']}): {h['share_of_full_grid']:.0%} of the full grid's steps")
+    ax.legend(fontsize=8, title="final survivors")
+    return save_figure(fig, out / "halving_rungs.png")
+
+
 def figure_caption(name: str) -> str:
     return CAPTIONS.get(name, name)
 
@@ -194,4 +212,5 @@ CAPTIONS: dict[str, Any] = {
     "hyperparameter_analysis.png": "The metric per value of each axis (red x: failed runs).",
     "correlation_heatmap.png": "Spearman correlations between numeric axes and metrics.",
     "top_performers_analysis.png": "The best configurations by mean, with 95% CIs.",
+    "halving_rungs.png": "Successive halving: each configuration's metric at each rung it reached (grey: pruned).",
 }

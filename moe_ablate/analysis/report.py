@@ -85,6 +85,18 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                           "ci95_high": c["ci_high"], "p": c["p"], "significant": c["significant"], "test": c["test"]}
                          for c in rec["comparisons"][:MAX_ROWS]]),
                   f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}.", ""]
+    h = a.get("halving")
+    if h:
+        lines += ["## Successive halving", "",
+                  f"eta {h['eta']}: {h['trained_steps']:,} training steps against {h['full_grid_steps']:,} for the full "
+                  f"grid ({100 * h['share_of_full_grid']:.0f}%)" + (", survivors rerun from step 0 (--halving-restart)"
+                                                                   if h["restart"] else
+                                                                   f"; peak checkpoint disk {h['peak_checkpoint_bytes'] / 2**20:.1f} MiB")
+                  + ". Pruned runs are never recommended.", "",
+                  table([{"rung": r["rung"], "step": r["steps"], "configurations": r["configurations"],
+                          "kept": ", ".join(r["kept"]), "rank corr. with final": r.get("rank_correlation_with_final")}
+                         for r in h["rungs"]])]
+        lines += [f"- **Warning:** {w}" for w in h.get("warnings", [])] + [""]
     tr = a.get("lr_transfer")
     if tr:
         lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "", tr["text"][0].upper() + tr["text"][1:]

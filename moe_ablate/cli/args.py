@@ -147,6 +147,14 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
             help="after the grid, rerun the top configurations (the best and those within noise of it, at most 3) "
                  "with K more seeds and recommend on the replicated set (default 2 for studies of >= 4 "
                  "configurations; 0 turns it off)")
+    if confirm:
+        h = Defining(p, "successive halving")
+        h.add("--halving", type=pos_int, default=None, metavar="ETA",
+              help="after each rung keep the best 1/ETA of the configurations; they continue exactly from their "
+                   "checkpoint (e.g. 3)")
+        h.add("--min-steps", type=pos_int, default=None, help="steps of the first rung (default steps / ETA^2)")
+        h.add("--halving-restart", action="store_true",
+              help="keep no checkpoints: rerun survivors from step 0 (more compute)")
     add_tracking_flags(p)
     x = p.add_argument_group("where experiments run")
     x.add_argument("--executor", choices=["local", "ray"], default="local",

@@ -21,6 +21,10 @@ def _run(args, build, **kw) -> StudyResult:
     (any study flags given must reproduce it)."""
     ex = executor(args)  # before anything is written
     study = None if args.resume and not defining_given(args) else build()
+    if study is not None and getattr(args, "halving", None):
+        if args.halving < 2:
+            raise UserError("--halving needs ETA >= 2")
+        study.halving, study.min_steps, study.halving_restart = args.halving, args.min_steps or 0, args.halving_restart
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
                        executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
@@ -30,7 +34,8 @@ def _run(args, build, **kw) -> StudyResult:
 
 def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
     a = result.analysis
-    print(f"{a['n_ok']} ok, {a['n_failed']} failed of {a['n_experiments']} experiments "
+    pruned = f", {a['n_pruned']} pruned" if a.get("n_pruned") else ""
+    print(f"{a['n_ok']} ok, {a['n_failed']} failed{pruned} of {a['n_experiments']} experiments "
           f"({a['n_configurations']} configurations)")
     print(a["answer"])
     for w in a["recommendation"].get("edge_warnings", []):

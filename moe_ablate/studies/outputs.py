@@ -14,6 +14,7 @@ from typing import Any
 from ..analysis import plots, report
 from ..analysis.stats import analyze, load_records, to_frame
 from ..utils import atomic_write_json, atomic_write_text
+from .halving import halving_analysis
 from .kinds import get_kind
 from .runner import Log, default_log
 from ..config import ExperimentConfig
@@ -29,6 +30,7 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
     a["n_expected"] = len(study.experiments)
     a["confirmation"] = _confirmation_cost(records)
     a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
+    a["halving"] = halving_analysis(study_dir, records, a) if study.halving else None
     atomic_write_json(study_dir / "final_results.json", {
         "study": study.identity(), "n_expected": len(study.experiments),
         "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})
@@ -36,6 +38,8 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
     kind.write_files(study_dir, study, records, a)
     df, axes = to_frame(records)
     figures = plots.study_figures(df, axes, records, a, study_dir) + kind.figures(study_dir, study, records, a)
+    if a["halving"]:
+        figures.append(plots.rung_plot(a["halving"], a["metric"], study_dir))
     if stored is None:
         _, stored = load_study(study_dir)
     atomic_write_json(study_dir / "comprehensive_report.json", {

@@ -21,6 +21,7 @@ from ..interrupt import graceful_signals
 from ..tracking import TrackingSpec, attach_study_outputs
 from ..utils import TMP_SUFFIX, resolve_device
 from .lock import LOCK_FILE, study_lock
+from . import halving
 from .kinds import get_kind
 from .outputs import write_outputs
 from .runner import DataSets, Executor, Log, default_log, resolve_configs, run_experiments
@@ -88,6 +89,8 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
 def _prepare(study: Study, log: Log):
     kind = get_kind(study.kind)
     resolve_configs(study)  # an impossible combination stops here, before anything is written
+    if study.halving:
+        halving.rung_steps(study)  # a grid that cannot be halved says so before anything is written
     if resolve_device(study.base.train.device) == "cpu" and study.base.model.d_model >= 384:
         log(f"note: a {study.base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
     datasets = DataSets(log)
@@ -119,8 +122,19 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
         log(f"{why}: adding {len(more)} experiment(s)")
         return run()
 
+    def run_rung(specs: list[ExperimentSpec], stop_at: int | None, out_dir: Path | None) -> list[dict]:
+        return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
+                               tracking_spec=tracking_spec, subset=specs, stop_at=stop_at, out_dir=out_dir,
+                               checkpoints=not study.halving_restart)
+
     with graceful_signals():
-        records = run()
+        if study.halving:
+            records = halving.run_halving(study_dir, study, run_rung, log)
+            if not records:  # interrupted mid-rung: the records so far
+                records = run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
+                                          subset=[])
+        else:
+            records = run()
         rerun_from = None  # only the first round continues from the named checkpoints
         if extend:
             while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):

@@ -53,6 +53,7 @@ class Job:
     final_model: Path | None = None  # where to save the trained model (long runs)
     resume_from: Path | None = None  # an explicit checkpoint to continue from (else the newest in checkpoint_dir)
     tracking: TrackingSpec | None = None  # live tracking (TensorBoard, W&B, MLflow)
+    stop_at: int | None = None  # stop (and checkpoint) at this step: a successive-halving rung
 
 
 class Executor(Protocol):
@@ -99,10 +100,10 @@ def _settings(e: ExperimentSpec) -> str:
     return ", ".join(f"{k}={v}" for k, v in e.overrides.items() if k != "train.seed") or "base settings"
 
 
-def load_finished(study_dir: Path, log: Log = default_log) -> dict[str, dict]:
+def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None = None) -> dict[str, dict]:
     """Finished experiment records by id; unreadable files are reported and treated as unfinished."""
     done: dict[str, dict] = {}
-    exp_dir = study_dir / EXPERIMENTS_DIR
+    exp_dir = exp_dir or study_dir / EXPERIMENTS_DIR
     if not exp_dir.is_dir():
         return done
     for f in sorted(exp_dir.glob("*.json")):
@@ -161,7 +162,7 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
         tracker = tracking.open_run(job.tracking, spec.id, spec.hyperparameters, start, log)
         result, model = train(cfg, job.data, model=cache.get(key) if cache else None, log=log, progress=progress,
                               desc=spec.id, checkpoint_dir=job.checkpoint_dir, resume_from=resume,
-                              hellaswag=_hellaswag(cfg, job.data), tracker=tracker)
+                              hellaswag=_hellaswag(cfg, job.data), tracker=tracker, stop_at=job.stop_at)
         if tracker is not None:
             tracker.finish(tracking.summary_metrics(result))
         if cache:
@@ -219,7 +220,9 @@ class LocalExecutor:
 def run_experiments(study_dir: Path, study: Study, executor: Executor | None = None, *,
                     datasets: DataSets | None = None, log: Log = default_log, progress: bool = True,
                     final_model: Path | None = None, rerun_from: dict[str, Path] | None = None,
-                    tracking_spec: TrackingSpec | None = None) -> list[dict]:
+                    tracking_spec: TrackingSpec | None = None, subset: list[ExperimentSpec] | None = None,
+                    stop_at: int | None = None, out_dir: Path | None = None,
+                    checkpoints: bool = False) -> list[dict]:
     """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
     ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
     (their record is replaced when the continued run ends)."""
@@ -227,17 +230,17 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
     executor = executor or LocalExecutor()
     datasets = datasets or DataSets(log)
     configs = resolve_configs(study)
-    exp_dir = study_dir / EXPERIMENTS_DIR
+    wanted = subset if subset is not None else study.experiments
+    exp_dir = out_dir or study_dir / EXPERIMENTS_DIR
     exp_dir.mkdir(parents=True, exist_ok=True)
-    done = load_finished(study_dir, log)
-    pending = [e for e in study.experiments if e.id not in done or e.id in rerun_from]
-    if len(pending) < len(study.experiments):
-        log(f"{len(study.experiments) - len(pending)} of {len(study.experiments)} experiments already finished; "
-            f"running {len(pending)}")
+    done = load_finished(study_dir, log, exp_dir)
+    pending = [e for e in wanted if e.id not in done or e.id in rerun_from]
+    if len(pending) < len(wanted):
+        log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
     jobs = [Job(e, configs[e.id], datasets.get(configs[e.id].data), study_dir / "checkpoints" / e.id
-                if configs[e.id].train.checkpoint_every else None, final_model, rerun_from.get(e.id), tracking_spec)
-            for e in pending]
-    bar = tqdm(total=len(study.experiments), initial=len(study.experiments) - len(pending), desc="experiments",
+                if configs[e.id].train.checkpoint_every or checkpoints else None, final_model, rerun_from.get(e.id),
+                tracking_spec, stop_at) for e in pending]
+    bar = tqdm(total=len(wanted), initial=len(wanted) - len(pending), desc="experiments",
                unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
         for job, record in executor.run(jobs, log, progress):
@@ -250,6 +253,8 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
                 break
     finally:
         bar.close()
+    if out_dir is not None:
+        return [done[e.id] for e in wanted if e.id in done]
     return [done[e.id] for e in study.experiments if e.id in done]
 
 

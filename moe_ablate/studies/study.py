@@ -34,12 +34,16 @@ class Study:
     description: str = ""
     confirm: int | None = None  # extra seeds for the top configurations; None = 2 when >= 4 configurations
     confirm_max: int = 3  # at most this many configurations are confirmed
+    halving: int = 0  # successive halving: keep the best 1/halving per rung (0 = off)
+    min_steps: int = 0  # steps of the first rung (0 = steps / halving^2)
+    halving_restart: bool = False  # rerun survivors from step 0 instead of continuing from checkpoints
 
     def identity(self) -> dict[str, Any]:
         """What a resume with flags must reproduce (JSON-normalised, so it compares with a stored one)."""
         return json.loads(json.dumps({
             "kind": self.kind, "name": self.name, "params": self.params, "metric": self.metric,
-            "base": self.base.to_dict(), "confirm": self.confirm, "confirm_max": self.confirm_max}))
+            "base": self.base.to_dict(), "confirm": self.confirm, "confirm_max": self.confirm_max,
+            "halving": self.halving, "min_steps": self.min_steps, "halving_restart": self.halving_restart}))
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.identity(), "description": self.description,
@@ -50,7 +54,8 @@ class Study:
         return cls(kind=d["kind"], name=d["name"], base=ExperimentConfig.from_dict(d["base"]),
                    experiments=[ExperimentSpec.from_dict(e) for e in d["experiments"]], params=d.get("params", {}),
                    metric=d.get("metric", "val_loss"), description=d.get("description", ""),
-                   confirm=d.get("confirm"), confirm_max=d.get("confirm_max", 3))
+                   confirm=d.get("confirm"), confirm_max=d.get("confirm_max", 3), halving=d.get("halving", 0),
+                   min_steps=d.get("min_steps", 0), halving_restart=d.get("halving_restart", False))
 
     def configurations(self) -> dict[str, list[ExperimentSpec]]:
         """Experiments grouped by configuration (seeds are repeats), in first-seen order."""
