@@ -86,9 +86,12 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         else:
             done = _rung_records(study_dir, r)
             todo = [e for e in specs if e.id not in done]
+            keep_n = max(1, math.ceil(len(alive) / study.halving))
+            watch = _EarlyRelease(study_dir, study, configs, alive, keep_n, done)
             if todo:
                 log(f"halving rung {r}: {len(alive)} configuration(s) to step {s}")
-                run_rung(todo, s, study_dir / RUNGS_DIR / f"r{r}")
+                run_rung(todo, s, study_dir / RUNGS_DIR / f"r{r}", watch)
+            peak_disk = max(peak_disk, watch.peak)
             done = _rung_records(study_dir, r)
             peak_disk = max(peak_disk, checkpoint_bytes(study_dir))
             records = [done[e.id] for e in specs if e.id in done]
@@ -117,10 +120,42 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         prev = s
     for e in study.experiments:  # finished or pruned: no checkpoint is kept
         shutil.rmtree(study_dir / "checkpoints" / e.id, ignore_errors=True)
+    if (study_dir / "checkpoints").is_dir() and not any((study_dir / "checkpoints").iterdir()):
+        (study_dir / "checkpoints").rmdir()
     summary.update(trained_steps=trained, share_of_full_grid=trained / max(1, summary["full_grid_steps"]),
                    peak_checkpoint_bytes=peak_disk)
     atomic_write_json(study_dir / "halving.json", summary)
     return records
+
+
+class _EarlyRelease:
+    """During a rung: as soon as a configuration has all its seeds and falls outside the best
+    ``keep_n`` of the configurations complete so far, it can never be kept, so its checkpoints go at
+    once. Checkpoints on disk stay near ``keep_n`` plus the one being trained, not the whole rung."""
+
+    def __init__(self, study_dir: Path, study: Study, configs: dict, alive: list[str], keep_n: int, done: dict):
+        self.study_dir, self.study, self.configs, self.keep_n = study_dir, study, configs, keep_n
+        self.alive, self.records = set(alive), dict(done)
+        self.released: set[str] = set()
+        self.peak = checkpoint_bytes(study_dir)
+
+    def __call__(self, record: dict) -> None:
+        self.peak = max(self.peak, checkpoint_bytes(self.study_dir))
+        self.records[record["experiment_id"]] = record
+        keep_newest(self.study_dir / "checkpoints" / record["experiment_id"])  # the last rung's is not needed
+        complete = [c for c in self.alive if all(e.id in self.records for e in self.configs[c])]
+        recs = [self.records[e.id] for c in complete for e in self.configs[c]]
+        top = set(_rank(recs, self.study.metric)[: self.keep_n])
+        for c in set(complete) - top - self.released:
+            for e in self.configs[c]:
+                shutil.rmtree(self.study_dir / "checkpoints" / e.id, ignore_errors=True)
+            self.released.add(c)
+
+
+def keep_newest(folder: Path) -> None:
+    found = sorted(folder.glob("checkpoint_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    for old in found[:-1]:
+        old.unlink(missing_ok=True)
 
 
 def checkpoint_bytes(study_dir: Path) -> int:

@@ -122,10 +122,11 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
         log(f"{why}: adding {len(more)} experiment(s)")
         return run()
 
-    def run_rung(specs: list[ExperimentSpec], stop_at: int | None, out_dir: Path | None) -> list[dict]:
+    def run_rung(specs: list[ExperimentSpec], stop_at: int | None, out_dir: Path | None,
+                 on_record=None) -> list[dict]:
         return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
                                tracking_spec=tracking_spec, subset=specs, stop_at=stop_at, out_dir=out_dir,
-                               checkpoints=not study.halving_restart)
+                               checkpoints=not study.halving_restart, on_record=on_record)
 
     with graceful_signals():
         if study.halving:

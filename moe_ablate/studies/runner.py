@@ -222,7 +222,7 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
                     final_model: Path | None = None, rerun_from: dict[str, Path] | None = None,
                     tracking_spec: TrackingSpec | None = None, subset: list[ExperimentSpec] | None = None,
                     stop_at: int | None = None, out_dir: Path | None = None,
-                    checkpoints: bool = False) -> list[dict]:
+                    checkpoints: bool = False, on_record: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
     ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
     (their record is replaced when the continued run ends)."""
@@ -249,6 +249,8 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
             done[job.spec.id] = read_json(path)
             bar.update(1)
             log(one_line(record))
+            if on_record is not None:
+                on_record(done[job.spec.id])
             if interrupt.requested() is not None:
                 break
     finally:
