@@ -101,7 +101,8 @@ class DataConfig:
     tokenizer: str = "bpe"  # bpe (trained locally, cached) | hf:NAME
     vocab_size: int = 4096  # for the local BPE
     # Caps are opt-in: 0 = everything. hf: sources default to the seeds' 3000 documents x 3000
-    # characters and 1M tokens; builtin generates num_documents documents (default 3000).
+    # characters and 1M tokens. A preset never caps a user's data: it sizes only the generator.
+    builtin_documents: int = 3000  # how many documents the builtin generator makes
     num_documents: int = 0
     max_tokens: int = 0
     max_doc_chars: int = 0
@@ -203,7 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.qk_nope_head_dim": 16, "model.v_head_dim": 32,
         "train.seq_len": 128, "train.batch_size": 8, "train.steps": 100, "train.eval_every": 20,
         "train.eval_batches": 4,
-        "data.vocab_size": 2048, "data.num_documents": 1500,
+        "data.vocab_size": 2048, "data.builtin_documents": 1500,
     },
     # Experiment 9 (DeepSeek attention + dense MLP): hidden 512, 12 layers, 8 heads, intermediate 2048.
     "exp9": {
@@ -282,8 +283,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append("patience, checkpoint_every and hellaswag_every must be >= 0")
     if not 0 < d.val_fraction < 0.5:
         problems.append(f"val_fraction must be in (0, 0.5), got {d.val_fraction}")
-    if d.vocab_size <= 0:
-        problems.append(f"data.vocab_size must be positive, got {d.vocab_size}")
+    if d.vocab_size <= 0 or d.builtin_documents <= 0:
+        problems.append(f"data.vocab_size and data.builtin_documents must be positive, got {d.vocab_size}, "
+                        f"{d.builtin_documents}")
     for name in ("num_documents", "max_tokens", "max_doc_chars"):
         if getattr(d, name) < 0:
             problems.append(f"data.{name} must be >= 0 (0 = no cap), got {getattr(d, name)}")

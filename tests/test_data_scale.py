@@ -142,3 +142,25 @@ def test_bad_data_is_one_line_and_leaves_no_cache_entry(tmp_path, capsys, name, 
     assert len(err) == 1 and message in err[0], err
     tokens = cache / "tokens"
     assert not tokens.exists() or not list(tokens.iterdir())
+
+
+def test_a_preset_never_caps_a_users_file(tmp_path):
+    from moe_ablate.config import preset_config
+
+    f = tmp_path / "lines.txt"
+    f.write_text("\n".join(LINES * 5))  # 2,000 documents: more than the tiny preset's 1,500 built-in ones
+    cfg = preset_config("tiny").data
+    cfg.source, cfg.cache_dir, cfg.vocab_size, cfg.txt_split = str(f), str(tmp_path / "c"), 300, "line"
+    p = prepare_data(cfg, **QUIET).provenance
+    assert p["num_documents"] == 2000 and not p["dropped"]
+
+
+def test_a_bad_file_in_a_folder_is_named(tmp_path, capsys):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\n\n".join(LINES[:50]))
+    (folder / "b.txt").write_bytes(b"\xff\xfe\x00\x81" * 100)
+    (folder / "c.txt").write_text("\n\n".join(LINES[50:]))
+    assert main(["data", "prepare", "--data", str(folder), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder / "b.txt") in err[0] and "not UTF-8" in err[0]

@@ -80,8 +80,9 @@ EXPERIMENT_FLAGS = {
     "--data": ("data.source", str, "builtin (default, offline) | FILE.txt/.jsonl/.parquet | FOLDER | hf:NAME[:CONFIG]"),
     "--tokenizer": ("data.tokenizer", str, "bpe (trained locally on the data, cached) | hf:NAME"),
     "--vocab-size": ("data.vocab_size", pos_int, "vocabulary size of the local BPE tokenizer"),
-    "--num-documents": ("data.num_documents", nonneg_int, "read only the first N documents (default: all; builtin: "
-                        "how many to generate, 3000; hf: 3000)"),
+    "--builtin-documents": ("data.builtin_documents", pos_int, "how many documents the builtin generator makes "
+                            "(default 3000; the tiny preset 1500)"),
+    "--num-documents": ("data.num_documents", nonneg_int, "read only the first N documents (default: all; hf: 3000)"),
     "--max-doc-chars": ("data.max_doc_chars", nonneg_int, "cut each document to N characters (default: whole; hf: "
                         "3000)"),
     "--max-tokens": ("data.max_tokens", nonneg_int, "keep at most N tokens, train and validation in proportion "

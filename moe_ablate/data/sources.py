@@ -34,7 +34,6 @@ def local_files(source: str) -> list[Path]:
 
 # The seeds' caps, for the hub corpus they described (cosmopedia): a user's own files are read whole.
 HUB_DEFAULTS = {"num_documents": 3000, "max_doc_chars": 3000, "max_tokens": 1_000_000}
-BUILTIN_DOCUMENTS = 3000  # how many documents the built-in generator makes unless told otherwise
 BATCH = 1000  # documents per read / tokenisation batch
 
 
@@ -52,8 +51,9 @@ def caps_for(cfg: DataConfig) -> Caps:
     if cfg.source.startswith("hf:"):
         return Caps(cfg.num_documents or HUB_DEFAULTS["num_documents"],
                     cfg.max_doc_chars or HUB_DEFAULTS["max_doc_chars"], cfg.max_tokens or HUB_DEFAULTS["max_tokens"])
-    if cfg.source == "builtin":  # a generator: num_documents is its size, not a cap on anything
-        return Caps(cfg.num_documents or BUILTIN_DOCUMENTS, cfg.max_doc_chars or None, cfg.max_tokens or None)
+    if cfg.source == "builtin":  # a generator of builtin_documents documents (a num_documents cap may cut it)
+        n = min(cfg.num_documents or cfg.builtin_documents, cfg.builtin_documents)
+        return Caps(n, cfg.max_doc_chars or None, cfg.max_tokens or None)
     return Caps(cfg.num_documents or None, cfg.max_doc_chars or None, cfg.max_tokens or None)  # 0 = no cap
 
 
@@ -86,27 +86,40 @@ def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:
 
 def _raw_batches(cfg: DataConfig, limit: int | None) -> Iterator[list[str]]:
     if cfg.source == "builtin":
-        count = limit or BUILTIN_DOCUMENTS
+        count = limit or cfg.builtin_documents
         for start in range(0, count, BATCH):
             yield [builtin_document(cfg.seed, i) for i in range(start, min(count, start + BATCH))]
     elif cfg.source.startswith("hf:"):
         yield from _hub_batches(cfg.source)
     else:
+        by_kind: dict[str, list[Path]] = {}
         for f in local_files(cfg.source):
-            yield from _file_batches(f, cfg.txt_split)
+            by_kind.setdefault(FILE_KINDS[f.suffix], []).append(f)
+        for files in by_kind.values():  # one streaming dataset per file type: its setup is paid once
+            try:
+                yield from _file_batches(files, cfg.txt_split)
+            except UserError:
+                if len(files) == 1:
+                    raise
+                for f in files:  # name the file that failed (only on this error path)
+                    for _ in _file_batches([f], cfg.txt_split):
+                        pass
+                raise
 
 
-def _file_batches(f: Path, txt_split: str) -> Iterator[list[str]]:
-    """One file through ``datasets`` in streaming mode (bounded memory whatever its size).
+def _file_batches(files: list[Path], txt_split: str) -> Iterator[list[str]]:
+    """Files of one type through ``datasets`` in streaming mode (bounded memory whatever their size).
     .txt: one document per paragraph (blank-line separated), per line, or the whole file."""
     import datasets
 
     datasets.disable_progress_bars()
-    kind = FILE_KINDS[f.suffix]
+    kind = FILE_KINDS[files[0].suffix]
     kwargs = {"sample_by": {"paragraph": "paragraph", "line": "line", "file": "document"}[txt_split]} \
         if kind == "text" else {}
+    f = files[0] if len(files) == 1 else f"one of {len(files)} {files[0].suffix} files in {files[0].parent}"
     try:
-        ds = datasets.load_dataset(kind, data_files=[str(f)], split="train", streaming=True, **kwargs)
+        ds = datasets.load_dataset(kind, data_files=[str(x) for x in files], split="train", streaming=True,
+                                   **kwargs)
         for batch in ds.iter(batch_size=BATCH):
             if "text" not in batch:
                 raise UserError(f"{f} has no 'text' field (fields: {', '.join(batch) or 'none'})")
