@@ -173,7 +173,8 @@ def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by
                              "whether the optimum moved; add seeds")
     elif common:
         moved, text = False, (f"no shift detectable at this noise level: the best {lr_axis} differs ({per}), but "
-                              f"{', '.join(f'{x:g}' for x in sorted(common))} is near-optimal at every {by}")
+                              f"{', '.join(f'{x:g}' for x in sorted(common))} {'is' if len(common) == 1 else 'are'} "
+                              f"near-optimal at every {by}")
     else:
         moved, text = True, (f"the optimum moved with {by}: best {lr_axis} {per}; the near-optimal ranges do not "
                              "overlap")
