@@ -1,7 +1,6 @@
 """A user's data used whole: .txt splitting, no silent caps, identity by content, epochs, a tokenizer
 that never saw validation text, and one line for every bad file."""
 
-import json
 import os
 
 import pytest

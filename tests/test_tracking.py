@@ -1,7 +1,5 @@
 """Live tracking: TensorBoard event files read back; W&B offline and MLflow's file store when installed."""
 
-import json
-import os
 
 import pytest
 

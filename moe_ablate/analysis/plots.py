@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .stats import is_lr_axis, is_numeric_axis, log_scale, sorted_values  # noqa: E402
+from .stats import is_lr_axis, is_numeric_axis, sorted_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 FAILED = dict(marker="x", color="tab:red", s=60, zorder=5)

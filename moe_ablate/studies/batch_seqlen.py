@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
 from ..errors import UserError
 from ..utils import atomic_write_json
 from .kind import StudyKind

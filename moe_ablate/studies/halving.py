@@ -24,7 +24,6 @@ from ..analysis import ranking
 from ..analysis.stats import to_frame
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
-from .spec import ExperimentSpec
 from .study import Study
 
 RUNGS_DIR = "rungs"
