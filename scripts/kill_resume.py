@@ -27,8 +27,9 @@ SMALL = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "-
          "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress", "--device", "cpu"]
 STUDY_TOML = """
 [study]
-name = "faults"
+name = "{name}"
 preset = "tiny"
+{confirm}
 [base.model]
 d_model = 32
 n_heads = 2
@@ -40,18 +41,26 @@ max_seq_len = 32
 steps = {steps}
 batch_size = 4
 seq_len = 32
-eval_every = 5
+eval_every = 4
 eval_batches = 2
-log_every = 5
+log_every = 4
 device = "cpu"
 [base.data]
 num_documents = 300
 max_tokens = 60000
 vocab_size = 512
+{cache}
 [grid.train]
-muon_lr = [0.01, 0.05]
+muon_lr = {lrs}
 weight_decay = [0.0, 0.1]
 """
+
+
+def study_toml(steps: int, lrs: str = "[0.01, 0.05]", confirm: int | None = None, cache: str | None = None,
+               name: str = "faults") -> str:
+    """A study of a very small model: len(lrs) x 2 configurations (the test suite uses it too)."""
+    return STUDY_TOML.format(name=name, steps=steps, lrs=lrs, confirm="" if confirm is None else f"confirm = {confirm}",
+                             cache="" if cache is None else f'cache_dir = "{cache}"')
 
 
 def commands(kind: str, work: Path, out: Path, steps: int, cache: Path) -> tuple[list[str], list[str]]:
@@ -59,7 +68,7 @@ def commands(kind: str, work: Path, out: Path, steps: int, cache: Path) -> tuple
     cache_flags = ["--cache-dir", str(cache)]
     if kind == "run":
         cfg = work / "faults.toml"
-        cfg.write_text(STUDY_TOML.format(steps=steps))
+        cfg.write_text(study_toml(steps))
         return (["run", "--config", str(cfg), "--output-dir", str(out), "--no-progress", *cache_flags],
                 ["run", "--resume", "DIR", "--no-progress"])
     if kind == "lr-search":

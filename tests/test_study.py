@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from collections import Counter
 
 import pytest
@@ -11,6 +12,9 @@ import pytest
 from moe_ablate.studies.outputs import analyze_folder
 from moe_ablate.cli import main
 from moe_ablate.studies.spec import expand, load_study, spanning_subset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import kill_resume  # noqa: E402  (the small study TOML lives with the kill/resume script)
 
 
 def test_lr_grid_expands_to_270_and_quick_to_the_4():
@@ -43,40 +47,9 @@ def test_seeds_repeat_each_experiment():
     assert len(exps) == 12 and {e.overrides["train.seed"] for e in exps} == {10, 11, 12}
 
 
-SMALL_STUDY = """
-[study]
-name = "small"
-preset = "tiny"
-confirm = {confirm}
-[base.model]
-d_model = 32
-n_heads = 2
-n_layers = 1
-d_ff = 64
-num_experts = 4
-max_seq_len = 32
-[base.train]
-steps = {steps}
-batch_size = 4
-seq_len = 32
-eval_every = 4
-eval_batches = 2
-log_every = 4
-device = "cpu"
-[base.data]
-num_documents = 300
-max_tokens = 60000
-vocab_size = 512
-cache_dir = "{cache}"
-[grid.train]
-muon_lr = {lrs}
-weight_decay = [0.0, 0.1]
-"""
-
-
 def write_study(tmp_path, cache_dir, steps=8, lrs="[0.01, 0.05, 0.1]", confirm=0, extra=""):
     path = tmp_path / "small.toml"
-    path.write_text(SMALL_STUDY.format(steps=steps, cache=cache_dir, lrs=lrs, confirm=confirm) + extra)
+    path.write_text(kill_resume.study_toml(steps, lrs, confirm, str(cache_dir), name="small") + extra)
     return path
 
 

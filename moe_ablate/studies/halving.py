@@ -59,11 +59,15 @@ def _rung_records(study_dir: Path, r: int) -> dict[str, dict]:
     return out
 
 
+def _table(records: list[dict], metric: str):
+    """Configurations best first by mean over successful seeds (as the recommendation ranks)."""
+    return ranking.configuration_table(*to_frame(records), metric)
+
+
 def _rank(records: list[dict], metric: str) -> list[str]:
-    """Configurations best first (by mean over successful seeds); ones with no successful run last."""
-    df, axes = to_frame(records)
-    table = ranking.configuration_table(df, axes, metric)
-    return [c for c, n in zip(table.config_id, table.n) if n > 0]
+    """Configuration ids best first; ones with no successful run are left out."""
+    table = _table(records, metric)
+    return list(table.config_id[table.n > 0])
 
 
 def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict]], log) -> list[dict]:
@@ -94,11 +98,11 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
             done = _rung_records(study_dir, r)
             peak_disk = max(peak_disk, checkpoint_bytes(study_dir))
             records = [done[e.id] for e in specs if e.id in done]
-            if len(records) < len(specs):  # interrupted mid-rung
-                return []
-        ranked = _rank(records, study.metric)
-        means = {c["config_id"]: c["mean"] for c in
-                 ranking.configuration_table(*to_frame(records), study.metric).to_dict("records")}
+            if len(records) < len(specs):  # interrupted mid-rung: the study's records so far
+                return run_rung([], None, None)
+        table = _table(records, study.metric)
+        ranked = list(table.config_id[table.n > 0])
+        means = dict(zip(table.config_id, table["mean"]))
         keep = ranked if last else ranked[: max(1, math.ceil(len(alive) / study.halving))]
         rung_info = {"rung": r, "steps": s, "configurations": len(alive), "kept": keep,
                      "metric": {c: means.get(c) for c in alive}}

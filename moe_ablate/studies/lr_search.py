@@ -11,8 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from ..analysis import ranking
-from ..analysis.stats import to_frame
 from ..config import apply_overrides, preset_config, validate
 from ..utils import atomic_write_json, read_json
 from ..errors import UserError
@@ -93,14 +94,13 @@ class LRSearchKind(StudyKind):
         if lr is None:
             return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
                     "recommendation": "every run failed; no learning rate to recommend"}
-        df, axes = to_frame(records)
-        table = ranking.configuration_table(df, axes, METRIC)
+        table = pd.DataFrame(analysis["configurations"])  # already ranked by the analysis
         by_id = {r.get("config_id", r["experiment_id"]): r for r in records}
         best_run = by_id[rec["best"]]
         out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
                "best_step": best_run.get("best_step"), "tried": tried,
                "failed": sorted({_lr(r) for r in records if r.get("status") != "ok"}),
-               "bracketed": ranking.bracketed(table, "muon_lr", rec["best"]) if "muon_lr" in axes else False,
+               "bracketed": ranking.bracketed(table, "muon_lr", rec["best"]) if "muon_lr" in analysis["axes"] else False,
                "near_optimal_learning_rates": sorted(_lr(by_id[c]) for c in rec["near_optimal"]),
                "verdict": rec["verdict"], "recommendation": f"best LR {lr:.2e}: {rec['text']}"}
         if "runner_up" in rec:

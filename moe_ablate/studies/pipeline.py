@@ -129,13 +129,7 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
                                checkpoints=not study.halving_restart, on_record=on_record)
 
     with graceful_signals():
-        if study.halving:
-            records = halving.run_halving(study_dir, study, run_rung, log)
-            if not records:  # interrupted mid-rung: the records so far
-                records = run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
-                                          subset=[])
-        else:
-            records = run()
+        records = halving.run_halving(study_dir, study, run_rung, log) if study.halving else run()
         rerun_from = None  # only the first round continues from the named checkpoints
         if extend:
             while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):
