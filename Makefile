@@ -1,17 +1,23 @@
-# Two entry points for a fresh machine (see README.md). Both are idempotent.
+# The README's entry points for a fresh machine. All are idempotent.
+#   make quick     install, then the 4-configuration quick study with its full report (minutes on 2 CPU cores)
+#   make test      install (with pytest), then the fast test tier (a few minutes)
+#   make test-all  the fast tier and the slow one: kill/resume loops, real full disks, multi-process Ray
+# EXTRAS adds optional extras, e.g. `make test-all EXTRAS=dev,ray,tensorboard`.
 PY ?= python3
 VENV ?= .venv
 EXTRAS ?= dev
 BIN := $(VENV)/bin
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-$(BIN)/moe-ablate: pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# the CPU wheel first, so the torch>= range is already met (no CUDA download)
 	$(BIN)/pip install -q "torch==2.13.0" || $(BIN)/pip install -q torch
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-install: $(BIN)/moe-ablate
+install: $(STAMP)
 
 quick: install
 	$(BIN)/moe-ablate run --quick --preset tiny
@@ -19,4 +25,7 @@ quick: install
 test: install
 	$(BIN)/python -m pytest
 
-.PHONY: install quick test
+test-all: install
+	$(BIN)/python -m pytest -m ""
+
+.PHONY: install quick test test-all

@@ -56,13 +56,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError):  # name the file the user knows, not the temporary one
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-        if isinstance(e, RuntimeError) and "writ" in str(e).lower():  # torch.save's writer wraps the OSError
+        if (cause := _os_error_in(e)) is not None:  # name the file the user knows, not the temporary one
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from None
+        if isinstance(e, RuntimeError) and "writ" in str(e).lower():  # torch's zip writer failed on its own
             full = shutil.disk_usage(path.parent).free < 1 << 20
             raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full
                           else f"write failed ({str(e).splitlines()[0][:120]})", str(path)) from None
         raise
+
+
+def _os_error_in(e: BaseException | None) -> OSError | None:
+    """The OSError behind ``e``: itself, or one it was raised from or while handling. A full disk under
+    ``torch.save`` surfaces as the zip writer's ``RuntimeError: unexpected pos`` raised while handling
+    the ``OSError: [Errno 28]`` of the write that failed."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from moe_ablate.cli import main
 
 from .test_study import write_study
@@ -36,6 +38,7 @@ def test_seeds_and_confirmation_end_to_end(tmp_path, cache_dir, capsys):
         assert text in report, text
 
 
+@pytest.mark.slow
 def test_sigkill_during_confirmation_then_resume_loses_nothing(tmp_path, cache_dir):
     cfg = write_study(tmp_path, cache_dir, steps=40, confirm=2)
     out = tmp_path / "out"

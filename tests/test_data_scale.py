@@ -2,6 +2,8 @@
 that never saw validation text, and one line for every bad file."""
 
 import os
+import subprocess
+import time
 
 import pytest
 
@@ -78,6 +80,31 @@ def test_a_same_length_rewrite_with_the_same_mtime_invalidates_the_cache(tmp_pat
     assert not second.provenance["from_cache"]
     assert second.provenance["source_identity"]["sha256"] != first.provenance["source_identity"]["sha256"]
     assert prep(f, tmp_path).provenance["from_cache"]  # unchanged since: the cache is used
+
+
+def test_cp_p_over_the_file_is_rehashed_though_size_and_mtime_match(tmp_path, monkeypatch):
+    """``cp -p new old`` rewrites old in place with text of the same length and restores the mtime; only the
+    ctime moves. The racy-second guard is switched off so that the stamp alone has to catch it."""
+    from moe_ablate.data import hashing
+
+    monkeypatch.setattr(hashing, "RACY_SECONDS", 0.0)
+    hashed = []
+    real = hashing.file_sha256
+    monkeypatch.setattr(hashing, "file_sha256", lambda p: hashed.append(p) or real(p))
+    old, new = tmp_path / "data.txt", tmp_path / "new.txt"
+    past = time.time_ns() - 3600 * 10**9
+    for f, text in ((old, "\n\n".join(LINES)), (new, "\n\n".join(x.replace("fox", "cat") for x in LINES))):
+        f.write_text(text)
+        os.utime(f, ns=(past, past))
+    first = hashing.content_sha256([old], tmp_path)
+    assert hashing.content_sha256([old], tmp_path) == first and len(hashed) == 1  # the shortcut serves it
+    before = os.stat(old)
+    subprocess.run(["cp", "-p", str(new), str(old)], check=True)
+    after = os.stat(old)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    second = hashing.content_sha256([old], tmp_path)
+    assert len(hashed) == 2 and second != first
+    assert hashing.content_sha256([old], tmp_path) == second and len(hashed) == 2  # and the shortcut again
 
 
 def test_resume_with_changed_data_content_is_refused(tmp_path, capsys):

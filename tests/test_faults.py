@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import kill_resume  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", kill_resume.KINDS)
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(kind, tmp_path, cache_dir):
     r = kill_resume.trial(kind, kills=2, seed=11, work=tmp_path, steps=10, cache=cache_dir)
@@ -40,6 +41,7 @@ def _wait_for(predicate, timeout=240):
     assert predicate()
 
 
+@pytest.mark.slow
 def test_sigterm_records_interrupted_keeps_files_consistent_and_resume_finishes(tmp_path, cache_dir):
     cfg = write_study(tmp_path, cache_dir, steps=60)
     d = tmp_path / "t"
@@ -62,6 +64,7 @@ def test_sigterm_records_interrupted_keeps_files_consistent_and_resume_finishes(
     assert len(recs) == 6 and all(r["status"] == "ok" for r in recs)  # the interrupted one ran again
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_a_long_run_and_resume_continues_it(tmp_path, cache_dir):
     args = kill_resume.commands("train", tmp_path, tmp_path / "out", 200, cache_dir)[0]
     args = [a if a != "600" else "400" for a in args]
@@ -81,6 +84,7 @@ def test_sigterm_checkpoints_a_long_run_and_resume_continues_it(tmp_path, cache_
     assert json.loads((run / "long_term_results.json").read_text())["steps"] == 400
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_folder_is_refused_until_the_first_dies(tmp_path, cache_dir):
     cfg = write_study(tmp_path, cache_dir, steps=2)
     assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "c", "--no-progress"]) == 0

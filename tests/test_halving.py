@@ -6,6 +6,8 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
+
 from moe_ablate.cli import main
 
 from .test_study import write_study
@@ -48,6 +50,7 @@ def test_survivors_equal_the_full_grid_and_pruned_runs_are_never_recommended(tmp
     assert "## Successive halving" in report and (tmp_path / "half" / "halving_rungs.png").exists()
 
 
+@pytest.mark.slow
 def test_a_killed_halving_study_resumes_to_the_same_result(tmp_path, cache_dir):
     fresh, resume = kill_resume.commands("run", tmp_path, tmp_path / "ref", 20, cache_dir)
     fresh += ["--halving", "2", "--min-steps", "5", "--confirm", "0"]

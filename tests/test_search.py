@@ -129,10 +129,20 @@ def test_lr_search_resume_keeps_the_stored_study_and_reruns_nothing(tmp_path, ca
     assert after == before
     assert json.loads((tmp_path / "s" / "lr_recommendation.json").read_text())["exp"] == 3
     capsys.readouterr()
-    # a flag that defines another study is refused, with one line
-    assert main(["lr-search", "--exp", "9", "--resume", str(tmp_path / "s"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "different config" in err[0]
+    # flags that agree with the stored study are fine, whether the study was started with them or not
+    for agreeing in (["--exp", "3"], ["--exp", "3", "--steps", "2", "--lrs", "1e-3", "1e-2"], ["--patience", "3"]):
+        assert main(["lr-search", *agreeing, "--resume", str(tmp_path / "s"), "--no-progress"]) == 0, agreeing
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "experiments").iterdir()} == before
+    # a flag that defines another study is refused with one line naming the flag and both values
+    for conflicting, says in ((["--exp", "9"], "--exp: the study has 3, this command gives 9"),
+                              (["--exp", "3", "--steps", "5"], "--steps: the study has 2, this command gives 5"),
+                              (["--patience", "7"], "--patience: the study has 3, this command gives 7"),
+                              (["--full"], "--full: the study has it unset, this command gives True")):
+        capsys.readouterr()
+        assert main(["lr-search", *conflicting, "--resume", str(tmp_path / "s"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "s" / "experiments").iterdir()} == before
 
 
 @pytest.mark.parametrize("args", [["train", "--exp", "9", "--lr", "abc"], ["train", "--exp", "3", "--lr", "-1"],

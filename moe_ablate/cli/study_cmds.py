@@ -4,6 +4,8 @@ and calls ``studies.pipeline.run_study``."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
 from pathlib import Path
 
@@ -11,25 +13,77 @@ from ..config import apply_overrides
 from ..errors import UserError
 from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search
 from ..studies.pipeline import StudyResult, run_study
-from .args import (DEFAULT_OUTPUT, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
+from ..studies.study import load_study
+from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
                    experiment_overrides, log, lr_or_auto, nonneg_int, pos_float, pos_int, study_dir_for,
                    tracking_kwargs)
 
 
 def _run(args, build, **kw) -> StudyResult:
-    """Shared by every study command: a new study from the flags, or on --resume the stored one
-    (any study flags given must reproduce it)."""
+    """Shared by every study command: a new study from the flags, or on --resume the stored one."""
     ex = executor(args)  # before anything is written
-    study = None if args.resume and not defining_given(args) else build()
-    if study is not None and getattr(args, "halving", None):
-        if args.halving < 2:
-            raise UserError("--halving needs ETA >= 2")
-        study.halving, study.min_steps, study.halving_restart = args.halving, args.min_steps or 0, args.halving_restart
+    study = _resumed_with_flags(args, build) if args.resume else _build(args, build, record_flags=True)
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
                        executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
     _print_outcome(result, time.perf_counter() - t0)
     return result
+
+
+def _build(args, build, record_flags: bool = False):
+    """The study these flags define (``build(args)`` plus the halving settings every kind shares)."""
+    study = build(args)
+    if getattr(args, "halving", None):
+        if args.halving < 2:
+            raise UserError("--halving needs ETA >= 2")
+        study.halving, study.min_steps, study.halving_restart = args.halving, args.min_steps or 0, args.halving_restart
+    if record_flags:
+        study.flags = _json({d: getattr(args, d) for d in defining_given(args)})
+    return study
+
+
+def _json(v):
+    return json.loads(json.dumps(v))
+
+
+def _resumed_with_flags(args, build):
+    """On --resume, only the study-defining flags the user gave are compared, each with the value the study
+    was started with: agreeing flags are fine (the stored study runs, ``None`` is returned), a conflicting
+    one is one line naming the flag and both values. A flag the study was not started with agrees when
+    adding it to the original flags defines the same study (e.g. ``--steps`` equal to the preset's)."""
+    given = defining_given(args)
+    if not given:
+        return None
+    stored, _ = load_study(Path(args.resume))
+    if stored.flags is None:  # started from Python or by an older version: the whole study must match
+        return _build(args, build)
+    flag = lambda d: "--" + d.replace("_", "-")  # noqa: E731  (every defining flag's dest is its name)
+    mine = _json({d: getattr(args, d) for d in given})
+    conflicts = [f"{flag(d)}: the study has {_show(stored.flags[d])}, this command gives {_show(v)}"
+                 for d, v in mine.items() if d in stored.flags and stored.flags[d] != v]
+    original = vars(args) | {d: None for d in getattr(args, "defining", ())} | stored.flags
+    for d in (d for d in given if d not in stored.flags):
+        trial = _build(argparse.Namespace(**(original | {d: getattr(args, d)})), build)
+        if trial.identity() != stored.identity():
+            conflicts.append(f"{flag(d)}: the study has {_stored_value(stored, flag(d))}, this command gives "
+                             f"{_show(mine[d])}")
+    if conflicts:
+        raise UserError(f"cannot resume {args.resume}: {'; '.join(conflicts)} (give no study flags, or ones that "
+                        "agree with the study)")
+    return None
+
+
+def _stored_value(study, flag: str) -> str:
+    """What the stored study used for a flag it was not started with: the base config's value for an
+    experiment setting, else the fact that the flag was not given."""
+    if flag in EXPERIMENT_FLAGS:
+        section, key = EXPERIMENT_FLAGS[flag][0].split(".")
+        return _show(study.base.to_dict()[section][key])
+    return "it unset"
+
+
+def _show(v) -> str:
+    return " ".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
@@ -48,7 +102,7 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
 
 # ---------------------------------------------------------------- run (LR ablation and any TOML grid)
 def cmd_run(args) -> int:
-    def build():
+    def build(args):
         return grid.make_study(args.config or "lr_ablation", preset=args.preset, overrides=experiment_overrides(args),
                                quick=args.quick, max_experiments=args.max_experiments, seeds=args.seeds,
                                confirm=args.confirm)
@@ -66,13 +120,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_batch_seqlen(args) -> int:
-    custom = {"batch_size": args.batch, "seq_len": args.seqlen, "lr": args.lr, "grad_accum": args.grad_accum,
-              "name": args.name}
-    is_custom = any(v is not None for k, v in custom.items() if k != "name")
-    if is_custom and (args.batch is None or args.seqlen is None):
-        raise UserError("a custom run needs at least --batch and --seqlen")
-
-    def build():
+    def build(args):
+        custom = {"batch_size": args.batch, "seq_len": args.seqlen, "lr": args.lr, "grad_accum": args.grad_accum,
+                  "name": args.name}
+        is_custom = any(v is not None for k, v in custom.items() if k != "name")
+        if is_custom and (args.batch is None or args.seqlen is None):
+            raise UserError("a custom run needs at least --batch and --seqlen")
         return batch_seqlen.make_study(args.config or "batch_seqlen", preset=args.preset,
                                        overrides=experiment_overrides(args), custom=custom if is_custom else None,
                                        confirm=args.confirm)
@@ -95,7 +148,7 @@ def cmd_lr_search(args) -> int:
     if args.exp is None and not args.resume:
         raise UserError("lr-search needs --exp 9 or --exp 3 (or --resume DIR)")
 
-    def build():
+    def build(args):
         return lr_search.make_study(args.exp, lrs=args.lrs, full=args.full, preset=args.preset,
                                     overrides=experiment_overrides(args), confirm=args.confirm)
 
@@ -116,7 +169,7 @@ def cmd_lr_search(args) -> int:
 
 
 def cmd_expert_search(args) -> int:
-    def build():
+    def build(args):
         if args.lr == "auto":
             lr, source = _auto_lr(args.output_dir, 3)
         else:
@@ -221,7 +274,7 @@ def register(sub) -> None:
     b.set_defaults(func=cmd_batch_seqlen)
 
     lr = sub.add_parser("lr-search", help="learning-rate search for Experiment 9 or 3 (early stopping, recommendation)",
-                        description="Train the experiment's model once per LR (warmup 5%% + cosine to 10%%, early "
+                        description="Train the experiment's model once per LR (warmup 5% + cosine to 10%, early "
                                     "stopping on validation loss) and recommend the LR with the lowest best "
                                     "validation loss. Quick: 4 LRs x 1000 steps; --full: 7 LRs x 2000 steps.")
     d = Defining(lr, "the study")

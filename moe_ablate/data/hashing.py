@@ -3,9 +3,11 @@
 The token cache and a study's data identity use the *content* of the files, so a file rewritten
 with text of the same length, or copied with ``cp -p``/``rsync -t``, is never mistaken for the old
 one. Hashing a big file again on every run would be slow, so an unchanged file's hash is reused
-when its (size, mtime_ns, inode) match the recorded ones and the file was not modified within the
-last two seconds (a write in the same timestamp tick could hide behind an equal mtime, the
-"racy git" problem): in any doubt the file is hashed again.
+when its (size, mtime_ns, ctime_ns, inode) match the recorded ones and the file was not modified
+within the last two seconds (a write in the same timestamp tick could hide behind an equal mtime,
+the "racy git" problem): in any doubt the file is hashed again. The ctime is what makes this safe
+against ``cp -p new old`` or ``touch -r``: they restore the mtime, but any write or ``utime`` sets
+the ctime to now, and no user call can set it back (git's index keys on it for the same reason).
 """
 
 from __future__ import annotations
@@ -41,9 +43,9 @@ def content_sha256(files: list[Path], cache_dir: Path) -> str:
     for f in files:
         st = os.stat(f)
         key = str(Path(f).resolve())
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = index.get(key)
-        fresh = time.time() - st.st_mtime_ns / 1e9 < RACY_SECONDS
+        fresh = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < RACY_SECONDS
         if entry and entry.get("stamp") == stamp and not fresh:
             digest = entry["sha256"]
         else:

@@ -37,6 +37,7 @@ class Study:
     halving: int = 0  # successive halving: keep the best 1/halving per rung (0 = off)
     min_steps: int = 0  # steps of the first rung (0 = steps / halving^2)
     halving_restart: bool = False  # rerun survivors from step 0 instead of continuing from checkpoints
+    flags: dict[str, Any] | None = None  # the study-defining flags it was started with (None: not from the CLI)
 
     def identity(self) -> dict[str, Any]:
         """What a resume with flags must reproduce (JSON-normalised, so it compares with a stored one)."""
@@ -46,7 +47,7 @@ class Study:
             "halving": self.halving, "min_steps": self.min_steps, "halving_restart": self.halving_restart}))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.identity(), "description": self.description,
+        return {**self.identity(), "description": self.description, "flags": self.flags,
                 "experiments": [e.to_dict() for e in self.experiments]}
 
     @classmethod
@@ -55,7 +56,8 @@ class Study:
                    experiments=[ExperimentSpec.from_dict(e) for e in d["experiments"]], params=d.get("params", {}),
                    metric=d.get("metric", "val_loss"), description=d.get("description", ""),
                    confirm=d.get("confirm"), confirm_max=d.get("confirm_max", 3), halving=d.get("halving", 0),
-                   min_steps=d.get("min_steps", 0), halving_restart=d.get("halving_restart", False))
+                   min_steps=d.get("min_steps", 0), halving_restart=d.get("halving_restart", False),
+                   flags=d.get("flags"))
 
     def configurations(self) -> dict[str, list[ExperimentSpec]]:
         """Experiments grouped by configuration (seeds are repeats), in first-seen order."""
