@@ -276,6 +276,12 @@ def train(
                          schedulers[0].get_last_lr()[0], model, device, amp_dtype, peak_mem, t.seed, data,
                          checkpoints, wall=time.perf_counter() - started)
     result["epochs"] = state["tokens"] / len(data.train)  # > 1: the run repeated its training data
+    if status == "ok" and t.eval_seq_len and t.eval_seq_len != t.seq_len:
+        # scored on common windows of another length (batch-seqlen): also score the final model at its own
+        # training length, on as many validation tokens, since beyond it a short-context model is off-task
+        per_batch = max(1, (t.eval_batch_size or t.batch_size) * t.eval_seq_len // t.seq_len)
+        own = evaluate(model, data.val_batches(per_batch, t.seq_len, t.eval_batches, device), device, amp_dtype)
+        result["val_loss_own_length"] = own["loss"]
     return result, model
 
 

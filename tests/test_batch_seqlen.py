@@ -38,6 +38,15 @@ def test_matrix_and_custom_runs_write_every_file_and_never_overwrite(tmp_path, c
     assert main(["batch-seqlen"] + common) == 0  # a second study gets its own folder
     studies = sorted(p for p in tmp_path.iterdir() if p.name.startswith("batch_seqlen_2"))
     assert len(studies) == 2
+    # review item 8: scored on the common longest windows *and* at each run's own training length
+    runs = [json.loads(p.read_text()) for p in (studies[0] / "experiments").glob("*.json")]
+    longest = max(r["config"]["train"]["seq_len"] for r in runs)
+    for r in runs:
+        own = r["config"]["train"]["seq_len"] != longest
+        assert (r.get("val_loss_own_length") is not None) == own, r["experiment_id"]
+    report = (studies[0] / "report.md").read_text()
+    assert "On the common longest validation windows:" in report and "Ranked at each strategy's own length" in report
+    assert "not penalised" not in report and "at each strategy's own training length instead" in report
     for d in studies:
         assert len(list((d / "experiments").glob("*.json"))) == 9
         for f in ("results.json", "batch_seqlen_comparison.png", "report.md", "config.json"):

@@ -28,12 +28,14 @@ def test_seeds_and_confirmation_end_to_end(tmp_path, cache_dir, capsys):
     a = json.loads((d / "analysis.json").read_text())
     rec = a["recommendation"]
     best_runs = [r for r in recs if r["config_id"] == rec["best"]]
-    assert len(best_runs) == 4 and rec["n"] == 4  # the best was confirmed: recommended on 4 seeds
+    assert len(best_runs) == 4 and rec["best"] in rec["confirmed"]  # the best was confirmed...
+    assert rec["n"] == 2 and rec["estimated_on"] == "confirmation seeds"  # ...and is reported on the fresh seeds only
+    assert rec["val_loss"] == pytest.approx(sum(r["val_loss"] for r in best_runs if r["stage"] == "confirm") / 2)
     assert rec["noise_std"] > 0 and rec["verdict"] in ("better", "indistinguishable")
     assert a["confirmation"]["runs"] == len(confirm) and a["confirmation"]["seconds"] > 0
     report = (d / "report.md").read_text()
     assert report.index("## Answer") < report.index("## Evidence")
-    for text in ("Run-to-run noise (pooled std", "Is the best really better?", "Near-optimal set", "p < 0.05",
+    for text in ("Run-to-run noise (pooled std", "Is the best really better?", "Near-optimal set", "familywise level 0.05",
                  "Confirmation stage:", "loss_vs_lr.png", "validation_curves.png"):
         assert text in report, text
 

@@ -41,7 +41,7 @@ def test_recommendation_is_the_lowest_best_loss_among_ok_runs():
 def test_edge_warning_and_extension_when_the_best_is_the_largest_lr():
     records = [rec(1e-4, 5.0), rec(3e-4, 4.2), rec(1e-3, 3.9)]
     r = recommend(records)
-    assert not r["bracketed"] and "largest" in r["warning"]
+    assert not r["bracketed"] and "not bracketed on the high side" in r["warning"]
     assert extension(records) == pytest.approx(3e-3)
     assert extension([rec(1e-5, 1.0), rec(1e-4, 2.0), rec(1e-3, 3.0)]) == pytest.approx(3.33e-6)
     assert extension([rec(0.3, 2.0), rec(1.0, 1.0)]) is None  # 3.0 is beyond the bound

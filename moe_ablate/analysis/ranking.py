@@ -1,31 +1,45 @@
-"""Rank configurations, not runs, and say whether the winner is really better.
+"""Rank configurations, not runs, and say whether the winner is really better: one statistical model,
+one footing for every number the answer prints.
 
-A configuration is one combination of hyperparameters; its seeds are repeats. Configurations are
-ranked by their mean metric over the seeds that finished. The best is compared with every other
-configuration:
+A configuration is one combination of hyperparameters; its seeds are repeats, and runs with the same
+seed see the same batches and initial weights, so seed is a *blocking factor*. The metric of the
+successful runs is fitted with the additive model ``metric ~ configuration + seed`` (``statsmodels``
+OLS; the seed term is dropped when the seeds do not connect the configurations). Each configuration's
+*estimate* is its least-squares mean (its mean over the same average seed), so configurations with
+different seed sets (a failed seed, a confirmation stage, an extension) stand on one footing; ranks,
+differences and tests all come from these estimates, so a verdict can never point the other way from
+the numbers printed beside it.
 
-- on the seeds both ran (runs with the same seed see the same batches and initial weights, so the
-  comparison is paired): ``scipy.stats.ttest_rel``, its confidence interval and p-value;
-- otherwise, when both have >= 2 runs: Welch's ``scipy.stats.ttest_ind``;
-- otherwise, when any configuration of the study has >= 2 runs: the pooled run-to-run noise of
-  the study (a t-test with the pooled variance, ``scipy.stats.t``);
-- otherwise nothing can be said, and the recommendation says so.
+Comparisons with the best are many tests on a winner picked from the same data: Holm over "best vs
+each" does not control that (``scripts/calibration.py`` measures it far above 5%), so significance is
+Tukey–Kramer: the studentized range over the k configurations with the model's residual degrees of
+freedom (``scipy.stats.studentized_range``), which holds the familywise error at ``ALPHA`` for every
+pairwise comparison, the selected best's included. The *near-optimal set* is the best plus every
+configuration not significantly worse.
 
-The *near-optimal set* is the best configuration plus every configuration whose difference from
-it is not significant at ``ALPHA``. Failed runs never count towards a mean; a configuration
-with no successful run is listed as failed and never recommended.
+Failures belong to their configuration: a configuration with any diverged, out-of-memory or crashed
+seed is not recommended while one without failures finished (the answer says so); where every
+configuration failed somewhere, only those with the lowest failure rate are eligible. Pruned
+(successive halving) is not failed: pruned configurations are listed at the rung they reached and
+take no part in the final comparison. After a confirmation stage the recommendation is made among
+the confirmed configurations only, estimated from the confirmation seeds alone: the grid seed that
+selected the winner is left out of its reported mean, which removes the winner's curse.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import statsmodels.api as sm
 from scipy import stats
 
-ALPHA = 0.05  # significance level of every "better" claim
+ALPHA = 0.05  # familywise level of every "better"/"worse" claim
+FAILED = ("diverged", "oom", "error")  # a failed seed counts against its configuration
+CORRECTION = "Tukey-Kramer (studentized range)"
 
 
 def ok_runs(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -34,106 +48,206 @@ def ok_runs(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return df[(df.status == "ok") & np.isfinite(vals.astype(float))]
 
 
-def ci_halfwidth(std: float, n: int, level: float = 0.95) -> float:
-    if n < 2 or not math.isfinite(std):
+def ci_halfwidth(std: float, n: int, level: float = 0.95, dof: int | None = None) -> float:
+    dof = n - 1 if dof is None else dof
+    if n < 1 or dof < 1 or not math.isfinite(std):
         return math.nan
-    return float(stats.t.ppf(0.5 + level / 2, n - 1) * std / math.sqrt(n))
+    return float(stats.t.ppf(0.5 + level / 2, dof) * std / math.sqrt(n))
 
 
-def configuration_table(df: pd.DataFrame, axes: list[str], metric: str) -> pd.DataFrame:
-    """One row per configuration: its axis values, n runs ok, n failed, mean, std, 95% CI, min, max;
-    sorted best first (configurations without a successful run last)."""
+# ---------------------------------------------------------------- the model
+class Fit:
+    """``metric ~ configuration + seed`` over successful runs: estimates (least-squares means), their
+    covariance, the residual noise and its degrees of freedom (0: noise unknown)."""
+
+    def __init__(self, ok: pd.DataFrame, metric: str, blocked: bool | None = None):
+        self.configs = list(dict.fromkeys(ok.config_id))
+        seeds = list(dict.fromkeys(ok.seed))
+        self.blocked = len(seeds) > 1 and _connected(ok) if blocked is None else blocked
+        k = len(self.configs)
+        X = pd.get_dummies(ok.config_id).reindex(columns=self.configs).to_numpy(float)
+        L = np.eye(k)
+        if self.blocked:  # seed effects relative to the first seed; estimates at the average seed
+            X = np.hstack([X, pd.get_dummies(ok.seed).reindex(columns=seeds).to_numpy(float)[:, 1:]])
+            L = np.hstack([L, np.full((k, len(seeds) - 1), 1 / len(seeds))])
+        y = ok[metric].to_numpy(float)
+        res = sm.OLS(y, X).fit()
+        self.dof = int(len(y) - np.linalg.matrix_rank(X))
+        if self.blocked and self.dof == 0 and blocked is None and len(y) > k:
+            # the seed effects use up every degree of freedom (e.g. one configuration has several seeds,
+            # the others one): without the seed term the noise is still estimable (unpaired, conservative)
+            self.__init__(ok, metric, blocked=False)
+            return
+        self.estimates = pd.Series(L @ res.params, index=self.configs)
+        self.sigma = float(math.sqrt(max(res.ssr, 0.0) / self.dof)) if self.dof > 0 else None
+        self._cov = L @ res.normalized_cov_params @ L.T  # times sigma^2
+
+    def diff_se(self, a: str, b: str) -> float | None:
+        """Standard error of estimate(b) - estimate(a), or None when the noise is unknown."""
+        if self.sigma is None:
+            return None
+        i, j = self.configs.index(a), self.configs.index(b)
+        var = self._cov[i, i] + self._cov[j, j] - 2 * self._cov[i, j]
+        return float(self.sigma * math.sqrt(max(var, 0.0)))
+
+
+def _connected(ok: pd.DataFrame) -> bool:
+    """Whether shared seeds link every configuration (else seed effects cannot be told from
+    configuration effects, and the model has no seed term)."""
+    parent: dict = {}
+
+    def find(x):
+        while parent.setdefault(x, x) != x:
+            x = parent[x]
+        return x
+
+    for c, s in zip(ok.config_id, ok.seed):
+        parent[find(("c", c))] = find(("s", s))
+    return len({find(x) for x in list(parent)}) == 1
+
+
+@functools.lru_cache(maxsize=256)
+def tukey_critical(k: int, dof: int) -> float:
+    """The critical |t| of a Tukey-Kramer comparison among k configurations (q / sqrt 2)."""
+    return float(stats.studentized_range.ppf(1 - ALPHA, k, dof) / math.sqrt(2)) if k >= 2 else \
+        float(stats.t.ppf(1 - ALPHA / 2, dof))
+
+
+def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str, Any]:
+    """``other`` minus ``best`` from the model (positive = other is worse for a lower-is-better metric),
+    with a simultaneous 95% interval, the adjusted and unadjusted p-values and the direction."""
+    diff = float(fit.estimates[other] - fit.estimates[best])
+    out: dict[str, Any] = {"config_id": other, "diff": diff}
+    se = fit.diff_se(best, other)
+    k = len(fit.configs)
+    if se is None:
+        out.update(ci_low=None, ci_high=None, p=None, p_unadjusted=None, significant=False, direction="cannot tell",
+                   test="no estimate of noise")
+        return out
+    crit = tukey_critical(k, fit.dof)
+    if se <= 1e-12 * max(1.0, abs(diff)):  # no residual spread: the difference is exact
+        p = p_raw = 0.0 if abs(diff) > 1e-12 else 1.0
+        significant = p == 0.0
+    else:
+        t = abs(diff) / se
+        p_raw = float(2 * stats.t.sf(t, fit.dof))
+        significant = t > crit
+        p = float(stats.studentized_range.sf(t * math.sqrt(2), k, fit.dof)) if p_values and k >= 2 else None
+        if k < 2:
+            p = p_raw
+    out.update(ci_low=diff - crit * se, ci_high=diff + crit * se, p=p, p_unadjusted=p_raw, significant=significant,
+               direction=("worse" if diff > 0 else "better") if significant else "indistinguishable",
+               test=f"{'configuration + seed' if fit.blocked else 'configuration'} model, {fit.dof} residual df, "
+                    f"{CORRECTION} over {k} configurations")
+    return out
+
+
+# ---------------------------------------------------------------- the table
+def configuration_table(df: pd.DataFrame, axes: list[str], metric: str, fit: Fit | None = None) -> pd.DataFrame:
+    """One row per configuration: its axis values; n runs ok, n failed (diverged/OOM/error), failure
+    rate, n pruned; the seed-adjusted mean (``mean``, the estimate every comparison uses), the plain
+    mean of its runs, std, 95% CI, min, max; for pruned ones the rung and metric they reached. Sorted
+    best first; configurations without a successful final run last."""
     ok = ok_runs(df, metric)
+    fit = fit if fit is not None else (Fit(ok, metric) if len(ok) else None)
     g = ok.groupby("config_id")[metric]
-    agg = g.agg(["count", "mean", "std", "min", "max"]).rename(columns={"count": "n"})
+    agg = g.agg(["count", "mean", "std", "min", "max"]).rename(columns={"count": "n", "mean": "raw_mean"})
     first = df.drop_duplicates("config_id").set_index("config_id")[axes]
     table = first.join(agg, how="left")
     table["n"] = table["n"].fillna(0).astype(int)
-    table["n_failed"] = df[df.status != "ok"].groupby("config_id").size().reindex(table.index).fillna(0).astype(int)
+    count = lambda mask: df[mask].groupby("config_id").size().reindex(table.index).fillna(0).astype(int)  # noqa: E731
+    table["n_failed"] = count(df.status.isin(FAILED))
+    table["n_diverged"] = count(df.status == "diverged")  # information about the axis (a crash is none)
+    table["n_pruned"] = count(df.status == "pruned")
+    tried = table["n"] + table["n_failed"]
+    table["failure_rate"] = (table["n_failed"] / tried.where(tried > 0)).astype(float)
+    table["mean"] = fit.estimates.reindex(table.index) if fit is not None else np.nan
     table["ci95"] = [ci_halfwidth(s, n) for s, n in zip(table["std"], table["n"])]
+    pruned = df[df.status == "pruned"]
+    if len(pruned):
+        table["pruned_at_step"] = pruned.groupby("config_id")["pruned_at_step"].max().reindex(table.index)
+        table["rung_metric"] = pruned.groupby("config_id")[metric].mean().reindex(table.index)
     if "epochs" in df and df["epochs"].notna().any():  # > 1: the configuration repeated its training data
         table["epochs"] = df.groupby("config_id")["epochs"].max().reindex(table.index)
-    table = table.sort_values("mean", na_position="last")
+    table = table.sort_values(["mean", "rung_metric"] if "rung_metric" in table else "mean", na_position="last")
     table.index.name = "config_id"
     return table.reset_index()
 
 
-def pooled_noise(df: pd.DataFrame, metric: str) -> tuple[float, int] | None:
-    """(pooled within-configuration std of one run, degrees of freedom), or None when no
-    configuration has two successful runs."""
+def eligible(table: pd.DataFrame) -> pd.DataFrame:
+    """The configurations that may be recommended: a finished result and no failed seed; where every
+    finished configuration failed somewhere, those with the lowest failure rate."""
+    done = table[table.n > 0]
+    clean = done[done.n_failed == 0]
+    return clean if len(clean) else done[done.failure_rate == done.failure_rate.min()]
+
+
+# ---------------------------------------------------------------- the recommendation
+def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = True) -> dict[str, Any]:
+    """The best eligible configuration, its comparisons with every other, the near-optimal set, the
+    noise, and a verdict: "better", "indistinguishable", "cannot_tell", "single" or "none"."""
     ok = ok_runs(df, metric)
-    g = ok.groupby("config_id")[metric]
+    fit = Fit(ok, metric) if len(ok) else None
+    table = configuration_table(df, axes, metric, fit)
+    allowed = eligible(table)
+    if allowed.empty:
+        return {"best": None, "verdict": "none", "near_optimal": [], "comparisons": [], "metric": metric,
+                "alpha": ALPHA, "noise_std": None, "noise_dof": None,
+                "text": "No experiment finished successfully; nothing to recommend."}
+    confirmed = _confirmed(df, ok, allowed)
+    if confirmed:  # choose and estimate on the confirmation seeds only
+        sub = ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")]
+        choice_fit = Fit(sub, metric)
+        candidates = [c for c in allowed.config_id if c in confirmed]
+    else:
+        choice_fit, candidates = fit, list(allowed.config_id)
+    best = min(candidates, key=lambda c: choice_fit.estimates[c])
+    rows = table.set_index("config_id", drop=False)
+    others = [c for c in choice_fit.configs if c != best]
+    others.sort(key=lambda c: choice_fit.estimates[c])
+    comparisons = [compare(choice_fit, best, c, p_values) for c in others]
+    near = [best] + [c["config_id"] for c in comparisons if c["p"] is not None and c["direction"] != "worse"]
+    best_runs = (ok[(ok.config_id == best) & (ok.stage == "confirm")] if confirmed else ok[ok.config_id == best])
+    mean, ci = _reported(best_runs, choice_fit, best, confirmed, ok, metric)
+    rec: dict[str, Any] = {
+        "best": best, "best_config": {a: _plain(rows.loc[best, a]) for a in axes}, "metric": metric,
+        metric: mean, "n": int(len(best_runs)), "ci95": ci,
+        "noise_std": fit.sigma if fit else None, "noise_dof": fit.dof if fit and fit.sigma is not None else None,
+        "alpha": ALPHA, "correction": CORRECTION, "family_size": len(choice_fit.configs),
+        "comparisons": comparisons, "near_optimal": near if choice_fit.sigma is not None else [best],
+        "untested": [c["config_id"] for c in comparisons if c["p"] is None],
+        "confirmed": confirmed, "estimated_on": "confirmation seeds" if confirmed else "every seed",
+        "ineligible": [c for c in table.config_id[(table.n > 0)] if c not in set(allowed.config_id)],
+        "failure_rule": "a configuration with a diverged, out-of-memory or crashed seed is not recommended while "
+                        "one without failures finished"}
+    if comparisons:
+        rec["runner_up"], rec["margin"] = comparisons[0]["config_id"], comparisons[0]["diff"]
+    rec["verdict"], rec["text"] = _verdict(rec, rows, axes, metric, selected_from=int((table.n > 0).sum()))
+    return rec
+
+
+def _confirmed(df: pd.DataFrame, ok: pd.DataFrame, allowed: pd.DataFrame) -> list[str]:
+    """Configurations with successful confirmation runs (in the table's order), if the study has them."""
+    if "stage" not in df:
+        return []
+    have = set(ok.config_id[ok.stage == "confirm"])
+    return [c for c in allowed.config_id if c in have]
+
+
+def _reported(runs: pd.DataFrame, fit: Fit, best: str, confirmed: list[str], ok: pd.DataFrame,
+              metric: str) -> tuple[float, float]:
+    """(the mean the answer reports for the best, its 95% CI half-width). After confirmation: the mean of
+    its confirmation runs, with the run-to-run spread pooled over the confirmed configurations'
+    confirmation runs (seed variation included, as a new seed would have it)."""
+    if not confirmed:
+        row_n = len(runs)
+        return float(fit.estimates[best]), ci_halfwidth(float(runs[metric].std()), row_n) if row_n >= 2 else math.nan
+    sub = ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")]
+    g = sub.groupby("config_id")[metric]
     n, var = g.count(), g.var(ddof=1)
     dof = int((n[n >= 2] - 1).sum())
-    if dof < 1:
-        return None
-    return float(math.sqrt(((n[n >= 2] - 1) * var[n >= 2]).sum() / dof)), dof
-
-
-def _by_seed(ok: pd.DataFrame, config_id: str, metric: str) -> pd.Series:
-    runs = ok[ok.config_id == config_id]
-    return runs.groupby("seed")[metric].mean()
-
-
-def compare(df: pd.DataFrame, metric: str, best: str, other: str,
-            noise: tuple[float, int] | None) -> dict[str, Any]:
-    """``other`` minus ``best`` (positive = other is worse, for a lower-is-better metric)."""
-    ok = ok_runs(df, metric)
-    a, b = _by_seed(ok, best, metric), _by_seed(ok, other, metric)
-    shared = sorted(set(a.index) & set(b.index))
-    out: dict[str, Any] = {"config_id": other, "n_best": int(len(a)), "n_other": int(len(b)),
-                           "shared_seeds": len(shared)}
-    diff = float(b.mean() - a.mean())
-    paired = b[shared].values - a[shared].values
-    if len(shared) >= 2 and np.ptp(paired) <= 1e-12 * max(1.0, float(np.abs(paired).max())):
-        # the same difference on every seed: no spread to test, the difference is exact
-        d = float(paired[0])
-        out.update(diff=d, ci_low=d, ci_high=d, p=0.0 if d else 1.0,
-                   test=f"identical difference on {len(shared)} shared seeds")
-    elif len(shared) >= 2:
-        res = stats.ttest_rel(b[shared].values, a[shared].values)
-        ci = res.confidence_interval(0.95)
-        out.update(diff=float((b[shared] - a[shared]).mean()), ci_low=float(ci.low), ci_high=float(ci.high),
-                   p=float(res.pvalue), test=f"paired t-test over {len(shared)} shared seeds")
-    elif len(a) >= 2 and len(b) >= 2:
-        res = stats.ttest_ind(b.values, a.values, equal_var=False)
-        ci = res.confidence_interval(0.95)
-        out.update(diff=diff, ci_low=float(ci.low), ci_high=float(ci.high), p=float(res.pvalue),
-                   test="Welch t-test (no shared seeds)")
-    elif noise is not None and noise[0] > 0:
-        sd, dof = noise
-        se = sd * math.sqrt(1 / len(a) + 1 / len(b))
-        half = float(stats.t.ppf(0.975, dof) * se)
-        out.update(diff=diff, ci_low=diff - half, ci_high=diff + half,
-                   p=float(2 * stats.t.sf(abs(diff) / se, dof)), test=f"pooled seed noise (df {dof})")
-    else:
-        out.update(diff=diff, ci_low=None, ci_high=None, p=None, test="no estimate of noise")
-    out["significant"] = out["p"] is not None and out["p"] < ALPHA
-    return out
-
-
-def recommend(df: pd.DataFrame, axes: list[str], metric: str) -> dict[str, Any]:
-    """The best configuration by mean, its comparisons, the near-optimal set and a verdict."""
-    table = configuration_table(df, axes, metric)
-    ranked = table[table.n > 0]
-    if ranked.empty:
-        return {"best": None, "verdict": "none", "near_optimal": [], "comparisons": [],
-                "text": "No experiment finished successfully; nothing to recommend."}
-    noise = pooled_noise(df, metric)
-    best = ranked.iloc[0]
-    comparisons = [compare(df, metric, best.config_id, c, noise) for c in ranked.config_id.iloc[1:]]
-    near = [best.config_id] + [c["config_id"] for c in comparisons if c["p"] is not None and not c["significant"]]
-    untested = [c["config_id"] for c in comparisons if c["p"] is None]
-    rec: dict[str, Any] = {
-        "best": best.config_id, "best_config": {a: _plain(best[a]) for a in axes}, "metric": metric,
-        metric: float(best["mean"]), "n": int(best.n), "ci95": _plain(best.ci95),
-        "noise_std": noise[0] if noise else None, "noise_dof": noise[1] if noise else None,
-        "alpha": ALPHA, "comparisons": comparisons, "near_optimal": near, "untested": untested}
-    if comparisons:
-        rec["runner_up"] = comparisons[0]["config_id"]
-        rec["margin"] = comparisons[0]["diff"]
-    rec["verdict"], rec["text"] = _verdict(rec, ranked, axes, metric)
-    return rec
+    sd = math.sqrt(float(((n[n >= 2] - 1) * var[n >= 2]).sum()) / dof) if dof else math.nan
+    return float(runs[metric].mean()), ci_halfwidth(sd, len(runs), dof=dof) if dof else math.nan
 
 
 def _plain(v: Any) -> Any:
@@ -144,44 +258,91 @@ def describe(row: pd.Series, axes: list[str]) -> str:
     return f"{row.config_id} ({', '.join(f'{a}={_plain(row[a])}' for a in axes)})" if axes else str(row.config_id)
 
 
-def _verdict(rec: dict, ranked: pd.DataFrame, axes: list[str], metric: str) -> tuple[str, str]:
-    rows = ranked.set_index("config_id", drop=False)
+def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, selected_from: int) -> tuple[str, str]:
     best = rows.loc[rec["best"]]
-    seeds = f"mean of {rec['n']} seeds" if rec["n"] > 1 else "one seed"
-    head = f"{describe(best, axes)} has the lowest {metric}, {best['mean']:.4f} ({seeds})"
+    runs = f"mean of {rec['n']} seeds" if rec["n"] > 1 else "one seed"
+    ci = f" ± {rec['ci95']:.4f}" if rec["ci95"] == rec["ci95"] and rec["ci95"] is not None else ""
+    where = (f" on its {rec['n']} confirmation seed(s), which did not select it" if rec["confirmed"] else "")
+    head = f"{describe(best, axes)}: {metric} {rec[metric]:.4f}{ci} ({runs}{where})"
+    notes = _notes(rec, rows, selected_from)
     if not rec["comparisons"]:
-        return "single", head + "; it is the only configuration that finished, so there is nothing to compare."
+        only = ("the only confirmed configuration" if rec["confirmed"] else
+                "the only configuration that finished")
+        return "single", f"{head}; it is {only}, so there is nothing to compare.{notes}"
     r = rec["comparisons"][0]
-    if r["p"] is None:
-        return "cannot_tell", (head + f", {r['diff']:.4f} below {r['config_id']}. Every configuration ran with one "
-                               "seed, so the run-to-run noise is unknown and this study cannot tell whether the "
-                               "difference is real: add seeds (--seeds 2) or a confirmation stage (--confirm 2).")
-    ci = f"95% CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}], p = {r['p']:.3g}, {r['test']}"
+    among = f"among the {len(rec['confirmed'])} confirmed configurations" if rec["confirmed"] else ""
+    if r["p"] is None and r["direction"] == "cannot tell":
+        return "cannot_tell", (f"{head} has the lowest {metric} {among}".rstrip() + f", {r['diff']:.4f} below "
+                               f"{r['config_id']}. The run-to-run noise is unknown (no configuration ran twice), so "
+                               "this study cannot tell whether the difference is real: add seeds (--seeds 2) or a "
+                               f"confirmation stage (--confirm 2).{notes}")
+    ci_text = (f"simultaneous 95% CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+               + (f", adjusted p = {r['p']:.3g}" if r["p"] is not None else "")
+               + f", {CORRECTION} over {rec['family_size']} configurations")
+    runner = rows.loc[r["config_id"]]
     if len(rec["near_optimal"]) == 1:
-        text = (f"{describe(best, axes)} is better than the runner-up {r['config_id']}: {metric} {best['mean']:.4f} "
-                f"vs {rows.loc[r['config_id']]['mean']:.4f} (difference {r['diff']:+.4f}, {ci}).")
         verdict = "better"
+        text = (f"{head} is better than every other configuration{' ' + among if among else ''}; the runner-up "
+                f"{describe(runner, axes)} is worse by {r['diff']:+.4f} ({ci_text}).")
     else:
         near = rows.loc[rec["near_optimal"]]
         names = ", ".join(describe(row, axes) for _, row in near.iterrows())
-        text = (f"{names} are indistinguishable at this noise level (best {rec['best']} {best['mean']:.4f}; "
-                f"runner-up {r['config_id']} {r['diff']:+.4f}, {ci}): pick by another criterion (cost, "
+        verdict = "indistinguishable"
+        text = (f"{names} are indistinguishable at this noise level{' (' + among + ')' if among else ''}: best "
+                f"{head}; runner-up {r['config_id']} {r['diff']:+.4f} ({ci_text}). Pick by another criterion (cost, "
                 "stability) or add seeds.")
         shared = [a for a in axes if near[a].astype(str).nunique() == 1]
         free = [a for a in axes if a not in shared]
         if shared and free:
             text += (f" They agree on {', '.join(f'{a}={_plain(near[a].iloc[0])}' for a in shared)}; "
                      f"{', '.join(free)} made no detectable difference among them.")
-        verdict = "indistinguishable"
-    if rec["untested"]:
-        text += (f" {len(rec['untested'])} configuration(s) could not be tested (one seed and no estimate of "
-                 "noise).")
-    return verdict, text
+    return verdict, text + notes
 
 
-def edge_notes(table: pd.DataFrame, axes: list[str], near_optimal: list[str], best: str | None) -> list[str]:
-    """Warnings about optima that are not bracketed: only numeric axes with >= 3 values can be
-    bracketed; a near-optimal value at an edge counts too. Two-value axes get a plain note."""
+def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
+    notes = ""
+    if rec["ineligible"]:
+        bad = ", ".join(f"{c} ({int(rows.loc[c, 'n_failed'])} of {int(rows.loc[c, 'n'] + rows.loc[c, 'n_failed'])} "
+                        "seeds failed)" for c in rec["ineligible"][:5])
+        notes += f" Not recommended because seeds failed: {bad}" + (" ..." if len(rec["ineligible"]) > 5 else "") + "."
+    best_failed = int(rows.loc[rec["best"], "n_failed"])
+    if best_failed:
+        notes += (f" Every configuration had failed seeds; {rec['best']} failed on {best_failed}, the fewest: treat "
+                  "it as unstable.")
+    if not rec["confirmed"] and selected_from > 1:
+        notes += (f" Its {rec['metric']} is the best of {selected_from} configurations measured on the seeds that "
+                  "chose it, so it is optimistic (winner's curse); --confirm K measures it on fresh seeds.")
+    return notes
+
+
+# ---------------------------------------------------------------- edges and bracketing
+def bracket(table: pd.DataFrame, axis: str, rec: dict) -> dict[str, Any]:
+    """Whether the optimum along a numeric ``axis`` is bracketed: on *both* sides of the best value, a value
+    whose configurations are worse by the test (by their estimate when the noise is unknown) or diverged.
+    A crash (error, OOM) says nothing about the axis; a near-optimal value is not worse. Returns
+    ``{"bracketed", "open": "largest" | "smallest" | None}`` with the side to extend."""
+    best = rec.get("best")
+    if best is None or axis not in table or table[axis].dropna().nunique() < 2:
+        return {"bracketed": False, "open": None}
+    rows = table.set_index("config_id")
+    worse = {c["config_id"] for c in rec.get("comparisons", [])
+             if c["direction"] == "worse" or (c["p"] is None and c["diff"] > 0)}
+    diverged = set(rows.index[(rows.get("n_diverged", 0) > 0) & (rows.n == 0)])
+    near = [rows.loc[c, axis] for c in {best, *rec.get("near_optimal", [])}]
+    bounds = [rows.loc[c, axis] for c in worse | diverged]
+    high = any(v > max(near) for v in bounds)
+    low = any(v < min(near) for v in bounds)
+    return {"bracketed": high and low, "open": None if high and low else "largest" if not high else "smallest"}
+
+
+def bracketed(table: pd.DataFrame, axis: str, rec: dict) -> bool:
+    return bracket(table, axis, rec)["bracketed"]
+
+
+def edge_notes(table: pd.DataFrame, axes: list[str], rec: dict) -> list[str]:
+    """Warnings about optima that are not bracketed (numeric axes of >= 3 values); two-value axes get a
+    plain note."""
+    best = rec.get("best")
     if best is None:
         return []
     notes = []
@@ -203,17 +364,8 @@ def edge_notes(table: pd.DataFrame, axes: list[str], near_optimal: list[str], be
             notes.append(f"best {a} = {b:g} is the {edge} value tried: the optimum is not bracketed; extend the "
                          f"range {'above' if edge == 'largest' else 'below'} {b:g}")
             continue
-        at_edge = sorted({rows.loc[c, a] for c in near_optimal if rows.loc[c, a] in (lo, hi)})
+        at_edge = sorted({rows.loc[c, a] for c in rec.get("near_optimal", []) if rows.loc[c, a] in (lo, hi)})
         if at_edge:
             notes.append(f"near-optimal configurations include {a} = {', '.join(f'{v:g}' for v in at_edge)} at the "
                          "edge of the range: the optimum may lie beyond it")
     return notes
-
-
-def bracketed(table: pd.DataFrame, axis: str, best: str | None) -> bool:
-    """True when ``axis`` has >= 3 values and the best configuration's value is not at an edge."""
-    if best is None or axis not in table:
-        return False
-    values = table[axis].dropna().unique()
-    b = table.set_index("config_id").loc[best, axis]
-    return bool(len(values) >= 3 and values.min() < b < values.max())

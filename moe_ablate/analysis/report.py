@@ -59,7 +59,16 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
               f"- Experiments: {a['n_ok']} ok, {a['n_failed']} failed, {a['n_experiments']} recorded of "
               f"{a.get('n_expected', a['n_experiments'])} planned, in {a['n_configurations']} configurations",
               f"- Metric: `{metric}` on held-out validation tokens (lower is better); configurations are ranked by "
-              f"their mean over seeds; significance at p < {rec.get('alpha', 0.05)}"]
+              "their seed-adjusted mean (least-squares mean of the model `metric ~ configuration + seed`: same seed = "
+              "same batches and initial weights)",
+              f"- Many comparisons: {rec.get('correction', 'none')} over the {rec.get('family_size', 'n/a')} "
+              f"configurations compared, familywise level {rec.get('alpha', 0.05)}; every difference, interval and "
+              "verdict comes from the same model",
+              f"- Failures: {rec.get('failure_rule', '')}; pruned configurations (successive halving) are listed at "
+              "the rung they reached and are not failures"]
+    if rec.get("confirmed"):
+        lines.append(f"- Recommended among the {len(rec['confirmed'])} confirmed configurations, estimated on their "
+                     "confirmation seeds only (the grid seed that selected them is left out: no winner's curse)")
     noise = rec.get("noise_std")
     lines.append(f"- Run-to-run noise (pooled std of one run over seeds): {noise:.4f} ({rec['noise_dof']} degrees of "
                  "freedom)" if noise is not None else "- Run-to-run noise: unknown (no configuration ran twice)")
@@ -73,18 +82,25 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
     axes = a["axes"]
     configs = a["configurations"]
     lines += ["", "## Configurations (seeds folded in)", "",
-              f"Mean, std and 95% confidence interval (Student t) of `{metric}` over each configuration's "
-              "successful seeds, best first" + (f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS
-                                                else "") + ".", "",
-              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "std", "ci95", "n_failed", "epochs"])]
+              f"`mean` is the seed-adjusted mean of `{metric}` (the estimate every comparison uses), `raw_mean` the "
+              "plain mean of the successful seeds with its std and 95% confidence interval (Student t); "
+              "`failure_rate` = failed seeds / seeds tried; pruned configurations show the step and metric they "
+              "reached. Best first" + (f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS
+                                       else "") + ".", "",
+              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "raw_mean", "std", "ci95", "n_failed",
+                                         "failure_rate", "n_pruned", "pruned_at_step", "rung_metric", "epochs"])]
     if rec.get("comparisons"):
+        known = rec.get("noise_std") is not None
         lines += ["## Is the best really better?", "",
-                  f"Difference of each configuration from the best ({rec['best']}); positive = worse. Paired over "
-                  "shared seeds where possible (same seed = same batches and initial weights).", "",
+                  f"Difference of each configuration from the best ({rec['best']}) in the model's estimates; positive "
+                  f"= worse. Intervals are simultaneous 95% intervals and `p` is adjusted ({rec.get('correction')} "
+                  f"over {rec.get('family_size')} configurations); `p_unadjusted` is the single comparison's.", "",
                   table([{"config_id": c["config_id"], "difference": c["diff"], "ci95_low": c["ci_low"],
-                          "ci95_high": c["ci_high"], "p": c["p"], "significant": c["significant"], "test": c["test"]}
-                         for c in rec["comparisons"][:MAX_ROWS]]),
-                  f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}.", ""]
+                          "ci95_high": c["ci_high"], "p": c["p"], "p_unadjusted": c.get("p_unadjusted"),
+                          "verdict": c.get("direction")} for c in rec["comparisons"][:MAX_ROWS]]),
+                  (f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}."
+                   if known else "Near-optimal set: cannot tell (no configuration ran twice, so the noise is "
+                                 "unknown)."), ""]
     h = a.get("halving")
     if h:
         lines += ["## Successive halving", "",
@@ -94,7 +110,8 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                                                                    f"; peak checkpoint disk {h['peak_checkpoint_bytes'] / 2**20:.1f} MiB")
                   + ". Pruned runs are never recommended.", "",
                   table([{"rung": r["rung"], "step": r["steps"], "configurations": r["configurations"],
-                          "kept": ", ".join(r["kept"]), "rank corr. with final": r.get("rank_correlation_with_final")}
+                          "kept": ", ".join(r["kept"]),
+                          "rank corr. with final (survivors only)": r.get("rank_correlation_with_final")}
                          for r in h["rungs"]])]
         lines += [f"- **Warning:** {w}" for w in h.get("warnings", [])] + [""]
     tr = a.get("lr_transfer")
@@ -106,15 +123,18 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                                      "bracketed": r.get("bracketed")} for r in tr["rows"]])]
     sens = a.get("lr_sensitivity")
     if sens:
+        pruned = (f" {sens['left_out_pruned']} configuration(s) pruned by successive halving have no final loss "
+                  "and are left out." if sens.get("left_out_pruned") else "")
         lines += ["## Learning-rate sensitivity", "",
-                  f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; failed "
-                  f"runs count at {sens['cap']:.3f}, the loss of a uniform prediction). Lower = more forgiving. "
-                  f"Overall: {sens['overall']:.4f}.", ""]
+                  f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; each "
+                  f"failed seed counts at {sens['cap']:.3f}, the loss of a uniform prediction, within its "
+                  f"configuration's mean). Lower = more forgiving. Overall: {sens['overall']:.4f}.{pruned}", ""]
         for axis, rows in sens["per_axis"].items():
             lines += [f"### per {axis}", "", table(rows, ["value", "sensitivity"])]
     if a["effects"]:
         lines += ["## Effect of each hyperparameter", "",
-                  f"Mean `{metric}` per value, pooled over the other axes and seeds (so it mixes their effects; the "
+                  f"Mean `{metric}` per value, pooled over the other axes and seeds of the configurations that "
+                  "reached the final metric (pruned ones are left out; so it mixes the other axes' effects, the "
                   "configuration table above does not); ±95% CI.", ""]
         for axis, rows in a["effects"].items():
             lines += [f"### {axis}", "", table(rows, ["value", "mean", "ci95", "std", "n"])]

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import UserError
 from . import ranking
 
-METRICS = ["val_loss", "best_val_loss", "val_accuracy", "val_perplexity", "final_train_loss",
+METRICS = ["val_loss", "val_loss_own_length", "best_val_loss", "val_accuracy", "val_perplexity", "final_train_loss",
            "final_train_accuracy", "train_time_s", "tokens_per_s", "epochs"]
 
 
@@ -54,6 +54,7 @@ def to_frame(records: list[dict]) -> tuple[pd.DataFrame, list[str]]:
         axes += [k for k in hp if k not in axes]
         rows.append({"experiment_id": r["experiment_id"], "config_id": r.get("config_id") or r["experiment_id"],
                      "stage": r.get("stage", "grid"), "seed": seed, "status": r["status"], "error": r.get("error"),
+                     "pruned_at_step": r.get("pruned_at_step"),
                      **hp, **{m: r.get(m) for m in METRICS}})
     df = pd.DataFrame(rows)
     df["seed"] = df["seed"].fillna(-1)  # records made without a seed count as one (unknown) seed
@@ -117,12 +118,15 @@ def correlations(ok: pd.DataFrame, axes: list[str]) -> dict:
 
 def lr_sensitivity(table: pd.DataFrame, axes: list[str], lr_axis: str, cap: float) -> dict[str, Any] | None:
     """Wortsman et al. (2023): the loss above the best, averaged over the LRs tried, for each setting of
-    the other axes; failed configurations count at ``cap`` (the loss of a uniform prediction).
-    Reported per value of each other axis (mean over the settings with that value), and overall."""
-    if table[lr_axis].nunique() < 2:
+    the other axes. A failed seed counts at ``cap`` (the loss of a uniform prediction) within its
+    configuration's mean, so a partly diverged LR is penalised in proportion; configurations pruned by
+    successive halving have no final loss and are left out. Reported per value of each other axis (mean
+    over the settings with that value), and overall."""
+    t = table[(table.n + table.n_failed) > 0].copy()
+    if t[lr_axis].nunique() < 2:
         return None
-    t = table.copy()
-    t["capped"] = t["mean"].where(t["mean"].notna(), cap).clip(upper=cap)
+    ok_sum = t["raw_mean"].fillna(0).clip(upper=cap) * t["n"]
+    t["capped"] = (ok_sum + cap * t["n_failed"]) / (t["n"] + t["n_failed"])
     others = [a for a in axes if a != lr_axis]
     groups = t.groupby([t[a].astype(str) for a in others]) if others else [((), t)]
     settings = []
@@ -137,7 +141,7 @@ def lr_sensitivity(table: pd.DataFrame, axes: list[str], lr_axis: str, cap: floa
     per_axis = {a: [{"value": v, "sensitivity": float(sdf[sdf[a] == v].sensitivity.mean())}
                     for v in sorted_values(sdf[a])] for a in others}
     return {"axis": lr_axis, "overall": float(sdf.sensitivity.mean()), "per_axis": per_axis, "cap": cap,
-            "settings": settings}
+            "settings": settings, "left_out_pruned": int((table.n_pruned > 0).sum())}
 
 
 WIDTH_AXES = ("d_model",)
@@ -159,7 +163,7 @@ def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by
         rows.append({by: v, "best_lr": float(lrs[rec["best"]]), "mean": rec[metric], "ci95": rec["ci95"],
                      "n": rec["n"], "near_optimal_lrs": sorted({float(lrs[c]) for c in rec["near_optimal"]}),
                      "noise_known": rec["noise_std"] is not None,
-                     "bracketed": ranking.bracketed(table, lr_axis, rec["best"])})
+                     "bracketed": ranking.bracketed(table, lr_axis, rec)})
     done = [r for r in rows if r["best_lr"] is not None]
     best = {r["best_lr"] for r in done}
     common = set.intersection(*(set(r["near_optimal_lrs"]) for r in done)) if done else set()
@@ -189,10 +193,10 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     """Every number the report states: configurations, recommendation, noise, effects, failures."""
     df, axes = to_frame(records)
     ok = ranking.ok_runs(df, metric)
-    failed = df[~df.status.isin(["ok", "pruned"])]  # pruned runs are a choice, not a failure
+    failed = df[df.status.isin(ranking.FAILED)]  # pruned runs are a choice, interrupted ones are rerun
     table = ranking.configuration_table(df, axes, metric)
     rec = ranking.recommend(df, axes, metric)
-    rec["edge_warnings"] = ranking.edge_notes(table, axes, rec.get("near_optimal", []), rec.get("best"))
+    rec["edge_warnings"] = ranking.edge_notes(table, axes, rec)
     out: dict[str, Any] = {
         "metric": metric, "lower_is_better": True, "n_experiments": int(len(df)), "n_ok": int(len(ok)),
         "n_failed": int(len(failed)), "n_pruned": int((df.status == "pruned").sum()), "n_configurations": int(len(table)), "axes": axes,

@@ -2,8 +2,11 @@
 
 Strategies come from ``configs/batch_seqlen.toml``; each runs with every LR. A configuration is
 (strategy, LR); the study's answer compares the best LR of each strategy, with the noise. Every
-run is scored on the same validation windows (the longest seq_len), since a shorter context
-alone raises the loss.
+run is scored twice: on the same validation windows (the longest seq_len: the same tokens predicted
+from the same context, the question "which model is better at the long context"), which the answer
+uses, and at its own training length (``val_loss_own_length``, as many tokens), where a
+short-context model is not asked to predict beyond the positions it was trained on. The report
+gives both rankings and says whether they agree.
 """
 
 from __future__ import annotations
@@ -119,17 +122,30 @@ class BatchSeqlenKind(StudyKind):
         fastest = max(speed, key=lambda k: sum(speed[k]) / len(speed[k]))
         tps = sum(speed[fastest]) / len(speed[fastest])
         tokens = next(iter(strats.values()))["tokens_per_step"]
-        return (f"{rec['text']} Throughput: {fastest} was fastest at {tps:,.0f} tokens/s (mean over its runs). "
-                f"Every strategy saw {tokens:,} tokens per optimizer step.")
+        own = own_length(records, analysis)
+        agree = ""
+        if own is not None:
+            same = own["best_strategy"] == _strategy_of(analysis, rec["best"])
+            agree = (f" Scored at each strategy's own training length instead, the best is {own['best_strategy']} "
+                     f"({own['best']}, {own['val_loss_own_length']:.4f}): "
+                     + ("the two scorings agree." if same else "the scorings disagree, so the answer depends on the "
+                        "context length the model will be used at."))
+        return (f"On the common longest validation windows: {rec['text']}{agree} Throughput: {fastest} was fastest "
+                f"at {tps:,.0f} tokens/s (mean over its runs). Every strategy saw {tokens:,} tokens per optimizer step.")
 
     def report_sections(self, study, records, analysis):
         tokens = study.params["strategies"][0]["tokens_per_step"]
-        return ["## The rule", "",
-                f"Every strategy sees batch x seq_len x grad_accum = {tokens:,} tokens per optimizer step, so they "
-                "differ only in how those tokens are shaped. Every run is scored on the same validation windows "
-                "(the longest sequence length), so shorter training contexts are not penalised by a shorter "
-                "evaluation context.", ""]
-
+        own = own_length(records, analysis)
+        lines = ["## The rule", "",
+                 f"Every strategy sees batch x seq_len x grad_accum = {tokens:,} tokens per optimizer step, so they "
+                 "differ only in how those tokens are shaped. Every run is scored on the same validation windows (the "
+                 "longest sequence length), and the answer uses that score: it asks which model predicts the same "
+                 "tokens best from the same context. That penalises short-context strategies, whose loss rises at "
+                 "positions beyond their training length, so each run is also scored at its own training length "
+                 "(`val_loss_own_length`, as many validation tokens).", ""]
+        if own is not None:
+            lines += ["### Ranked at each strategy's own length", "", own["text"], ""]
+        return lines
     def write_files(self, study_dir, study, records, analysis):
         atomic_write_json(study_dir / "results.json", {
             "tokens_per_step": study.params["strategies"][0]["tokens_per_step"], "runs": _rows(records),
@@ -140,6 +156,23 @@ class BatchSeqlenKind(StudyKind):
 
 
 KIND = BatchSeqlenKind()
+
+
+def _strategy_of(analysis: dict, config_id: str) -> str:
+    return next((c.get("strategy", "custom") for c in analysis["configurations"] if c["config_id"] == config_id), "?")
+
+
+def own_length(records: list[dict], analysis: dict) -> dict | None:
+    """The same analysis on ``val_loss_own_length``; None when no run has it."""
+    if not any(r.get("val_loss_own_length") is not None for r in records):
+        return None
+    from ..analysis.stats import analyze
+
+    own = analyze(records, "val_loss_own_length")["recommendation"]
+    if own.get("best") is None:
+        return None
+    return {"best": own["best"], "best_strategy": _strategy_of(analysis, own["best"]),
+            "val_loss_own_length": own["val_loss_own_length"], "text": own["text"]}
 
 
 def plot(study_dir: Path, records: list[dict], analysis: dict) -> Path:

@@ -73,10 +73,13 @@ def _rank(records: list[dict], metric: str) -> list[str]:
 def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict]], log) -> list[dict]:
     """Run the rungs; returns the final records (survivors' full runs, pruned and failed records)."""
     steps = rung_steps(study)
-    configs = study.configurations()
+    # the grid alone is halved; a confirmation stage (added after the last rung) is run as it stands
+    configs = {c: [e for e in runs if e.stage != "confirm"] for c, runs in study.configurations().items()}
+    configs = {c: runs for c, runs in configs.items() if runs}
+    confirm = [e for e in study.experiments if e.stage == "confirm"]
     alive = list(configs)
     summary: dict[str, Any] = {"eta": study.halving, "rungs": [], "restart": study.halving_restart,
-                               "full_grid_steps": len(study.experiments) * study.base.train.steps}
+                               "full_grid_steps": sum(map(len, configs.values())) * study.base.train.steps}
     trained = 0
     peak_disk = 0
     prev = 0
@@ -125,10 +128,12 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         shutil.rmtree(study_dir / "checkpoints" / e.id, ignore_errors=True)
     if (study_dir / "checkpoints").is_dir() and not any((study_dir / "checkpoints").iterdir()):
         (study_dir / "checkpoints").rmdir()
+    if (study_dir / "halving.json").exists():  # resumed: the peak of the earlier runs stands
+        peak_disk = max(peak_disk, read_json(study_dir / "halving.json").get("peak_checkpoint_bytes", 0))
     summary.update(trained_steps=trained, share_of_full_grid=trained / max(1, summary["full_grid_steps"]),
                    peak_checkpoint_bytes=peak_disk)
     atomic_write_json(study_dir / "halving.json", summary)
-    return records
+    return run_rung(confirm, None, None) if confirm else records
 
 
 class _EarlyRelease:

@@ -78,13 +78,24 @@ class LRSearchKind(StudyKind):
     title = "Learning-rate search"
 
     def extension(self, study, records, analysis):
+        """One more LR beyond the side where the optimum is open: the best LR at an edge, a near-optimal LR
+        at an edge, or an edge whose run crashed (no information)."""
         lr, tried = _best_lr(records, analysis), _tried(records)
-        if lr is None or len(tried) < 2 or tried[0] < lr < tried[-1]:
+        if lr is None or len(tried) < 2:
             return []
-        nxt = float(f"{lr * 3 if lr == tried[-1] else lr / 3:.3g}")
+        side = self._bracket(analysis)
+        if side["bracketed"] or side["open"] is None:
+            return []
+        nxt = float(f"{tried[-1] * 3 if side['open'] == 'largest' else tried[0] / 3:.3g}")
         if not LR_BOUNDS[0] <= nxt <= LR_BOUNDS[1] or nxt in tried:
             return []
         return lr_experiments([nxt])
+
+    @staticmethod
+    def _bracket(analysis: dict) -> dict:
+        if "muon_lr" not in analysis["axes"]:
+            return {"bracketed": False, "open": None}
+        return ranking.bracket(pd.DataFrame(analysis["configurations"]), "muon_lr", analysis["recommendation"])
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         """lr_recommendation.json: the seeds' fields plus the noise-aware verdict."""
@@ -94,13 +105,13 @@ class LRSearchKind(StudyKind):
         if lr is None:
             return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
                     "recommendation": "every run failed; no learning rate to recommend"}
-        table = pd.DataFrame(analysis["configurations"])  # already ranked by the analysis
+        side = self._bracket(analysis)
         by_id = {r.get("config_id", r["experiment_id"]): r for r in records}
         best_run = by_id[rec["best"]]
         out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
                "best_step": best_run.get("best_step"), "tried": tried,
-               "failed": sorted({_lr(r) for r in records if r.get("status") != "ok"}),
-               "bracketed": ranking.bracketed(table, "muon_lr", rec["best"]) if "muon_lr" in analysis["axes"] else False,
+               "failed": sorted({_lr(r) for r in records if r.get("status") in ranking.FAILED}),
+               "bracketed": side["bracketed"],
                "near_optimal_learning_rates": sorted(_lr(by_id[c]) for c in rec["near_optimal"]),
                "verdict": rec["verdict"], "recommendation": f"best LR {lr:.2e}: {rec['text']}"}
         if "runner_up" in rec:
@@ -108,11 +119,12 @@ class LRSearchKind(StudyKind):
         if len(tried) == 2:
             out["warning"] = ("only two LRs were tried: the optimum cannot be bracketed; add LRs on both sides or "
                               "rerun with --extend")
-        elif not out["bracketed"] and len(tried) >= 3:
-            edge = "largest" if lr == tried[-1] else "smallest" if lr == tried[0] else None
-            if edge:
-                out["warning"] = (f"the best LR {lr:.2e} is the {edge} tried: the optimum is not bracketed; rerun "
-                                  f"with --extend or add LRs {'above' if edge == 'largest' else 'below'} it")
+        elif not out["bracketed"] and side["open"]:
+            edge = side["open"]
+            out["warning"] = (f"the optimum is not bracketed on the {'high' if edge == 'largest' else 'low'} side "
+                              "(no LR there that is worse by the test or diverged; a crashed run says nothing): "
+                              f"rerun with --extend or add LRs {'above' if edge == 'largest' else 'below'} "
+                              f"{tried[-1] if edge == 'largest' else tried[0]:.2e}")
         return out
 
     def write_files(self, study_dir, study, records, analysis):

@@ -29,8 +29,6 @@ from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
 
 
-UNKNOWN_NOISE_MARGIN = 0.02
-
 
 @dataclass
 class StudyResult:
@@ -136,7 +134,7 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
                 records = grow(more, "the best value is at the edge of the range")
         if (not interrupt.requested() and study.resolved_confirm()
                 and not any(e.stage == "confirm" for e in study.experiments)):
-            more = confirmation_experiments(study, records)
+            more = confirmation_experiments(study, records, log)
             if more:
                 records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
                                      f"{len({e.config_id for e in more})} top configuration(s)")
@@ -178,24 +176,29 @@ def _analysis(study: Study, records: list[dict]) -> dict:
     return analyze(records, study.metric)
 
 
-def confirmation_experiments(study: Study, records: list[dict]) -> list[ExperimentSpec]:
-    """More seeds for the top configurations: the best and every one within a noise-sized margin of it,
-    at most ``study.confirm_max``. The margin is twice the run-to-run std where the study can estimate
-    it; before any configuration ran twice it is ``UNKNOWN_NOISE_MARGIN`` of the best mean (seed
-    noise of these runs is typically 1-3% of the loss). New seeds follow the ones a configuration has."""
+def confirmation_experiments(study: Study, records: list[dict], log: Log = default_log) -> list[ExperimentSpec]:
+    """More seeds for the top configurations, at most ``study.confirm_max``, best first: those not
+    significantly worse than the best (the near-optimal set, by the study's own noise) when the noise is
+    known; the top ``confirm_max`` by estimate when it is not (every configuration ran once). Only
+    configurations that may be recommended (no failed seed) are confirmed; a single one is confirmed
+    too, since its grid result is the one that selected it. New seeds follow the ones a configuration has."""
     a = _analysis(study, records)
-    table = [c for c in a["configurations"] if c["n"] > 0]
-    if len(table) < 2:
+    rec = a["recommendation"]
+    if rec.get("best") is None:
         return []
-    noise = a["recommendation"].get("noise_std")
-    best = table[0]["mean"]
-    margin = 2 * noise if noise is not None else UNKNOWN_NOISE_MARGIN * abs(best)
-    top = [c for c in table if c["mean"] - best <= margin][: study.confirm_max]
+    allowed = [c["config_id"] for c in a["configurations"] if c["n"] > 0 and c["config_id"] not in rec["ineligible"]]
+    if rec.get("noise_std") is not None:
+        top = [c for c in allowed if c in set(rec["near_optimal"])][: study.confirm_max]
+        rule = "the best and those not significantly worse"
+    else:
+        top = allowed[: study.confirm_max]
+        rule = f"noise unknown: the {len(top)} best by their single run"
+    log(f"confirmation: {', '.join(top)} ({rule})")
     configs = study.configurations()
+    # the same fresh seeds for every confirmed configuration: their comparison is blocked by seed
+    first = 1 + max(e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments)
     more = []
     for c in top:
-        runs = configs[c["config_id"]]
-        seeds = {e.overrides.get("train.seed", study.base.train.seed) for e in runs}
         for i in range(study.resolved_confirm()):
-            more.append(runs[0].with_seed(len(runs) + i, max(seeds) + 1 + i, stage="confirm"))
+            more.append(configs[c][0].with_seed(len(configs[c]) + i, first + i, stage="confirm"))
     return more
