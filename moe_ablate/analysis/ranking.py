@@ -195,18 +195,26 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
                 "alpha": ALPHA, "noise_std": None, "noise_dof": None,
                 "text": "No experiment finished successfully; nothing to recommend."}
     confirmed = _confirmed(df, ok, allowed)
-    if confirmed:  # choose and estimate on the confirmation seeds only
-        sub = ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")]
-        choice_fit = Fit(sub, metric)
-        candidates = [c for c in allowed.config_id if c in confirmed]
+    switched = None
+    if confirmed:
+        # sample splitting: the grid's runs choose, the confirmation seeds estimate. Choosing among the
+        # confirmed ones on the confirmation runs and reporting those same runs would bring the winner's
+        # curse back; the choice moves only to a configuration significantly better on the fresh seeds.
+        grid = ok[ok.stage != "confirm"]
+        grid_fit = Fit(grid, metric) if len(grid) else fit
+        choice_fit = Fit(ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")], metric)
+        best = min(confirmed, key=lambda c: grid_fit.estimates.get(c, math.inf))
+        better = [c for c in choice_fit.configs if c != best
+                  and compare(choice_fit, best, c, False)["direction"] == "better"]
+        if better:
+            switched, best = best, min(better, key=lambda c: choice_fit.estimates[c])
     else:
-        choice_fit, candidates = fit, list(allowed.config_id)
-    best = min(candidates, key=lambda c: choice_fit.estimates[c])
+        choice_fit = fit
+        best = min(allowed.config_id, key=lambda c: fit.estimates[c])
     rows = table.set_index("config_id", drop=False)
-    others = [c for c in choice_fit.configs if c != best]
-    others.sort(key=lambda c: choice_fit.estimates[c])
+    others = sorted((c for c in choice_fit.configs if c != best), key=lambda c: choice_fit.estimates[c])
     comparisons = [compare(choice_fit, best, c, p_values) for c in others]
-    near = [best] + [c["config_id"] for c in comparisons if c["p"] is not None and c["direction"] != "worse"]
+    near = [best] + [c["config_id"] for c in comparisons if c["direction"] in ("indistinguishable", "better")]
     best_runs = (ok[(ok.config_id == best) & (ok.stage == "confirm")] if confirmed else ok[ok.config_id == best])
     mean, ci = _reported(best_runs, choice_fit, best, confirmed, ok, metric)
     rec: dict[str, Any] = {
@@ -215,8 +223,9 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
         "noise_std": fit.sigma if fit else None, "noise_dof": fit.dof if fit and fit.sigma is not None else None,
         "alpha": ALPHA, "correction": CORRECTION, "family_size": len(choice_fit.configs),
         "comparisons": comparisons, "near_optimal": near if choice_fit.sigma is not None else [best],
-        "untested": [c["config_id"] for c in comparisons if c["p"] is None],
+        "untested": [c["config_id"] for c in comparisons if c["direction"] == "cannot tell"],
         "confirmed": confirmed, "estimated_on": "confirmation seeds" if confirmed else "every seed",
+        "grid_choice_replaced": switched,
         "ineligible": [c for c in table.config_id[(table.n > 0)] if c not in set(allowed.config_id)],
         "failure_rule": "a configuration with a diverged, out-of-memory or crashed seed is not recommended while "
                         "one without failures finished"}
@@ -261,9 +270,10 @@ def describe(row: pd.Series, axes: list[str]) -> str:
 def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, selected_from: int) -> tuple[str, str]:
     best = rows.loc[rec["best"]]
     runs = f"mean of {rec['n']} seeds" if rec["n"] > 1 else "one seed"
-    ci = f" ± {rec['ci95']:.4f}" if rec["ci95"] == rec["ci95"] and rec["ci95"] is not None else ""
-    where = (f" on its {rec['n']} confirmation seed(s), which did not select it" if rec["confirmed"] else "")
-    head = f"{describe(best, axes)}: {metric} {rec[metric]:.4f}{ci} ({runs}{where})"
+    if rec["confirmed"]:
+        runs = f"mean of its {rec['n']} confirmation seed(s), which did not select it"
+    ci = f" ± {rec['ci95']:.4f}" if rec["ci95"] is not None and rec["ci95"] == rec["ci95"] else ""
+    head = f"{describe(best, axes)}: {metric} {rec[metric]:.4f}{ci} ({runs})"
     notes = _notes(rec, rows, selected_from)
     if not rec["comparisons"]:
         only = ("the only confirmed configuration" if rec["confirmed"] else
@@ -271,7 +281,7 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
         return "single", f"{head}; it is {only}, so there is nothing to compare.{notes}"
     r = rec["comparisons"][0]
     among = f"among the {len(rec['confirmed'])} confirmed configurations" if rec["confirmed"] else ""
-    if r["p"] is None and r["direction"] == "cannot tell":
+    if r["direction"] == "cannot tell":
         return "cannot_tell", (f"{head} has the lowest {metric} {among}".rstrip() + f", {r['diff']:.4f} below "
                                f"{r['config_id']}. The run-to-run noise is unknown (no configuration ran twice), so "
                                "this study cannot tell whether the difference is real: add seeds (--seeds 2) or a "
@@ -301,6 +311,10 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
 
 def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
     notes = ""
+    if rec.get("grid_choice_replaced"):
+        notes += (f" {rec['grid_choice_replaced']} looked best in the grid, but on the confirmation seeds {rec['best']} "
+                  "is significantly better, so it is recommended instead (chosen on those seeds: its estimate is "
+                  "slightly optimistic).")
     if rec["ineligible"]:
         bad = ", ".join(f"{c} ({int(rows.loc[c, 'n_failed'])} of {int(rows.loc[c, 'n'] + rows.loc[c, 'n_failed'])} "
                         "seeds failed)" for c in rec["ineligible"][:5])
@@ -326,7 +340,7 @@ def bracket(table: pd.DataFrame, axis: str, rec: dict) -> dict[str, Any]:
         return {"bracketed": False, "open": None}
     rows = table.set_index("config_id")
     worse = {c["config_id"] for c in rec.get("comparisons", [])
-             if c["direction"] == "worse" or (c["p"] is None and c["diff"] > 0)}
+             if c["direction"] == "worse" or (c["direction"] == "cannot tell" and c["diff"] > 0)}
     diverged = set(rows.index[(rows.get("n_diverged", 0) > 0) & (rows.n == 0)])
     near = [rows.loc[c, axis] for c in {best, *rec.get("near_optimal", [])}]
     bounds = [rows.loc[c, axis] for c in worse | diverged]

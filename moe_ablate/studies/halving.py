@@ -88,7 +88,8 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         specs = [e for c in alive for e in configs[c]]
         trained += len(specs) * (s if study.halving_restart else s - prev)
         if last:
-            records = run_rung(specs, None, None)
+            ids = {e.id for e in specs}
+            records = [r for r in run_rung(specs, None, None) if r["experiment_id"] in ids]
         else:
             done = _rung_records(study_dir, r)
             todo = [e for e in specs if e.id not in done]
@@ -133,7 +134,7 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
     summary.update(trained_steps=trained, share_of_full_grid=trained / max(1, summary["full_grid_steps"]),
                    peak_checkpoint_bytes=peak_disk)
     atomic_write_json(study_dir / "halving.json", summary)
-    return run_rung(confirm, None, None) if confirm else records
+    return run_rung(confirm, None, None)  # the study's records: pruned, finished and confirmation runs
 
 
 class _EarlyRelease:

@@ -77,7 +77,7 @@ def save_study(study_dir: Path, study: Study, data: dict[str, dict] | None = Non
     path = study_dir / STUDY_FILE
     old = read_json(path) if path.exists() else {}
     atomic_write_json(path, {
-        "study": study.to_dict(), "data": {**old.get("data", {}), **(data or {})},
+        "study": study.to_dict(), "data": {**(data or {}), **old.get("data", {})},  # as first recorded
         "software": old.get("software") or software_versions(), "git_commit": old.get("git_commit") or git_commit(),
         "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")})
 
