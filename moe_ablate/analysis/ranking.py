@@ -245,18 +245,34 @@ def _confirmed(df: pd.DataFrame, ok: pd.DataFrame, allowed: pd.DataFrame) -> lis
 
 def _reported(runs: pd.DataFrame, fit: Fit, best: str, confirmed: list[str], ok: pd.DataFrame,
               metric: str) -> tuple[float, float]:
-    """(the mean the answer reports for the best, its 95% CI half-width). After confirmation: the mean of
-    its confirmation runs, with the run-to-run spread pooled over the confirmed configurations'
-    confirmation runs (seed variation included, as a new seed would have it)."""
+    """(the mean the answer reports for the best, its 95% CI half-width). Without confirmation: its
+    estimate, with the CI of its own runs. After confirmation: the mean of its confirmation runs, whose
+    error is a new seed's effect plus run noise. The confirmed configurations share those seeds, so the
+    two variance components are separated (two-way ANOVA: seed mean square, residual mean square) and
+    recombined, ``sigma^2 = MS_seed / k + (1 - 1/k) MS_res``, with Satterthwaite's degrees of freedom:
+    pooling their spreads as if independent would overstate the degrees of freedom (and undercover)."""
+    n = len(runs)
     if not confirmed:
-        row_n = len(runs)
-        return float(fit.estimates[best]), ci_halfwidth(float(runs[metric].std()), row_n) if row_n >= 2 else math.nan
-    sub = ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")]
-    g = sub.groupby("config_id")[metric]
-    n, var = g.count(), g.var(ddof=1)
-    dof = int((n[n >= 2] - 1).sum())
-    sd = math.sqrt(float(((n[n >= 2] - 1) * var[n >= 2]).sum()) / dof) if dof else math.nan
-    return float(runs[metric].mean()), ci_halfwidth(sd, len(runs), dof=dof) if dof else math.nan
+        return float(fit.estimates[best]), ci_halfwidth(float(runs[metric].std()), n) if n >= 2 else math.nan
+    mean = float(runs[metric].mean())
+    grid = (ok[ok.config_id.isin(confirmed) & (ok.stage == "confirm")]
+            .pivot_table(index="config_id", columns="seed", values=metric, aggfunc="mean").dropna(axis=1))
+    k, m = grid.shape
+    if m < 2:
+        return mean, math.nan
+    y = grid.to_numpy(float)
+    if k == 1:
+        return mean, ci_halfwidth(float(y.std(ddof=1)), n)
+    seed_means = y.mean(axis=0)
+    ms_seed = k * float(((seed_means - seed_means.mean()) ** 2).sum()) / (m - 1)
+    resid = y - y.mean(axis=1, keepdims=True) - seed_means[None, :] + y.mean()
+    ms_res = float((resid ** 2).sum()) / ((k - 1) * (m - 1))
+    a, b = ms_seed / k, (1 - 1 / k) * ms_res
+    total = a + b
+    if total <= 0:
+        return mean, 0.0
+    dof = total ** 2 / (a ** 2 / (m - 1) + b ** 2 / ((k - 1) * (m - 1)))
+    return mean, float(stats.t.ppf(0.975, dof) * math.sqrt(total / n))
 
 
 def _plain(v: Any) -> Any:
