@@ -20,6 +20,10 @@ ModelName = Literal["moe", "deepseek_mlp", "deepseek_glm4_moe"]
 Dispatch = Literal["auto", "grouped", "sorted", "masked"]  # masked = the plain reference loop
 Amp = Literal["auto", "off", "bf16", "fp16"]
 TxtSplit = Literal["paragraph", "line", "file"]
+# torch.optim.Muon's adjust_lr_fn: "original" scales the update by sqrt(max(1, rows/cols)) (Keller Jordan);
+# "match_rms_adamw" by 0.2 * sqrt(max(rows, cols)) so its RMS matches AdamW's (Moonlight, 2025), which lets
+# Muon and AdamW share one learning rate
+MuonAdjustLR = Literal["original", "match_rms_adamw"]
 DATA_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
@@ -44,6 +48,8 @@ class ModelConfig:
     dropout: float = 0.0
     rope_theta: float = 10000.0
     aux_loss_weight: float = 0.01  # load-balancing loss weight (0 disables)
+    router_z_loss_weight: float = 0.0  # ST-MoE router z-loss weight, mean(logsumexp(logits)^2) (0 disables)
+    active_d_ff: int = 0  # > 0: d_ff = active_d_ff // top_k, so top-k and granularity keep active compute equal
     router_noise: float = 0.1  # std of logit noise added in training (moe model)
     moe_dispatch: Dispatch = "auto"
     # DeepSeek-V3 multi-head latent attention (deepseek_* models)
@@ -61,6 +67,11 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    @property
+    def expert_d_ff(self) -> int:
+        """Hidden width of one routed expert: ``d_ff``, or ``active_d_ff // top_k`` when that is set."""
+        return self.active_d_ff // self.top_k if self.active_d_ff and self.top_k > 0 else self.d_ff
+
 
 @dataclass
 class TrainConfig:
@@ -72,6 +83,7 @@ class TrainConfig:
     grad_accum: int = 1
     muon_lr: float = 0.01
     adamw_lr_ratio: float = 0.1  # AdamW lr = muon_lr * ratio
+    muon_adjust_lr: MuonAdjustLR = "original"  # Muon's per-matrix LR scaling (torch.optim.Muon's adjust_lr_fn)
     momentum: float = 0.95
     weight_decay: float = 0.1
     grad_clip: float = 1.0
@@ -172,7 +184,7 @@ def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
     return v
 
 
-_LITERALS = {"ModelName", "Dispatch", "Amp", "TxtSplit"}
+_LITERALS = {"ModelName", "Dispatch", "Amp", "TxtSplit", "MuonAdjustLR"}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -254,6 +266,12 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append(f"head dim d_model/n_heads ({m.head_dim}) must be even for RoPE")
     if m.name.startswith("deepseek") and m.qk_rope_head_dim % 2:
         problems.append(f"qk_rope_head_dim ({m.qk_rope_head_dim}) must be even")
+    if m.active_d_ff < 0 or (m.active_d_ff and m.top_k > 0 and m.active_d_ff % m.top_k):
+        problems.append(f"active_d_ff ({m.active_d_ff}) must be >= 0 and divisible by top_k ({m.top_k})")
+    if m.router_z_loss_weight < 0 or m.aux_loss_weight < 0 or m.bias_update_rate < 0:
+        problems.append("router_z_loss_weight, aux_loss_weight and bias_update_rate must be >= 0")
+    if t.muon_adjust_lr not in choices(MuonAdjustLR):
+        problems.append(f"muon_adjust_lr must be {'|'.join(choices(MuonAdjustLR))}, got {t.muon_adjust_lr!r}")
     if m.moe_dispatch not in choices(Dispatch):
         problems.append(f"moe_dispatch must be {'|'.join(choices(Dispatch))}, got {m.moe_dispatch!r}")
     if not 0 <= m.dropout < 1:

@@ -140,8 +140,10 @@ def split_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Paramete
 
 
 def build_optimizers(model: nn.Module, muon_lr: float, adamw_lr_ratio: float, momentum: float,
-                     weight_decay: float, device: str, plain_muon: bool = False) -> list[torch.optim.Optimizer]:
-    """Muon for hidden matrices, AdamW (lr = muon_lr × ratio) for the rest.
+                     weight_decay: float, device: str, plain_muon: bool = False,
+                     adjust_lr: str = "original") -> list[torch.optim.Optimizer]:
+    """Muon for hidden matrices, AdamW (lr = muon_lr × ratio) for the rest. ``adjust_lr`` is Muon's
+    per-matrix LR scaling, torch.optim.Muon's ``adjust_lr_fn`` ("original" | "match_rms_adamw").
 
     ``plain_muon``: one standard Newton–Schulz call per matrix (the seed design; benchmark baseline).
     """
@@ -151,7 +153,8 @@ def build_optimizers(model: nn.Module, muon_lr: float, adamw_lr_ratio: float, mo
     opts: list[torch.optim.Optimizer] = []
     if muon_params:
         opts.append(Muon(muon_params, lr=muon_lr, momentum=momentum, weight_decay=weight_decay,
-                         ns_dtype=ns_dtype, batched=not plain_muon, gram=False if plain_muon else None))
+                         ns_dtype=ns_dtype, batched=not plain_muon, gram=False if plain_muon else None,
+                         adjust_lr_fn=adjust_lr))
     if adamw_params:
         opts.append(torch.optim.AdamW(adamw_params, lr=muon_lr * adamw_lr_ratio, betas=(0.9, 0.95),
                                       weight_decay=weight_decay, fused=cuda or None))

@@ -132,7 +132,8 @@ def train(
         # compile in place (every call of the module, model.loss included, runs compiled); a model
         # reused across a study's experiments is compiled once, since re-initialising keeps the graph
         model.compile()
-    optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device)
+    optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device,
+                                  adjust_lr=t.muon_adjust_lr)
     schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
     # only fp16 needs loss scaling; disabled, the scaler passes every call straight through
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=amp_dtype == torch.float16)
@@ -232,11 +233,15 @@ def train(
                 state["eval_time"] += timer.last_pause
                 ev.update(step=step, tokens=state["tokens"], time=state["train_time"])
                 history["eval"].append(ev)
+                window = model.routing_window()  # at an eval step: the host has synced anyway
+                if window is not None:
+                    history.setdefault("routing", []).append({"step": step, "layers": window})
                 if tracker is not None:
-                    routing = model.routing_stats()  # at an eval step: the host has synced anyway
+                    routing = model.routing_stats()
                     tracker.log({"val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
                                  "val/perplexity": ev["perplexity"],
-                                 **({"routing/load_cv": routing["cv"]} if routing else {})}, step)
+                                 **({"routing/load_cv": routing["cv"]} if routing else {}),
+                                 **routing_summary(history.get("routing", [])[-1:], prefix="routing/")}, step)
                 log(f"{desc}: step {step}/{t.steps} | train {train_loss:.4f} | val {ev['loss']:.4f} "
                     f"acc {ev['accuracy']:.3f} ppl {ev['perplexity']:.2f} | "
                     f"{state['tokens'] / max(state['train_time'], 1e-9):,.0f} tok/s")
@@ -276,6 +281,11 @@ def train(
                          schedulers[0].get_last_lr()[0], model, device, amp_dtype, peak_mem, t.seed, data,
                          checkpoints, wall=time.perf_counter() - started)
     result["epochs"] = state["tokens"] / len(data.train)  # > 1: the run repeated its training data
+    # compute accounting (one formula: TransformerLM.flops_per_token), flat so that tables can use it
+    counts = result["params"]
+    result.update(params_total=counts["total"], params_active=counts["active"],
+                  flops_per_token=model.flops_per_token(t.seq_len), tokens=state["tokens"],
+                  flops=model.flops_per_token(t.seq_len) * state["tokens"])
     if status == "ok" and t.eval_seq_len and t.eval_seq_len != t.seq_len:
         # scored on common windows of another length (batch-seqlen): also score the final model at its own
         # training length, on as many validation tokens, since beyond it a short-context model is off-task
@@ -283,6 +293,23 @@ def train(
         own = evaluate(model, data.val_batches(per_batch, t.seq_len, t.eval_batches, device), device, amp_dtype)
         result["val_loss_own_length"] = own["loss"]
     return result, model
+
+
+def routing_summary(windows: list[dict], prefix: str = "routing_") -> dict[str, float]:
+    """Routing health for the record (and trackers): the last window's MaxVio (mean over layers), dead
+    experts (summed over layers), router entropy (mean), bias norm (mean, aux-loss-free router), and the
+    largest MaxVio seen at any evaluation."""
+    if not windows or not windows[-1]["layers"] or windows[-1]["layers"][0].get("maxvio") is None:
+        return {}
+    last = windows[-1]["layers"]
+    mean = lambda key, layers: (sum(v[key] for v in layers) / len(layers)  # noqa: E731
+                                if all(v.get(key) is not None for v in layers) else None)
+    out = {f"{prefix}maxvio": mean("maxvio", last), f"{prefix}dead_experts": sum(v["dead"] for v in last),
+           f"{prefix}entropy": mean("entropy", last),
+           f"{prefix}maxvio_peak": max((mean("maxvio", w["layers"]) or 0.0) for w in windows)}
+    if "bias_norm" in last[0]:
+        out[f"{prefix}bias_norm"] = mean("bias_norm", last)
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def make_result(status: str, error: str | None, early_stopped: bool, state: dict, history: dict, train_loss: float,
@@ -311,6 +338,7 @@ def make_result(status: str, error: str | None, early_stopped: bool, state: dict
         "tokens_per_s": state["tokens"] / train_time if train_time > 0 else None,
         "params": model.param_counts(),
         "routing": model.routing_stats(),
+        **routing_summary(history.get("routing", [])),
         "device": device,
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "fp32",
         "compiled": getattr(model, "_compiled_call_impl", None) is not None,

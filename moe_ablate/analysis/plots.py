@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .stats import is_lr_axis, is_numeric_axis, sorted_values  # noqa: E402
+from .stats import is_lr_axis, is_numeric_axis, log_scale, sorted_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
 FAILED = dict(marker="x", color="tab:red", s=60, zorder=5)
@@ -45,6 +45,8 @@ def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dic
     if not ok.empty:
         figs += [performance_distributions(ok, out), hyperparameter_analysis(df, axes, metric, out),
                  correlation_heatmap(a["correlations"], out), top_performers(table, metric, out)]
+    if a.get("routing"):
+        figs.append(routing_plot(records, a, axes, out))
     return figs
 
 
@@ -198,6 +200,40 @@ def rung_plot(h: dict, metric: str, out: Path) -> Path:
     return save_figure(fig, out / "halving_rungs.png")
 
 
+def routing_plot(records: list[dict], a: dict, axes: list[str], out: Path) -> Path:
+    """Left: the best configuration's per-expert load in each layer over training (its first successful
+    seed; one panel per layer, at most 4). Right: MaxVio at the end of training against the study's most
+    important axis, one point per configuration (red: dead experts)."""
+    best = a["recommendation"].get("best")
+    run = next((r for r in records if r.get("config_id", r["experiment_id"]) == best and r["status"] == "ok"
+                and r.get("history", {}).get("routing")), None)
+    windows = run["history"]["routing"] if run else []
+    n_layers = min(4, len(windows[0]["layers"])) if windows else 0
+    fig, axs = plt.subplots(1, n_layers + 1, figsize=(3.6 * (n_layers + 1), 3.8), squeeze=False)
+    steps = [w["step"] for w in windows]
+    for layer in range(n_layers):
+        ax = axs[0, layer]
+        loads = np.array([w["layers"][layer]["load_fraction"] for w in windows])
+        for e in range(loads.shape[1]):
+            ax.plot(steps, loads[:, e], lw=1)
+        ax.axhline(1 / loads.shape[1], color="0.3", ls="--", lw=0.8)
+        ax.set(xlabel="step", ylabel="share of tokens" if layer == 0 else None,
+               title=f"{best}: layer {layer} load per expert")
+    ax = axs[0, -1]
+    rows = pd.DataFrame(a["routing"]["rows"])
+    x_axis = next((x for x in [a.get("most_important"), *axes] if x in rows and is_numeric_axis(rows[x])), None)
+    xs = rows[x_axis] if x_axis else np.arange(len(rows))
+    dead = rows.get("dead_experts", pd.Series(0, index=rows.index)).fillna(0) > 0
+    ax.scatter(xs[~dead], rows["maxvio"][~dead], color="tab:blue", label="no dead experts")
+    if dead.any():
+        ax.scatter(xs[dead], rows["maxvio"][dead], color="tab:red", label="dead experts")
+    if x_axis and log_scale(x_axis):
+        ax.set_xscale("log")
+    ax.set(xlabel=x_axis or "configuration", ylabel="MaxVio (end of training)", title="load imbalance per configuration")
+    ax.legend(fontsize=7)
+    return save_figure(fig, out / "routing.png")
+
+
 def figure_caption(name: str) -> str:
     return CAPTIONS.get(name, name)
 
@@ -212,5 +248,8 @@ CAPTIONS: dict[str, Any] = {
     "hyperparameter_analysis.png": "The metric per value of each axis (red x: failed runs).",
     "correlation_heatmap.png": "Spearman correlations between numeric axes and metrics.",
     "top_performers_analysis.png": "The best configurations by mean, with 95% CIs.",
+    "routing.png": "Routing health: the best configuration's share of tokens per expert in each layer over training "
+                   "(dashed: a fair share), and MaxVio at the end of training per configuration (red: dead "
+                   "experts).",
     "halving_rungs.png": "Successive halving: each configuration's metric at each rung it reached (grey: pruned).",
 }

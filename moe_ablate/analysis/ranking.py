@@ -167,6 +167,9 @@ def configuration_table(df: pd.DataFrame, axes: list[str], metric: str, fit: Fit
     if len(pruned):
         table["pruned_at_step"] = pruned.groupby("config_id")["pruned_at_step"].max().reindex(table.index)
         table["rung_metric"] = pruned.groupby("config_id")[metric].mean().reindex(table.index)
+    for col in ("params_active", "params_total", "flops_per_token", "routing_maxvio", "routing_dead_experts"):
+        if col in df and df[col].notna().any():  # compute and routing health, next to the loss
+            table[col] = ok.groupby("config_id")[col].mean().reindex(table.index) if len(ok) else np.nan
     if "epochs" in df and df["epochs"].notna().any():  # > 1: the configuration repeated its training data
         table["epochs"] = df.groupby("config_id")["epochs"].max().reindex(table.index)
     table = table.sort_values(["mean", "rung_metric"] if "rung_metric" in table else "mean", na_position="last")

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from .plots import figure_caption
+from .routing import routing_text
 
 MAX_ROWS = 20
 
@@ -101,6 +102,13 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                   (f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}."
                    if known else "Near-optimal set: cannot tell (no configuration ran twice, so the noise is "
                                  "unknown)."), ""]
+    rt = a.get("routing")
+    if rt:
+        lines += routing_text(rt, metric)
+        if rt.get("equal_compute"):
+            lines.append(table(rt["equal_compute"], ["config_id", "flops_per_token", "val_loss_at_budget", "n"]))
+        lines.append(table(rt["rows"][:MAX_ROWS], ["config_id", *axes, metric, "maxvio", "maxvio_peak",
+                                                   "dead_experts", "entropy", "bias_norm"]))
     h = a.get("halving")
     if h:
         lines += ["## Successive halving", "",

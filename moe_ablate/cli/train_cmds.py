@@ -56,14 +56,18 @@ def cmd_models(args) -> int:
     from ..models import DESCRIPTIONS, MODEL_NAMES, build_model
 
     presets = args.presets or ["tiny", "seed", "exp9", "exp3"]
-    print(f"{'model':<20} {'preset':<7} {'total params':>14} {'active params':>14}  (vocab {args.vocab_size})")
+    print(f"{'model':<20} {'preset':<7} {'total params':>14} {'active params':>14} {'FLOPs/token':>14}  "
+          f"(vocab {args.vocab_size}; training FLOPs per token at the preset's seq_len)")
     for name in MODEL_NAMES:
         for preset in presets:
-            cfg = preset_config(preset, name).model
+            full = preset_config(preset, name)
+            cfg = full.model
             cfg.vocab_size = args.vocab_size
             with torch.device("meta"):
-                counts = build_model(cfg).param_counts()
-            print(f"{name:<20} {preset:<7} {counts['total']:>14,} {counts['active']:>14,}")
+                model = build_model(cfg)
+            counts = model.param_counts()
+            print(f"{name:<20} {preset:<7} {counts['total']:>14,} {counts['active']:>14,} "
+                  f"{model.flops_per_token(full.train.seq_len):>14,}")
     print()
     for name in MODEL_NAMES:
         print(f"{name}: {DESCRIPTIONS[name]}")

@@ -15,20 +15,57 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 
 
+DEAD_FRACTION = 0.1  # an expert getting under 10% of its fair share (1/E) of a window's tokens is "dead"
+
+
 class RoutingLoad(nn.Module):
-    """Mixin state for an MoE layer: per-expert token counts accumulated on device (no sync).
-    Persistent, so a checkpoint carries them and a resumed run reports the load of the whole run."""
+    """Mixin state for an MoE layer, accumulated on device (no host sync): per-expert token counts over
+    the whole run (``load``) and over the window since the last evaluation (``window_load``), and the
+    summed router entropy of the window's tokens. Persistent, so a checkpoint carries them and a resumed
+    run reports exactly what an uninterrupted one would."""
 
     def __init__(self, num_experts: int):
         super().__init__()
         self.register_buffer("load", torch.zeros(num_experts))
+        self.register_buffer("window_load", torch.zeros(num_experts))
+        self.register_buffer("window_entropy", torch.zeros(2))  # (sum of per-token entropy, tokens)
 
-    def record(self, expert_ids: torch.Tensor) -> torch.Tensor:
-        """Count tokens per expert; training tokens are added to ``load`` (evaluation is not)."""
+    def record(self, expert_ids: torch.Tensor, probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Count tokens per expert; training tokens are added to the run's and the window's load
+        (evaluation is not). ``probs`` (tokens x experts): the router's distribution, for its entropy."""
         counts = torch.bincount(expert_ids.reshape(-1), minlength=self.load.numel())
         if self.training:
-            self.load += counts.detach().to(self.load.dtype)
+            c = counts.detach().to(self.load.dtype)
+            self.load += c
+            self.window_load += c
+            if probs is not None:
+                p = probs.detach().float()
+                ent = -(p * p.clamp_min(1e-12).log()).sum(-1)
+                self.window_entropy += torch.stack([ent.sum(), ent.new_tensor(float(ent.numel()))])
         return counts
+
+    def routing_bias(self) -> torch.Tensor | None:
+        """The aux-loss-free router's correction bias, where the layer has one."""
+        return None
+
+    def take_window(self) -> dict:
+        """Routing health of the window since the last call (one host read; call at evaluation):
+        MaxVio = max load / mean load - 1 (Wang et al. 2024), dead experts (< DEAD_FRACTION of a fair
+        share), mean router entropy normalised by ln E (1 = uniform), the bias norm; then reset."""
+        load = self.window_load.float().cpu()
+        ent_sum, n = self.window_entropy.float().cpu().tolist()
+        E = load.numel()
+        frac = load / load.sum().clamp(min=1)
+        out = {"maxvio": float(frac.max() * E - 1) if load.sum() > 0 else None,
+               "dead": int((frac < DEAD_FRACTION / E).sum()) if load.sum() > 0 else None,
+               "entropy": ent_sum / n / math.log(E) if n and E > 1 else None,
+               "load_fraction": [round(v, 5) for v in frac.tolist()]}
+        bias = self.routing_bias()
+        if bias is not None:
+            out["bias_norm"] = float(bias.float().norm())
+        self.window_load.zero_()
+        self.window_entropy.zero_()
+        return out
 
 
 class TransformerLM(nn.Module):
@@ -97,6 +134,26 @@ class TransformerLM(nn.Module):
     def reset_routing_load(self) -> None:
         for m in self.moe_layers():
             m.load.zero_()
+            m.window_load.zero_()
+            m.window_entropy.zero_()
+
+    def routing_window(self) -> list[dict] | None:
+        """Per-layer routing health since the last call (see ``RoutingLoad.take_window``)."""
+        layers = self.moe_layers()
+        return [m.take_window() for m in layers] if layers else None
+
+    def attention_width(self) -> int:
+        """d_attn of the compute formula: the width of the query-key and value products per token."""
+        return self.cfg.d_model
+
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token, one documented formula for every model (Kaplan et al. 2020, Table 1):
+        forward = 2 N_active + 2 n_layers seq_len d_attn (the matmuls of the active weights, tied head
+        included, plus attention scores and values; causal masking not discounted), training = 3 x
+        forward. N_active counts a MoE layer's top-k experts only, so MoE settings compare at equal
+        active compute (Krajewski et al. 2024: report it beside active and total parameters)."""
+        active = self.param_counts()["active"]
+        return int(3 * (2 * active + 2 * self.cfg.n_layers * seq_len * self.attention_width()))
 
     def routing_stats(self) -> dict | None:
         """Per-expert load fraction (summed over layers and per layer) and its coefficient of variation."""

@@ -71,7 +71,7 @@ class Glm4MoEFeedForward(RoutingLoad):
         from transformers.models.glm4_moe.modeling_glm4_moe import Glm4MoeMoE
 
         hf = Glm4MoeConfig(
-            hidden_size=cfg.d_model, moe_intermediate_size=cfg.d_ff, intermediate_size=cfg.d_ff,
+            hidden_size=cfg.d_model, moe_intermediate_size=cfg.expert_d_ff, intermediate_size=cfg.d_ff,
             n_routed_experts=cfg.num_experts, num_experts_per_tok=cfg.top_k,
             n_shared_experts=cfg.n_shared_experts, n_group=1, topk_group=1, norm_topk_prob=True,
             routed_scaling_factor=cfg.routed_scaling_factor, hidden_act="silu",
@@ -80,6 +80,7 @@ class Glm4MoEFeedForward(RoutingLoad):
         self.moe = Glm4MoeMoE(hf)
         self.top_k, self.num_experts = cfg.top_k, cfg.num_experts
         self.aux_weight = cfg.aux_loss_weight
+        self.z_weight = cfg.router_z_loss_weight
         self.gamma = cfg.bias_update_rate
         self.register_buffer("step_load", torch.zeros(cfg.num_experts), persistent=False)
         self._route: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -87,7 +88,8 @@ class Glm4MoEFeedForward(RoutingLoad):
 
     def _on_route(self, module, inputs, output) -> None:
         router_logits, _, topk_idx = output
-        counts = self.record(topk_idx)
+        scores = router_logits.detach().float().sigmoid()
+        counts = self.record(topk_idx, scores / scores.sum(-1, keepdim=True))
         if self.training:
             self.step_load += counts.detach().to(self.step_load.dtype)
         self._route = (router_logits, topk_idx)
@@ -106,7 +108,12 @@ class Glm4MoEFeedForward(RoutingLoad):
             hits.scatter_(2, topk_idx.view(B, T, -1), 1.0)
             f = hits.mean(1) * self.num_experts / self.top_k
             aux = self.aux_weight * (f * p).sum(-1).mean()
+        if self.z_weight > 0 and self.training:  # ST-MoE router z-loss on the router's logits
+            aux = aux + self.z_weight * (torch.logsumexp(router_logits.float(), dim=-1) ** 2).mean()
         return y, aux
+
+    def routing_bias(self) -> torch.Tensor:
+        return self.moe.gate.e_score_correction_bias
 
     @torch.no_grad()
     def update_bias(self) -> None:
@@ -133,8 +140,12 @@ class DeepSeekLM(TransformerLM):
         for m in self.moe_layers():
             m.update_bias()
 
+    def attention_width(self) -> int:
+        c = self.cfg  # multi-head latent attention: queries/keys of qk_nope + qk_rope, values of v_head_dim
+        return c.n_heads * (c.qk_nope_head_dim + c.qk_rope_head_dim + c.v_head_dim) // 2
+
     def inactive_params_per_token(self) -> int:
         if not self.is_moe:
             return 0
-        per_expert = 3 * self.cfg.d_model * self.cfg.d_ff  # gate, up, down
+        per_expert = 3 * self.cfg.d_model * self.cfg.expert_d_ff  # gate, up, down
         return self.cfg.n_layers * (self.cfg.num_experts - self.cfg.top_k) * per_expert

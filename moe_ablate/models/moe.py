@@ -66,13 +66,14 @@ class MoEFeedForward(RoutingLoad):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg.num_experts)
-        E, d, f = cfg.num_experts, cfg.d_model, cfg.d_ff
+        E, d, f = cfg.num_experts, cfg.d_model, cfg.expert_d_ff
         self.num_experts, self.top_k = E, cfg.top_k
         self.router = nn.Linear(d, E, bias=False)
         self.w1 = nn.Parameter(torch.empty(E, f, d))
         self.w2 = nn.Parameter(torch.empty(E, d, f))
         self.noise_std = cfg.router_noise
         self.aux_weight = cfg.aux_loss_weight
+        self.z_weight = cfg.router_z_loss_weight
         self.dispatch = cfg.moe_dispatch
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -85,12 +86,14 @@ class MoEFeedForward(RoutingLoad):
         probs = logits.softmax(dim=-1)
         top_logits, top_idx = logits.topk(self.top_k, dim=-1)
         top_w = top_logits.softmax(dim=-1)
-        counts = self.record(top_idx)
+        counts = self.record(top_idx, probs)
 
         # Switch-style balance loss: E · Σ_e f_e · P_e, f_e = share of routed slots, P_e = mean prob.
         # Equals 1 for uniform routing probabilities, whatever the top-k picks.
         f = counts.to(probs.dtype) / top_idx.numel()
         aux = self.aux_weight * self.num_experts * (f * probs.mean(0)).sum()
+        if self.z_weight > 0:  # ST-MoE router z-loss: keeps the router's logits small (stable softmax)
+            aux = aux + self.z_weight * (torch.logsumexp(logits, dim=-1) ** 2).mean()
 
         out = self._experts(x, top_idx, top_w.to(x.dtype))
         return self.dropout(out).view(shape), aux
@@ -171,5 +174,5 @@ class MoETransformer(TransformerLM):
         super().__init__(cfg, [MoEBlock(cfg) for _ in range(cfg.n_layers)])
 
     def inactive_params_per_token(self) -> int:
-        per_expert = 2 * self.cfg.d_model * self.cfg.d_ff
+        per_expert = 2 * self.cfg.d_model * self.cfg.expert_d_ff
         return self.cfg.n_layers * (self.cfg.num_experts - self.cfg.top_k) * per_expert

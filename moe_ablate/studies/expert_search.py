@@ -73,13 +73,28 @@ class ExpertSearchKind(StudyKind):
         atomic_write_json(study_dir / "expert_recommendation.json", self.recommendation(study, records, analysis))
 
     def answer(self, study, records, analysis):
-        return self.recommendation(study, records, analysis)["recommendation"]
+        return self.recommendation(study, records, analysis)["recommendation"] + compute_note(analysis)
 
     def figures(self, study_dir, study, records, analysis):
         return [plot_expert_search(study_dir, records)]
 
 
 KIND = ExpertSearchKind()
+
+
+def compute_note(analysis: dict) -> str:
+    """Whether the configurations compared were matched in active compute, and if not, the best at equal FLOPs."""
+    r = analysis.get("routing") or {}
+    if r.get("matched") is None:
+        return ""
+    lo, hi = r["flops_per_token_range"]
+    if r["matched"]:
+        return f" The configurations were matched in active compute ({lo:,.0f} training FLOPs per token)."
+    eq = r.get("equal_compute") or []
+    best = f"; at equal training FLOPs ({r['budget_flops']:.3g}) the lowest validation loss is {eq[0]['config_id']} " \
+           f"({eq[0]['val_loss_at_budget']:.4f})" if eq else ""
+    return (f" The configurations were not matched in active compute ({lo:,.0f} to {hi:,.0f} training FLOPs per "
+            f"token): more active experts also spent more compute{best}.")
 
 
 def plot_expert_search(study_dir: Path, records: list[dict]) -> Path:
