@@ -322,6 +322,8 @@ def check_source_name(source: str) -> str | None:
     """The problem with the *form* of a data source string, or None (no disk or network access)."""
     if source == "builtin":
         return None
+    if not source.strip():
+        return "the data source is empty: use 'builtin', a file or folder, or hf:NAME[:CONFIG]"
     if source.startswith("hf:"):
         return "hub source needs a name: hf:NAME[:CONFIG]" if not source[3:].strip(":") else None
     suffix = PurePath(source).suffix

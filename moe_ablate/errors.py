@@ -1,4 +1,4 @@
-"""The one exception type that the CLI turns into a single error line and exit code 2."""
+"""The exceptions the CLI turns into a single error line: ``UserError`` (exit 2) and ``StudyFailed`` (exit 1)."""
 
 
 class UserError(Exception):
@@ -6,3 +6,8 @@ class UserError(Exception):
 
     The CLI prints ``moe-ablate: error: <message>`` and exits 2; nothing is written.
     """
+
+
+class StudyFailed(Exception):
+    """A study ran, but none of its experiments finished: its files are written, and the CLI prints
+    ``moe-ablate: error: <message>`` and exits 1 (the input was sound; the runs failed)."""

@@ -48,9 +48,23 @@ class Item:
 
 
 def to_item(doc: dict) -> Item:
+    """One item, checked: text fields are text, at least two endings, each a text, and the label an
+    integer index of one of them (a string like "2" is accepted, as the official files have it)."""
+    if not isinstance(doc, dict):
+        raise ValueError("an item must be a JSON object")
+    for key in ("activity_label", "ctx_a", "ctx_b"):
+        if not isinstance(doc.get(key), str):
+            raise ValueError(f"{key!r} must be text, got {doc.get(key)!r:.40}")
+    endings = doc.get("endings")
+    if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
+        raise ValueError(f"'endings' must be a list of at least two texts, got {endings!r:.60}")
+    label = doc.get("label")
+    if isinstance(label, str) and label.strip().lstrip("-").isdigit():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
+        raise ValueError(f"'label' must be an integer index of the {len(endings)} endings, got {label!r}")
     ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
-    return Item(preprocess(doc["activity_label"] + ": " + ctx), [preprocess(e) for e in doc["endings"]],
-                int(doc["label"]), doc.get("ind"))
+    return Item(preprocess(doc["activity_label"] + ": " + ctx), [preprocess(e) for e in endings], label, doc.get("ind"))
 
 
 def load_items(source: str, limit: int | None = None) -> list[Item]:
@@ -71,7 +85,11 @@ def load_items(source: str, limit: int | None = None) -> list[Item]:
         if not path.is_file():
             raise UserError(f"HellaSwag file not found: {source}")
         docs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{source}: not UTF-8 text (byte {e.start})") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     docs.append(json.loads(line))
@@ -79,10 +97,12 @@ def load_items(source: str, limit: int | None = None) -> list[Item]:
                     raise UserError(f"{source}:{n}: not valid JSON") from None
             if limit and len(docs) >= limit:
                 break
-    try:
-        items = [to_item(d) for d in docs]
-    except (KeyError, ValueError, TypeError) as e:
-        raise UserError(f"{source}: not in the HellaSwag format (missing or bad field {e})") from None
+    items = []
+    for n, d in enumerate(docs, 1):
+        try:
+            items.append(to_item(d))
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise UserError(f"{source}: item {n} is not in the HellaSwag format: {e}") from None
     if not items:
         raise UserError(f"{source}: no HellaSwag items")
     return items

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO, Callable
 
 from .errors import UserError
 
-TMP_SUFFIX = ".tmp"  # temporaries are ".<name>.<random>.tmp" beside their file
+TMP_SUFFIX = ".moe-ablate.tmp"  # temporaries are ".<name>.<random>.moe-ablate.tmp": only these are ever removed
 
 
 def _clean(obj: Any) -> Any:

@@ -21,7 +21,10 @@ def run_cli(args, capsys):
 @pytest.mark.parametrize("args, message", [
     (["train", "--steps", "0"], "must be positive"),
     (["train", "--steps", "ten"], "expected an integer"),
-    (["train", "--muon-lr", "-0.1"], "must be positive"),
+    (["train", "--muon-lr", "-0.1"], "must be in (0, 1000]"),
+    (["train", "--muon-lr", "1e300"], "must be in (0, 1000]"),
+    (["train", "--seed", str(2**64)], "must be in [0, 2**32)"),
+    (["train", "--data", ""], "the data source is empty"),
     (["train", "--batch-size", "0"], "must be positive"),
     (["train", "--preset", "huge"], "unknown preset"),
     (["train", "--top-k", "9", "--num-experts", "8"], "top_k"),

@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+from moe_ablate.analysis.stats import analyze, load_records
+from moe_ablate.errors import UserError
 from moe_ablate.studies.outputs import analyze_folder
 from moe_ablate.cli import main
 from moe_ablate.studies.spec import expand, load_study, spanning_subset
@@ -125,7 +127,12 @@ def test_analysis_of_a_hand_made_folder(tmp_path):
     _fake(exp_dir, i, 0.001, 0.1, None, status="diverged")  # failed: must never be recommended
     (exp_dir / "exp_999.json").write_text("{not json")  # corrupt: reported and skipped
     before = {f.name: f.read_bytes() for f in exp_dir.iterdir()}
-    result = analyze_folder(tmp_path, log=lambda m: None)
+    (tmp_path / "report.md").write_text("the user's own notes")
+    with pytest.raises(UserError, match="is not a study folder"):  # analyze writes into study folders only
+        analyze_folder(tmp_path, log=lambda m: None)
+    assert (tmp_path / "report.md").read_text() == "the user's own notes"
+    records, bad = load_records(tmp_path)
+    result = {**analyze(records), "skipped_files": bad}
     rec = result["recommendation"]
     assert rec["best_config"] == {"muon_lr": 0.1, "adamw_lr_ratio": 0.1}
     assert rec["margin"] == pytest.approx(0.2)
@@ -134,14 +141,19 @@ def test_analysis_of_a_hand_made_folder(tmp_path):
     assert result["n_failed"] == 1 and result["skipped_files"] == ["exp_999.json"]
     assert result["most_important"] == "muon_lr"
     assert {f.name: f.read_bytes() for f in exp_dir.iterdir()} == before  # never modified
-    assert "Warning" in (tmp_path / "report.md").read_text()
+
+
+def _study_folder(d):
+    (d / "experiments").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"study": {"kind": "grid", "name": "s", "base": {}, "experiments": []}}))
 
 
 @pytest.mark.parametrize("setup, message", [
     (lambda d: None, "results folder not found"),
-    (lambda d: d.mkdir(), "no experiment results"),
-    (lambda d: (d / "experiments").mkdir(parents=True) or (d / "experiments" / "a.json").write_text("{"),
-     "no readable experiment results"),
+    (lambda d: d.mkdir(), "is not a study folder: no config.json there"),
+    (lambda d: _study_folder(d), "no experiment results"),
+    (lambda d: _study_folder(d) or (d / "experiments" / "a.json").write_text("{"), "no readable experiment results"),
+    (lambda d: d.mkdir() or (d / "config.json").write_text("[1, 2]"), "is not a moe-ablate study file"),
 ])
 def test_analyze_bad_input(tmp_path, capsys, setup, message):
     d = tmp_path / "study"

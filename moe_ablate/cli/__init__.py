@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import UserError
+from ..errors import StudyFailed, UserError
 from ..interrupt import Interrupted
 from . import data_cmds, study_cmds, train_cmds
 from .args import Parser
@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"moe-ablate: error: {e}", file=sys.stderr)
         return 2
+    except StudyFailed as e:
+        print(f"moe-ablate: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:  # disk full, permission denied, read-only folder, missing parent
         where = f": {e.filename}" if e.filename else ""
         print(f"moe-ablate: error: {e.strerror or e}{where}", file=sys.stderr)

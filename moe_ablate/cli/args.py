@@ -46,6 +46,8 @@ def _number(kind, ok, requirement: str):
 pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, lambda v: v > 0, "positive")
 nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
+seed_int = _number(int, lambda v: 0 <= v < 2**32, "in [0, 2**32)")  # numpy's and every RNG's range
+lr_float = _number(float, lambda v: 0 < v <= 1e3, "in (0, 1000]")  # beyond that every run diverges at once
 
 
 def lr_or_auto(text: str) -> float | str:
@@ -96,7 +98,7 @@ EXPERIMENT_FLAGS = {
     "--batch-size": ("train.batch_size", pos_int, "sequences per micro-batch"),
     "--seq-len": ("train.seq_len", pos_int, "tokens per sequence"),
     "--grad-accum": ("train.grad_accum", pos_int, "micro-batches per optimizer step"),
-    "--muon-lr": ("train.muon_lr", pos_float, "Muon learning rate (2-D/3-D hidden weights)"),
+    "--muon-lr": ("train.muon_lr", lr_float, "Muon learning rate (2-D/3-D hidden weights)"),
     "--adamw-lr-ratio": ("train.adamw_lr_ratio", pos_float, "AdamW lr = muon lr x this (embeddings, norms, router)"),
     "--momentum": ("train.momentum", fraction, "Muon momentum"),
     "--weight-decay": ("train.weight_decay", nonneg_float, "decoupled weight decay for both optimizers"),
@@ -108,7 +110,7 @@ EXPERIMENT_FLAGS = {
     "--bias-update-rate": ("model.bias_update_rate", nonneg_float, "GLM4 router bias update gamma (0 = off)"),
     "--device": ("train.device", str, "auto | cpu | cuda | cuda:N (auto: CUDA when available)"),
     "--amp": ("train.amp", str, f"CUDA mixed precision: {' | '.join(choices(Amp))} (auto: bf16, else fp16)"),
-    "--seed": ("train.seed", nonneg_int, "random seed (init, batches, router noise)"),
+    "--seed": ("train.seed", seed_int, "random seed (init, batches, router noise), 0 .. 2**32 - 1"),
 }
 
 
@@ -186,12 +188,29 @@ def study_dir_for(args, default_name: str) -> Path:
     if args.resume:
         return Path(args.resume)
     if getattr(args, "study_folder", None):
-        return Path(args.output_dir) / args.study_folder
+        from ..studies.spec import safe_name
+
+        return Path(args.output_dir) / safe_name(args.study_folder, "--name")
     stamp = time.strftime("%Y%m%d_%H%M%S")
     path, n = Path(args.output_dir) / f"{default_name}_{stamp}", 2
     while path.exists():
         path, n = Path(args.output_dir) / f"{default_name}_{stamp}_{n}", n + 1
     return path
+
+
+def notes_on_unused_flags(args, log) -> None:
+    """Flags that have no effect in this command line say so (they are not silently ignored)."""
+    if getattr(args, "min_steps", None) and not getattr(args, "halving", None):
+        log("note: --min-steps has no effect without --halving")
+    if getattr(args, "halving_restart", False) and not getattr(args, "halving", None):
+        log("note: --halving-restart has no effect without --halving")
+    if getattr(args, "resume", None) and getattr(args, "study_folder", None):
+        log("note: --name has no effect with --resume (the study keeps its folder)")
+    if getattr(args, "compile", None):
+        import torch
+
+        if not torch.cuda.is_available() and getattr(args, "device", None) != "cuda":
+            log("note: --compile has no effect on CPU (it compiles on CUDA only)")
 
 
 def executor(args):
@@ -200,6 +219,9 @@ def executor(args):
     if args.executor == "ray":
         from ..studies.ray_executor import RayExecutor
 
+        if getattr(args, "halving", None):
+            raise UserError("--halving runs with the local executor (its rungs continue from checkpoints on this "
+                            "machine's disk)")
         return RayExecutor(args.ray_address, args.gpus_per_experiment, args.cpus_per_experiment)
     return LocalExecutor()
 
@@ -208,6 +230,24 @@ def log(msg: str) -> None:
     from tqdm.auto import tqdm
 
     tqdm.write(msg, file=sys.stderr)
+
+
+def writable(folder: Path) -> None:
+    """Prove that ``folder`` can be made and take a file (by writing a probe into its nearest existing
+    ancestor, which creates nothing), so a run never trains only to fail at its first write."""
+    import os
+    import tempfile
+
+    from ..utils import TMP_SUFFIX
+
+    here = Path(folder).absolute()
+    while not here.exists():
+        here = here.parent
+    if not here.is_dir():
+        raise UserError(f"cannot create {folder}: {here} is not a folder")
+    fd, probe = tempfile.mkstemp(dir=here, prefix=".probe.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def fresh_dir(path: Path) -> Path:

@@ -7,27 +7,42 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 from ..config import apply_overrides
-from ..errors import UserError
+from ..errors import StudyFailed, UserError
 from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search
 from ..studies.pipeline import StudyResult, run_study
 from ..studies.study import load_study
 from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
-                   experiment_overrides, log, lr_or_auto, nonneg_int, pos_float, pos_int, study_dir_for,
+                   experiment_overrides, log, lr_or_auto, nonneg_int, notes_on_unused_flags, pos_float, pos_int,
+                   study_dir_for,
                    tracking_kwargs)
 
 
 def _run(args, build, **kw) -> StudyResult:
     """Shared by every study command: a new study from the flags, or on --resume the stored one."""
     ex = executor(args)  # before anything is written
+    notes_on_unused_flags(args, log)
     study = _resumed_with_flags(args, build) if args.resume else _build(args, build, record_flags=True)
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
                        executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
     _print_outcome(result, time.perf_counter() - t0)
+    fail_if_nothing_finished(result)
     return result
+
+
+def fail_if_nothing_finished(result: StudyResult) -> None:
+    """A study in which every experiment failed is a failed command: exit 1, naming the common cause."""
+    a = result.analysis
+    if a["n_ok"] == 0 and a["n_failed"] > 0 and not a.get("n_pruned"):
+        causes = Counter((f.get("status"), (f.get("error") or "").splitlines()[0][:200] if f.get("error") else "")
+                         for f in a["failures"])
+        (status, error), n = causes.most_common(1)[0]
+        raise StudyFailed(f"every experiment failed ({n} of {a['n_failed']}: {status}"
+                          + (f": {error}" if error else "") + f"); see {result.study_dir / 'report.md'}")
 
 
 def _build(args, build, record_flags: bool = False):
@@ -193,7 +208,10 @@ def _print_long(result: StudyResult) -> None:
     if r.get("params"):
         summary(r["config"]["model"]["name"], r)
     print(result.analysis["answer"])
-    print(f"wrote {result.study_dir / 'long_term_results.json'}, training_curves.png, final_model.pt")
+    written = [f for f in ("long_term_results.json", "training_curves.png", "final_model.pt")
+               if (result.study_dir / f).exists()]
+    print(f"wrote {', '.join(str(result.study_dir / f) for f in written)}")
+    fail_if_nothing_finished(result)
 
 
 def cmd_train_exp(args) -> int:

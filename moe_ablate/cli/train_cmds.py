@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
 from ..errors import UserError
 from .args import (DEFAULT_OUTPUT, add_experiment_flags, add_tracking_flags, experiment_overrides, fresh_dir, log,
-                   pos_int)
+                   notes_on_unused_flags, pos_int, writable)
 from .study_cmds import add_long_run_flags, cmd_train_exp, summary
 
 
@@ -17,6 +18,7 @@ def cmd_train(args) -> int:
         return cmd_train_exp(args)
     if args.lr is not None or args.hellaswag:
         raise UserError("--lr and --hellaswag go with --exp (use --muon-lr for a plain run)")
+    notes_on_unused_flags(args, log)
     from ..tracking import TrackingSpec, open_run, summary_metrics
     from ..checkpoint import save_model
     from ..config import apply_overrides, preset_config, validate
@@ -31,6 +33,7 @@ def cmd_train(args) -> int:
     spec = TrackingSpec(tuple(dict.fromkeys(args.tracker)), args.tracking_dir or str(out.parent / "tracking"), "train")
     spec.check_installed()
     fresh_dir(out)
+    writable(out)  # before training, not after it
     data = prepare_data(cfg.data, log=log)
     p = data.provenance
     log(f"data: {p['source']} | {p['num_tokens']:,} tokens (train {p['train_tokens']:,} / val {p['val_tokens']:,}) | "
@@ -46,6 +49,9 @@ def cmd_train(args) -> int:
     save_model(out / "final_model.pt", cfg, model, data.tokenizer)
     summary(cfg.model.name, result)
     print(f"wrote {out}/result.json, config.json, final_model.pt")
+    if result["status"] != "ok":
+        print(f"moe-ablate: error: the run {result['status']}" + (f": {result['error']}" if result.get("error") else ""),
+              file=sys.stderr)
     return 0 if result["status"] == "ok" else 1
 
 

@@ -57,7 +57,7 @@ def experiments(strats: list[dict], lrs: list[float]) -> list[ExperimentSpec]:
     """Every strategy x LR, all scored on the same validation windows (longest seq_len, fixed batch)."""
     eval_seq = max(s["seq_len"] for s in strats)
     eval_batch = min(s["batch_size"] for s in strats)
-    return [ExperimentSpec(f"{s['name']}_lr{lr:g}", {
+    return [ExperimentSpec(f"{s['name']}_lr{float(lr)!r}", {
         "train.batch_size": s["batch_size"], "train.seq_len": s["seq_len"], "train.grad_accum": s["grad_accum"],
         "train.muon_lr": lr, "train.eval_seq_len": eval_seq, "train.eval_batch_size": eval_batch},
         labels={"strategy": s["name"], "muon_lr": lr}) for s in strats for lr in lrs]

@@ -6,7 +6,8 @@ from typing import Any
 
 from ..errors import UserError
 from .kind import StudyKind
-from .spec import configurations, load_study, spanning_subset, with_seeds
+from . import schema
+from .spec import configurations, load_study, sampled_subset, spanning_subset, with_seeds
 from .study import Study
 
 
@@ -42,9 +43,18 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     if quick and not spec.quick:
         raise UserError(f"study {spec.name} defines no [quick] grid")
     axes = spec.quick if quick else spec.grid
-    configs = configurations(axes)
-    if max_experiments:
-        configs = spanning_subset(configs, axes, max_experiments, seed=base.train.seed)
+    if not axes:
+        raise UserError(f"{config}: the study defines no axes: add a [grid.train] (or [grid.model], [grid.data]) "
+                        "section with at least one list of values")
+    size = schema.grid_size(axes)
+    if size > schema.MAX_CONFIGURATIONS and not max_experiments:
+        raise UserError(f"{config}: the grid has {size:,} configurations; run a subset with --max-experiments N")
+    if max_experiments and size > schema.MAX_CONFIGURATIONS:
+        configs = sampled_subset(axes, max_experiments, seed=base.train.seed)  # never enumerated whole
+    else:
+        configs = configurations(axes)
+        if max_experiments:
+            configs = spanning_subset(configs, axes, max_experiments, seed=base.train.seed)
     params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
               "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
     seeds = seeds or int(spec.extra.get("seeds", 1))

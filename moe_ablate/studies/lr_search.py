@@ -17,6 +17,7 @@ from ..analysis import ranking
 from ..config import apply_overrides, preset_config, validate
 from ..utils import atomic_write_json, read_json
 from ..errors import UserError
+from . import schema
 from .kind import StudyKind
 from .spec import ExperimentSpec
 from .study import Study
@@ -41,7 +42,8 @@ def experiment_base(exp: int, preset: str | None, defaults: dict, overrides: dic
 
 
 def lr_id(lr: float) -> str:
-    return f"lr_{lr:.2e}"
+    """The experiment id of an LR, at full precision: two LRs never share an id (0.001 vs 0.0010001)."""
+    return f"lr_{float(lr)!r}"
 
 
 def lr_experiments(lrs: list[float]) -> list[ExperimentSpec]:
@@ -53,6 +55,8 @@ def make_study(exp: int, *, lrs: list[float] | None = None, full: bool = False, 
     mode = FULL if full else QUICK
     base = experiment_base(exp, preset, {"train.steps": mode["steps"], "train.eval_every": mode["eval_every"],
                                          "train.patience": mode["patience"], "train.log_every": 10}, overrides)
+    if lrs:
+        schema.check_axis("--lrs", list(lrs), "lr-search")
     lrs = sorted(lrs or mode["lrs"])
     return Study(kind=KIND.name, name=f"lr_search_exp{exp}", base=base, experiments=lr_experiments(lrs),
                  params={"exp": exp, "lrs": lrs, "mode": "full" if full else "quick", "preset": preset},

@@ -17,9 +17,8 @@ from ..utils import atomic_write_json, atomic_write_text
 from .halving import halving_analysis
 from .kinds import get_kind
 from .runner import Log, default_log
-from ..config import ExperimentConfig
-from .spec import ExperimentSpec
-from .study import STUDY_FILE, Study, load_study
+from ..errors import UserError
+from .study import Study, load_study
 
 
 def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Log = default_log,
@@ -65,14 +64,10 @@ def _confirmation_cost(records: list[dict]) -> dict[str, Any]:
 def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, Any]:
     """(Re)write the outputs of any study folder from its stored study and records (``analyze``)."""
     study_dir = Path(study_dir)
+    if not study_dir.is_dir():
+        raise UserError(f"results folder not found: {study_dir}")
+    study, stored = load_study(study_dir)  # only a study folder is written into (never a user's own folder)
     records, bad = load_records(study_dir)
     for name in bad:
         log(f"skipped corrupt experiment file: {name}")
-    if (study_dir / STUDY_FILE).exists():
-        study, stored = load_study(study_dir)
-    else:  # records made elsewhere (or by hand): analysed as a grid of the configurations they name
-        log(f"{study_dir} has no {STUDY_FILE}: analysing its records as a grid study")
-        study = Study(kind="grid", name=study_dir.name, base=ExperimentConfig(), experiments=[
-            ExperimentSpec(r["experiment_id"], {}, r.get("config_id", "")) for r in records])
-        stored = {}
     return write_outputs(study_dir, study, records, log=log, skipped=bad, stored=stored)

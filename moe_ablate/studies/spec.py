@@ -28,6 +28,7 @@ from typing import Any
 
 from ..config import ExperimentConfig, apply_overrides, preset_config, validate
 from ..errors import UserError
+from . import schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -126,21 +127,29 @@ def load_study(path_or_name: str | Path) -> StudySpec:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"invalid TOML in {path}: {e}") from None
-    study = raw.get("study", {})
+    f = schema.parse(raw, path)
+    study = f.study
+    given = study.model_dump(exclude_unset=True)
     spec = StudySpec(
-        name=study.get("name", path.stem), preset=study.get("preset", "seed"),
-        base_overrides=_flatten(raw.get("base", {})), grid=_flatten(raw.get("grid", {})),
-        quick=_flatten(raw.get("quick", {})), metric=study.get("metric", "val_loss"),
-        description=study.get("description", ""),
-        extra={**{k: v for k, v in study.items() if k not in ("name", "preset", "metric", "description")},
+        name=safe_name(study.name or path.stem, f"{path}: [study] name"), preset=study.preset,
+        base_overrides=_flatten(f.base), grid=_flatten(f.grid), quick=_flatten(f.quick), metric=study.metric,
+        description=study.description,
+        extra={**{k: v for k, v in given.items() if k not in ("name", "preset", "metric", "description")},
                **{k: v for k, v in raw.items() if k not in ("study", "base", "grid", "quick")}},
     )
-    for name, axes in (("grid", spec.grid), ("quick", spec.quick)):
-        for k, v in axes.items():
-            if not isinstance(v, list) or not v:
-                raise UserError(f"{path}: {name}.{k} must be a non-empty list")
-    apply_overrides(ExperimentConfig(), {**spec.base_overrides, **{k: v[0] for k, v in spec.grid.items()}})
+    try:
+        apply_overrides(ExperimentConfig(), {**spec.base_overrides, **{k: v[0] for k, v in spec.grid.items()},
+                                             **{k: v[0] for k, v in spec.quick.items()}})
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     return spec
+
+
+def safe_name(name: str, what: str) -> str:
+    """A study or folder name: one path component, so that nothing is written outside --output-dir."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UserError(f"{what} must be a plain folder name (no '/', not '..'), got {name!r}")
+    return name
 
 
 def configurations(axes: dict[str, list]) -> list[ExperimentSpec]:
@@ -163,6 +172,38 @@ def with_seeds(configs: list[ExperimentSpec], seeds: int = 1, base_seed: int = 4
 def expand(axes: dict[str, list], seeds: int = 1, base_seed: int = 42) -> list[ExperimentSpec]:
     """Every combination of the axes, times ``seeds`` repeats."""
     return with_seeds(configurations(axes), seeds, base_seed)
+
+
+def sampled_subset(axes: dict[str, list], n: int, seed: int = 0) -> list[ExperimentSpec]:
+    """``n`` distinct configurations of a grid too large to enumerate: each axis cycles through its values in
+    a seeded random order, so every value appears as evenly as ``n`` allows, and the ids are the
+    configurations' indices in the full grid's ``itertools.product`` order (the same ids enumeration gives)."""
+    rng = random.Random(seed)
+    keys = list(axes)
+    total = schema.grid_size(axes)
+    columns = []
+    for k in keys:
+        order = list(range(len(axes[k])))
+        rng.shuffle(order)
+        columns.append([order[i % len(order)] for i in range(n)])
+        rng.shuffle(columns[-1])
+    chosen: dict[int, tuple] = {}
+    for i in range(n):
+        combo = [c[i] for c in columns]
+        while (index := _index(combo, keys, axes)) in chosen:  # a repeat: move one axis on, until new
+            j = rng.randrange(len(keys))
+            combo[j] = (combo[j] + 1) % len(axes[keys[j]])
+        chosen[index] = tuple(combo)
+    width = len(str(total - 1))
+    return [ExperimentSpec(f"exp_{index:0{max(3, width)}d}", {k: axes[k][v] for k, v in zip(keys, combo)})
+            for index, combo in sorted(chosen.items())]
+
+
+def _index(combo: list[int], keys: list[str], axes: dict[str, list]) -> int:
+    index = 0
+    for k, v in zip(keys, combo):
+        index = index * len(axes[k]) + v
+    return index
 
 
 def spanning_subset(experiments: list[ExperimentSpec], axes: dict[str, list], n: int,
