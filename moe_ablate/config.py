@@ -193,7 +193,11 @@ def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> Experim
     for key, value in overrides.items():
         section, _, name = key.partition(".")
         if section not in d or name not in d[section]:
-            raise UserError(f"unknown setting {key!r}")
+            import difflib
+
+            known = [f"{s}.{n}" for s, fields_ in d.items() for n in fields_]
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            raise UserError(f"unknown setting {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         d[section][name] = value
     return ExperimentConfig.from_dict(d)
 

@@ -161,7 +161,7 @@ def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by
         if rec["best"] is None:
             rows.append({by: v, "best_lr": None})
             continue
-        table = ranking.configuration_table(sub, sub_axes, metric)
+        table = ranking.configuration_table(sub, sub_axes + [lr_axis] * (lr_axis not in sub_axes), metric)
         lrs = table.set_index("config_id")[lr_axis]
         rows.append({by: v, "best_lr": float(lrs[rec["best"]]), "mean": rec[metric], "ci95": rec["ci95"],
                      "n": rec["n"], "near_optimal_lrs": sorted({float(lrs[c]) for c in rec["near_optimal"]}),

@@ -187,7 +187,7 @@ def study_dir_for(args, default_name: str) -> Path:
     """The study folder: --resume DIR, --name, or a new timestamped folder (never an existing one)."""
     if args.resume:
         return Path(args.resume)
-    if getattr(args, "study_folder", None):
+    if getattr(args, "study_folder", None) is not None:
         from ..studies.spec import safe_name
 
         return Path(args.output_dir) / safe_name(args.study_folder, "--name")

@@ -21,10 +21,25 @@ from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_fl
                    tracking_kwargs)
 
 
+# which stored study kinds each command resumes, and the command for each kind
+COMMAND_KINDS = {"run": ("grid", "lr_transfer"), "batch-seqlen": ("batch_seqlen",), "lr-search": ("lr_search",),
+                 "expert-search": ("expert_search",), "train": ("long_train",)}
+
+
+def check_resumable_by(command: str, folder) -> None:
+    """``lr-search --resume`` of a ``run`` study (and the like) is one line naming the right command."""
+    stored, _ = load_study(Path(folder))
+    if stored.kind not in COMMAND_KINDS[command]:
+        right = next((c for c, kinds in COMMAND_KINDS.items() if stored.kind in kinds), "run")
+        raise UserError(f"{folder} is a {stored.kind} study; resume it with `moe-ablate {right} --resume {folder}`")
+
+
 def _run(args, build, **kw) -> StudyResult:
     """Shared by every study command: a new study from the flags, or on --resume the stored one."""
     ex = executor(args)  # before anything is written
     notes_on_unused_flags(args, log)
+    if args.resume:
+        check_resumable_by(args.command, args.resume)
     study = _resumed_with_flags(args, build) if args.resume else _build(args, build, record_flags=True)
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
@@ -225,6 +240,7 @@ def cmd_train_exp(args) -> int:
             if "optimizers" not in read_checkpoint(path):
                 raise UserError(f"{path} holds a final model, not a training checkpoint (checkpoint_step_N.pt)")
             folder, rerun = path.parent.parent.parent, {path.parent.name: path}
+        check_resumable_by("train", folder)
         _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun, progress=not args.no_progress,
                               **tracking_kwargs(args)))
         return 0

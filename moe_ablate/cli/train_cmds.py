@@ -24,7 +24,8 @@ def cmd_train(args) -> int:
     from ..config import apply_overrides, preset_config, validate
     from ..data import prepare_data
     from ..train import train
-    from ..utils import atomic_write_json
+    from ..resources import check_fits
+    from ..utils import atomic_write_json, resolve_device
 
     extra = {f"train.{n}": getattr(args, n) for n in ("checkpoint_every", "hellaswag_every")
              if getattr(args, n) is not None}
@@ -34,6 +35,7 @@ def cmd_train(args) -> int:
     spec.check_installed()
     fresh_dir(out)
     writable(out)  # before training, not after it
+    check_fits(cfg, resolve_device(cfg.train.device))
     data = prepare_data(cfg.data, log=log)
     p = data.provenance
     log(f"data: {p['source']} | {p['num_tokens']:,} tokens (train {p['train_tokens']:,} / val {p['val_tokens']:,}) | "

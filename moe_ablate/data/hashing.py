@@ -39,6 +39,8 @@ def content_sha256(files: list[Path], cache_dir: Path) -> str:
         index = json.loads(index_path.read_text()) if index_path.exists() else {}
     except (ValueError, OSError):
         index = {}
+    if not isinstance(index, dict):  # a foreign or damaged index is only a lost shortcut
+        index = {}
     total, changed = hashlib.sha256(), False
     for f in files:
         st = os.stat(f)
@@ -46,7 +48,8 @@ def content_sha256(files: list[Path], cache_dir: Path) -> str:
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = index.get(key)
         fresh = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < RACY_SECONDS
-        if entry and entry.get("stamp") == stamp and not fresh:
+        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str) \
+                and not fresh:
             digest = entry["sha256"]
         else:
             try:

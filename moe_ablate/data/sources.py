@@ -27,6 +27,8 @@ def local_files(source: str) -> list[Path]:
         return files
     if p.suffix not in FILE_KINDS:
         raise UserError(f"unsupported data file type {p.suffix!r}: use .txt, .jsonl or .parquet")
+    if not p.is_file():  # a FIFO, socket or device would block or never end
+        raise UserError(f"data path is not a regular file: {source}")
     if not os.access(p, os.R_OK):
         raise UserError(f"data file is not readable: {source}")
     return [p]

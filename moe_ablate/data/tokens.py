@@ -146,7 +146,7 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
         try:
             return _load(bin_path, json.loads(meta_path.read_text()),
                          LoadedTokenizer.from_dict(json.loads(tok_path.read_text(encoding="utf-8"))), cached=True)
-        except (ValueError, OSError, KeyError):
+        except (ValueError, OSError, KeyError, TypeError, AttributeError):
             log(f"token cache {key} is unreadable; rebuilding it")
 
     t0 = time.perf_counter()
@@ -187,10 +187,13 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
     bar = tqdm(unit="tok", unit_scale=True, desc="tokenising", disable=None if progress else True, file=sys.stderr,
                dynamic_ncols=True, leave=False)
 
+    hard_cuts = [0]
+
     def write(f) -> None:
         for part in ("train", "val"):
-            for texts in _batched(_part(docs, plan, part)):
-                ids = [enc.ids + [tok.eos_id] for enc in tok.tokenizer.encode_batch(texts, add_special_tokens=False)]
+            for batch in _chunk_batches(_part(docs, plan, part), hard_cuts):
+                encs = tok.tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
+                ids = [enc.ids + [tok.eos_id] if last else enc.ids for enc, (_, last) in zip(encs, batch)]
                 arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype)
                 f.write(arr.tobytes())
                 counts[part] += len(arr)
@@ -200,6 +203,11 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
         atomic_write(bin_path, write)
     finally:
         bar.close()
+    if hard_cuts[0]:
+        dropped_note = (f"{hard_cuts[0]:,} run(s) of over {CHUNK_CHARS:,} characters without a space were tokenised in "
+                        f"{CHUNK_CHARS:,}-character pieces (every character kept; tokens may split differently at "
+                        "those cuts)")
+        log(f"data {cfg.source}: {dropped_note}")
     train_n, val_n = counts["train"], counts["val"]
     keep_train, keep_val = train_n, val_n
     if caps.max_tokens and train_n + val_n > caps.max_tokens:
@@ -236,9 +244,41 @@ def _part(docs: _Docs, plan: SplitPlan, part: str):
             yield piece
 
 
-def _batched(texts, size: int = 1000):
-    it = iter(texts)
-    while batch := list(itertools.islice(it, size)):
+BPE_PIECE_CHARS = 4096  # the BPE trainer sees text in pieces this long (a space-free run is cut)
+CHUNK_CHARS = 1 << 20  # a document longer than this reaches the tokenizer in pieces of at most this size
+BATCH_CHARS = 8 << 20  # characters handed to one encode_batch call
+
+
+def chunks(text: str, size: int = CHUNK_CHARS):
+    """``text`` in pieces of at most ``size`` characters, yielded as (piece, cut without a space, last),
+    each but the last cut just before a space that follows a non-space character: the byte-level
+    pre-tokenizer splits there anyway, so the tokens are those of the whole text. A run of ``size``
+    characters with no such space is cut where it must be. Lazy, so the tokenizer's memory stays
+    bounded whatever a document's length (one 200 MB line)."""
+    start = 0
+    while len(text) - start > size:
+        cut = text.rfind(" ", start + 1, start + size)
+        while cut > start and text[cut - 1].isspace():
+            cut = text.rfind(" ", start + 1, cut)
+        hard = cut <= start
+        cut = start + size if hard else cut
+        yield text[start:cut], hard, False
+        start = cut
+    yield (text[start:] if start else text), False, True
+
+
+def _chunk_batches(texts, hard_cuts: list[int]):
+    """Batches of (piece, ends its document) of at most about ``BATCH_CHARS`` characters."""
+    batch, size = [], 0
+    for text in texts:
+        for piece, hard, last in chunks(text):
+            hard_cuts[0] += hard
+            batch.append((piece, last))
+            size += len(piece)
+            if size >= BATCH_CHARS or len(batch) >= 1000:
+                yield batch
+                batch, size = [], 0
+    if batch:
         yield batch
 
 
@@ -248,11 +288,12 @@ def _train_tokenizer(docs: _Docs, plan: SplitPlan, cfg: DataConfig, key: str) ->
     def training_text():
         budget = BPE_SAMPLE_CHARS
         for text in _part(docs, plan, "train"):
+            for piece, _, _ in chunks(text[:budget], BPE_PIECE_CHARS):  # no "word" the trainer cannot handle
+                yield piece
+            budget -= len(text)
             if budget <= 0:
                 sampled[0] = True
                 return
-            yield text[:budget]
-            budget -= len(text)
 
     tok = train_bpe(training_text(), cfg.vocab_size, Path(cfg.cache_dir), key)
     return tok, sampled[0]

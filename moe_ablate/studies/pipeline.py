@@ -11,12 +11,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import interrupt
 from ..errors import UserError
+from ..resources import check_fits
 from ..interrupt import graceful_signals
 from ..tracking import TrackingSpec, attach_study_outputs
 from ..utils import TMP_SUFFIX, resolve_device
@@ -86,7 +88,11 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
 
 def _prepare(study: Study, log: Log):
     kind = get_kind(study.kind)
-    resolve_configs(study)  # an impossible combination stops here, before anything is written
+    configs = resolve_configs(study)  # an impossible combination stops here, before anything is written
+    sizes = {json.dumps([c.model.__dict__, c.train.batch_size, c.train.seq_len, c.train.device, c.data.vocab_size,
+                         c.data.tokenizer], sort_keys=True, default=str): c for c in configs.values()}
+    for cfg in sizes.values():  # each distinct size once
+        check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
     if study.halving:
         halving.rung_steps(study)  # a grid that cannot be halved says so before anything is written
     if resolve_device(study.base.train.device) == "cpu" and study.base.model.d_model >= 384:

@@ -90,7 +90,7 @@ def parse(raw: dict[str, Any], path: Path) -> StudyFile:
             fields = parent.model_fields if isinstance(parent, type) else {}
             kind = "section" if len(loc) == 1 else "key"
             raise UserError(f"{path}: unknown {kind} {_where(loc)!r}{nearest(str(loc[-1]), fields)}") from None
-        if err["type"] == "literal_error" and len(loc) == 2 and loc[0] in ("base", "grid", "quick"):
+        if err["type"] == "literal_error" and len(loc) >= 2 and loc[0] in ("base", "grid", "quick"):
             raise UserError(f"{path}: unknown section [{loc[0]}.{loc[1]}]{nearest(str(loc[1]), SECTIONS)}; "
                             f"settings live in [{loc[0]}.model], [{loc[0]}.train] or [{loc[0]}.data]") from None
         got = err.get("input")

@@ -1,0 +1,329 @@
+"""Fuzz every input boundary with generated bad (and good) input, and check the contract:
+
+    exit 0 (or a returned result), or exit 2 / UserError with ONE line and no traceback; never a hang;
+    never a file changed outside the study folder.
+
+Generators (``hypothesis`` strategies) make study TOML files (sections, keys and values: misspelt,
+mistyped, empty, NaN/inf, huge, duplicated, seed as an axis), flag values for every experiment flag,
+HellaSwag items, and data files. In-process checks run the real parsers and validators
+(``grid.make_study`` + ``resolve_configs``, the CLI parser + ``validate``, ``hellaswag.load_items``);
+``--cli N`` also runs N end-to-end ``moe-ablate`` commands in subprocesses with a timeout (hangs), a
+one-step tiny study for the inputs that are valid, and a sentinel folder that must stay unchanged.
+``tests/test_fuzz.py`` runs the same checks with a small budget in ``make test``.
+
+    python scripts/fuzz.py                    # 2000 cases per boundary, 40 end-to-end commands
+    python scripts/fuzz.py --cases 200 --cli 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from moe_ablate.config import DataConfig, ModelConfig, TrainConfig, apply_overrides, preset_config, validate
+from moe_ablate.errors import UserError
+
+FIELDS = {"model": [f for f in ModelConfig.__dataclass_fields__], "train": [f for f in TrainConfig.__dataclass_fields__],
+          "data": [f for f in DataConfig.__dataclass_fields__]}
+TYPO = st.sampled_from(["grdi", "bsae", "qiuck", "", "study ", "model", "trian", "Grid"])
+SCALAR = st.one_of(st.integers(-10, 10**6), st.integers(min_value=2**62, max_value=2**64).map(lambda v: v - 2**63),
+                   st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
+                   st.text(max_size=12), st.sampled_from(["moe", "deepseek_mlp", "auto", "cpu", "bpe", "builtin"]))
+STUDY_KEYS = st.sampled_from(["name", "preset", "metric", "description", "seeds", "confirm", "kind", "lrs",
+                              "nmae", "metirc"])
+STUDY_VALUES = st.one_of(SCALAR, st.sampled_from(["tiny", "seed", "val_loss", "val_accuracy", "lr_transfer", "grid",
+                                                  "../../x", "a/b"]),
+                         st.lists(SCALAR, max_size=3))
+
+
+def _field(section: str):
+    return st.one_of(st.sampled_from(FIELDS[section]), st.sampled_from(["lr", "muon_lrr", "seed", "d_modle"]))
+
+
+def _section(values):
+    return st.dictionaries(st.sampled_from(["model", "train", "data", "modle", "optim"]).flatmap(
+        lambda s: st.just(s)), st.dictionaries(st.sampled_from(sum(FIELDS.values(), []) + ["lr", "muon_lrr"]),
+                                               values, max_size=3), max_size=2)
+
+
+def _near_valid(lrs, axis, base):
+    """A sound study file, perhaps with one more axis or base setting (which may be wrong)."""
+    d = {"study": {"name": "fuzz", "preset": "tiny"}, "grid": {"train": {"muon_lr": lrs}}}
+    if axis is not None:
+        section, key, values = axis
+        d["grid"].setdefault(section, {})[key] = values
+    if base is not None:
+        section, key, value = base
+        d["base"] = {section: {key: value}}
+    return d
+
+
+NEAR_VALID = st.builds(
+    _near_valid, st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=3),
+    st.one_of(st.none(), st.sampled_from(list(FIELDS)).flatmap(
+        lambda sec: st.tuples(st.just(sec), _field(sec), st.lists(SCALAR, min_size=1, max_size=3)))),
+    st.one_of(st.none(), st.sampled_from(list(FIELDS)).flatmap(lambda sec: st.tuples(st.just(sec), _field(sec), SCALAR))))
+
+RANDOM_STUDY_FILE = st.fixed_dictionaries({}, optional={
+    "study": st.one_of(st.dictionaries(STUDY_KEYS, STUDY_VALUES, max_size=4), SCALAR),
+    "base": _section(SCALAR),
+    "grid": _section(st.one_of(st.lists(SCALAR, max_size=4), SCALAR)),
+    "quick": _section(st.lists(SCALAR, max_size=3)),
+}).flatmap(lambda d: st.dictionaries(TYPO, st.dictionaries(st.just("x"), SCALAR, max_size=1), max_size=1).map(
+    lambda extra: {**d, **extra}))
+STUDY_FILE = st.one_of(NEAR_VALID, RANDOM_STUDY_FILE)
+
+
+# ---------------------------------------------------------------- a small TOML writer for the generated dicts
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(type(v))
+
+
+def to_toml(d: dict) -> str:
+    lines = []
+    for key, value in d.items():
+        if not isinstance(value, dict):
+            lines.append(f"{json.dumps(key)} = {_toml_value(value)}")
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat = {k: v for k, v in value.items() if not isinstance(v, dict)}
+            lines.append(f"[{json.dumps(key)}]")
+            lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in flat.items()]
+            for sub, inner in value.items():
+                if isinstance(inner, dict):
+                    lines.append(f"[{json.dumps(key)}.{json.dumps(sub)}]")
+                    lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in inner.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the contracts, in process
+class Broken(AssertionError):
+    """A case that broke the contract (a traceback other than UserError, or more than one line)."""
+
+
+def check_study_file(raw: dict, folder: Path) -> str:
+    """"ok" or "refused"; raises Broken on anything else."""
+    from moe_ablate.studies import grid
+    from moe_ablate.studies.runner import resolve_configs
+
+    path = folder / "study.toml"
+    path.write_text(to_toml(raw))
+    try:
+        study = grid.make_study(str(path), preset="tiny", max_experiments=3)
+        resolve_configs(study)
+        json.dumps(study.to_dict(), allow_nan=False)  # storable, so resumable
+        return "ok"
+    except UserError as e:
+        if "\n" in str(e):
+            raise Broken(f"multi-line error: {e}") from None
+        return "refused"
+    except Exception as e:  # noqa: BLE001  (the contract: nothing but UserError)
+        raise Broken(f"{type(e).__name__}: {e}\n--- file:\n{path.read_text()}") from e
+
+
+FLAG_VALUES = st.one_of(st.text(max_size=8), st.integers(-3, 10**12).map(str), st.floats().map(repr),
+                        st.sampled_from(["nan", "inf", "-inf", "1e300", "1e-300", str(2**64), "0", "-0", "1e9",
+                                         "0x10", " 3", "", "auto"]))
+
+
+def check_flag(flag: str, value: str) -> str:
+    from moe_ablate.cli import build_parser
+    from moe_ablate.cli.args import experiment_overrides
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = build_parser().parse_args(["train", flag, value])
+    except SystemExit as e:
+        lines = err.getvalue().strip().splitlines()
+        if e.code != 2 or len(lines) != 1 or not lines[0].startswith("moe-ablate: error:"):
+            raise Broken(f"{flag} {value!r}: exit {e.code}, stderr {lines}") from None
+        return "refused"
+    try:
+        validate(apply_overrides(preset_config(args.preset or "tiny"), experiment_overrides(args)))
+        return "ok"
+    except UserError:
+        return "refused"
+    except Exception as e:  # noqa: BLE001
+        raise Broken(f"{flag} {value!r}: {type(e).__name__}: {e}") from e
+
+
+VALID_ITEM = st.fixed_dictionaries({"activity_label": st.text(max_size=5), "ctx_a": st.text(max_size=8),
+                                    "ctx_b": st.text(max_size=8), "endings": st.lists(st.text(max_size=6), min_size=4,
+                                                                                      max_size=4),
+                                    "label": st.integers(0, 3)})
+RANDOM_ITEM = st.fixed_dictionaries({}, optional={
+    "activity_label": st.one_of(st.text(max_size=5), st.integers()), "ctx_a": st.one_of(st.text(max_size=8), st.none()),
+    "ctx_b": st.text(max_size=8), "endings": st.one_of(st.lists(st.one_of(st.text(max_size=6), st.integers()),
+                                                                 max_size=5), st.text(max_size=5)),
+    "label": st.one_of(st.integers(-2, 6), st.text(max_size=2), st.floats(), st.booleans())})
+HELLASWAG_ITEM = st.one_of(VALID_ITEM, VALID_ITEM, RANDOM_ITEM)
+
+
+def check_hellaswag(items: list, folder: Path, raw_bytes: bytes | None = None) -> str:
+    from moe_ablate.hellaswag import load_items
+
+    path = folder / "hs.jsonl"
+    path.write_bytes(raw_bytes if raw_bytes is not None else "\n".join(json.dumps(i) for i in items).encode())
+    try:
+        loaded = load_items(str(path))
+        for item in loaded:
+            assert 0 <= item.label < len(item.choices) and len(item.choices) >= 2
+        return "ok"
+    except UserError:
+        return "refused"
+    except Exception as e:  # noqa: BLE001
+        raise Broken(f"{type(e).__name__}: {e}\n--- file:\n{path.read_bytes()[:300]!r}") from e
+
+
+# ---------------------------------------------------------------- end to end, in subprocesses
+TINY = ["--preset", "tiny", "--steps", "1", "--eval-every", "1", "--eval-batches", "1", "--batch-size", "2",
+        "--seq-len", "16", "--builtin-documents", "60", "--vocab-size", "300", "--no-progress", "--confirm", "0"]
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> dict:
+    """One command; the contract checked, and a sentinel folder beside the output compared before/after."""
+    sentinel = cwd / "users_own_files"
+    sentinel.mkdir(exist_ok=True)
+    (sentinel / "report.md").write_text("mine")
+    (sentinel / ".notes.tmp").write_text("mine too")
+    before = {p: p.read_bytes() for p in sentinel.rglob("*")}
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-m", "moe_ablate", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"outcome": "hang", "args": args}
+    lines = done.stderr.strip().splitlines()
+    outcome = "ok" if done.returncode == 0 else "refused" if done.returncode in (1, 2) else "crash"
+    if "Traceback" in done.stderr or (done.returncode == 2 and (not lines or not lines[-1].startswith("moe-ablate: "))):
+        outcome = "traceback"
+    if {p: p.read_bytes() for p in sentinel.rglob("*") if p.is_file()} != {p: b for p, b in before.items()
+                                                                           if p.is_file()}:
+        outcome = "touched"
+    return {"outcome": outcome, "args": args, "seconds": time.perf_counter() - t0,
+            "stderr": "\n".join(lines[-3:])}
+
+
+def cli_cases(n: int, work: Path) -> list[dict]:
+    """``n`` commands from generated study files and flag values, run end to end."""
+    out = []
+    examples: list[list[str]] = []
+
+    @settings(max_examples=n, database=None, suppress_health_check=list(HealthCheck), deadline=None)
+    @given(raw=STUDY_FILE, flag=st.sampled_from(sorted(_experiment_flags())), value=FLAG_VALUES,
+           which=st.integers(0, 2))
+    def collect(raw, flag, value, which):
+        i = len(examples)
+        path = work / f"study_{i}.toml"
+        path.write_text(to_toml(raw))
+        cache = ["--cache-dir", str(work / "cache")]
+        if which == 0:
+            examples.append(["run", "--config", str(path), "--max-experiments", "2", "--output-dir",
+                             str(work / "out"), *TINY, *cache])
+        elif which == 1:
+            examples.append(["train", *TINY, flag, value, "--output-dir", str(work / "out" / f"t{i}"), *cache])
+        else:
+            examples.append(["run", "--quick", *TINY, flag, value, "--output-dir", str(work / "out"), "--name",
+                             value or "x", *cache])
+
+    collect()
+    for args in examples:
+        out.append(run_cli(args, work))
+    return out
+
+
+def _experiment_flags() -> list[str]:
+    from moe_ablate.cli.args import EXPERIMENT_FLAGS
+
+    return list(EXPERIMENT_FLAGS)
+
+
+def fuzz_in_process(cases: int, work: Path) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+
+    def tally(boundary: str, outcome: str) -> None:
+        counts.setdefault(boundary, {}).setdefault(outcome, 0)
+        counts[boundary][outcome] += 1
+
+    common = settings(max_examples=cases, database=None, deadline=None, suppress_health_check=list(HealthCheck))
+
+    @common
+    @given(raw=STUDY_FILE)
+    def study_files(raw):
+        tally("study TOML", check_study_file(raw, work))
+
+    @common
+    @given(flag=st.sampled_from(_experiment_flags()), value=FLAG_VALUES)
+    def flags(flag, value):
+        tally("flag values", check_flag(flag, value))
+
+    @common
+    @given(items=st.lists(HELLASWAG_ITEM, max_size=3),
+           junk=st.one_of(st.none(), st.none(), st.binary(max_size=40)))
+    def hellaswag(items, junk):
+        tally("HellaSwag files", check_hellaswag(items, work, junk))
+
+    for run in (study_files, flags, hellaswag):
+        run()
+    return counts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=int, default=2000, help="generated cases per in-process boundary")
+    p.add_argument("--cli", type=int, default=40, help="end-to-end commands in subprocesses")
+    a = p.parse_args()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broken = 0
+        try:
+            counts = fuzz_in_process(a.cases, work)
+        except Broken as e:
+            print(f"BROKEN: {e}")
+            return 1
+        for boundary, c in counts.items():
+            print(f"{boundary:<16} {sum(c.values()):>6} cases: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())))
+        results = cli_cases(a.cli, work) if a.cli else []
+        summary: dict[str, int] = {}
+        for r in results:
+            summary[r["outcome"]] = summary.get(r["outcome"], 0) + 1
+            if r["outcome"] in ("hang", "traceback", "touched", "crash"):
+                broken += 1
+                print(f"{r['outcome'].upper()}: moe-ablate {' '.join(r['args'])}\n{r.get('stderr', '')}")
+        if results:
+            print(f"{'end to end':<16} {len(results):>6} commands: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(summary.items())))
+    total = sum(sum(c.values()) for c in counts.values()) + len(results)
+    print(f"{total} cases tried; tracebacks {sum(r['outcome'] == 'traceback' for r in results)}, hangs "
+          f"{sum(r['outcome'] == 'hang' for r in results)}, files outside the study changed "
+          f"{sum(r['outcome'] == 'touched' for r in results)}; {time.perf_counter() - t0:.0f} s")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The input contract, fuzzed with a small budget (``python scripts/fuzz.py`` runs a larger one): generated
+study TOML files, flag values and HellaSwag files either pass or are refused with one line, never a
+traceback. End-to-end commands (hangs, files outside the study) are in the script and in
+tests/test_bad_input.py."""
+
+import sys
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import fuzz  # noqa: E402
+
+BUDGET = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+
+
+@BUDGET
+@given(raw=fuzz.STUDY_FILE)
+def test_a_generated_study_file_is_accepted_or_refused_in_one_line(raw, tmp_path_factory):
+    fuzz.check_study_file(raw, tmp_path_factory.mktemp("toml"))
+
+
+@BUDGET
+@given(flag=st.sampled_from(fuzz._experiment_flags()), value=fuzz.FLAG_VALUES)
+def test_a_generated_flag_value_is_accepted_or_refused_in_one_line(flag, value):
+    fuzz.check_flag(flag, value)
+
+
+@BUDGET
+@given(items=st.lists(fuzz.HELLASWAG_ITEM, max_size=3), junk=st.one_of(st.none(), st.binary(max_size=40)))
+def test_a_generated_hellaswag_file_is_accepted_or_refused_in_one_line(items, junk, tmp_path_factory):
+    fuzz.check_hellaswag(items, tmp_path_factory.mktemp("hs"), junk)
+
+
+def test_the_generators_make_sound_inputs_too(tmp_path):
+    """A fuzz that only ever generates refusals proves little: some of each kind must pass."""
+    from hypothesis import find
+
+    assert fuzz.check_study_file(find(fuzz.STUDY_FILE, lambda raw: fuzz.check_study_file(raw, tmp_path) == "ok"),
+                                 tmp_path) == "ok"
+    assert find(fuzz.HELLASWAG_ITEM, lambda i: fuzz.check_hellaswag([i], tmp_path) == "ok")
