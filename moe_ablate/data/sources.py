@@ -76,7 +76,7 @@ def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:
     Read errors become one-line UserErrors naming the file (never an OSError about the cache)."""
     n = 0
     for batch in _raw_batches(cfg, caps.num_documents):
-        docs = [d for d in batch if d and d.strip()]
+        docs = [d for d in batch if d and not d.isspace()]  # (no strip(): it would copy a 200 MB document)
         if caps.num_documents is not None:
             docs = docs[: caps.num_documents - n]
         n += len(docs)
@@ -109,9 +109,66 @@ def _raw_batches(cfg: DataConfig, limit: int | None) -> Iterator[list[str]]:
                 raise
 
 
+TEXT_CHUNK = 8 << 20  # characters read at a time from a .txt file
+
+
+def _text_documents(path: Path, txt_split: str) -> Iterator[str]:
+    """A .txt file's documents, exactly as ``datasets``' text builder splits them (universal newlines;
+    paragraphs split on blank lines, lines without their newline, or the whole file), read in chunks.
+    Written here because that builder holds one paragraph several times over (the read buffer, its
+    concatenation, the Arrow array and the Python string): a 200 MB single-line file then needs over
+    2 GB. This reader holds a document once, plus the pieces it is joined from."""
+    with open(path, encoding="utf-8") as f:
+        if txt_split == "file":
+            yield f.read()
+            return
+        if txt_split == "line":
+            for line in f:
+                yield line.rstrip("\n")
+            return
+        parts: list[str] = []
+
+        def document() -> str:  # joined and released before it is yielded: one copy alive, not two
+            doc = "".join(parts)
+            parts.clear()
+            return doc
+
+        while chunk := f.read(TEXT_CHUNK):
+            start = 0
+            if parts and parts[-1].endswith("\n") and chunk.startswith("\n"):  # a separator across chunks
+                parts[-1] = parts[-1][:-1]
+                yield document()
+                start = 1
+            while (i := chunk.find("\n\n", start)) >= 0:
+                parts.append(chunk[start:i])
+                yield document()
+                start = i + 2
+            parts.append(chunk[start:])
+            del chunk
+        if parts:
+            yield document()
+
+
 def _file_batches(files: list[Path], txt_split: str) -> Iterator[list[str]]:
-    """Files of one type through ``datasets`` in streaming mode (bounded memory whatever their size).
-    .txt: one document per paragraph (blank-line separated), per line, or the whole file."""
+    """Files of one type in streaming mode (bounded memory whatever their size): .txt with
+    ``_text_documents`` (one document per paragraph, per line, or the whole file), .jsonl/.parquet
+    through ``datasets``."""
+    if FILE_KINDS[files[0].suffix] == "text":
+        for path in files:
+            try:
+                batch: list[str] = []
+                for doc in _text_documents(path, txt_split):
+                    batch.append(doc)
+                    if len(batch) >= BATCH:
+                        yield batch
+                        batch = []
+                if batch:
+                    yield batch
+            except UnicodeDecodeError:
+                raise UserError(f"cannot read {path}: not UTF-8 text (a binary file?)") from None
+            except OSError as e:
+                raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+        return
     import datasets
 
     datasets.disable_progress_bars()

@@ -93,13 +93,15 @@ class SplitPlan:
     at: int | None
     kind: str
 
-    def pieces(self, index: int, text: str) -> tuple[str | None, str | None]:
-        """(training part, validation part) of document ``index``."""
+    def bounds(self, index: int, length: int, part: str) -> tuple[int, int]:
+        """[start, end) of the training ("train") or validation ("val") part of document ``index`` (empty
+        when it has none): bounds rather than a slice, since a document may be 200 MB."""
         if index < self.doc:
-            return text, None
+            return (0, length) if part == "train" else (0, 0)
         if index > self.doc or self.at is None:
-            return None, text
-        return text[: self.at] or None, text[self.at:] or None
+            return (0, length) if part == "val" else (0, 0)
+        return (0, self.at) if part == "train" else (self.at, length)
+
 
 
 def plan_split(lengths: np.ndarray, val_fraction: float) -> SplitPlan:
@@ -162,6 +164,7 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
             keep = min(len(d), caps.max_doc_chars) if caps.max_doc_chars else len(d)
             chars_dropped += len(d) - keep
             lengths.append(keep)
+    batch = d = None  # noqa: F841  (release the last document: it may be 200 MB)
     if not lengths:
         raise UserError(f"data source {cfg.source!r} has no text")
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -238,25 +241,28 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
 
 
 def _part(docs: _Docs, plan: SplitPlan, part: str):
+    """(document, start, end) of each document's part, in order."""
     for i, text in docs:
-        piece = plan.pieces(i, text)[0 if part == "train" else 1]
-        if piece:
-            yield piece
+        if part == "train" and i > plan.doc:
+            return  # the rest is validation text: no need to read it
+        start, end = plan.bounds(i, len(text), part)
+        if end > start:
+            yield text, start, end
 
 
 BPE_PIECE_CHARS = 4096  # the BPE trainer sees text in pieces this long (a space-free run is cut)
 CHUNK_CHARS = 1 << 20  # a document longer than this reaches the tokenizer in pieces of at most this size
-BATCH_CHARS = 8 << 20  # characters handed to one encode_batch call
+BATCH_CHARS = 1 << 20  # characters handed to one encode_batch call
 
 
-def chunks(text: str, size: int = CHUNK_CHARS):
+def chunks(text: str, size: int = CHUNK_CHARS, start: int = 0, end: int | None = None):
     """``text`` in pieces of at most ``size`` characters, yielded as (piece, cut without a space, last),
     each but the last cut just before a space that follows a non-space character: the byte-level
     pre-tokenizer splits there anyway, so the tokens are those of the whole text. A run of ``size``
     characters with no such space is cut where it must be. Lazy, so the tokenizer's memory stays
-    bounded whatever a document's length (one 200 MB line)."""
-    start = 0
-    while len(text) - start > size:
+    bounded whatever a document's length (one 200 MB line). ``start``/``end``: the part of ``text`` to cut."""
+    end = len(text) if end is None else end
+    while end - start > size:
         cut = text.rfind(" ", start + 1, start + size)
         while cut > start and text[cut - 1].isspace():
             cut = text.rfind(" ", start + 1, cut)
@@ -264,14 +270,14 @@ def chunks(text: str, size: int = CHUNK_CHARS):
         cut = start + size if hard else cut
         yield text[start:cut], hard, False
         start = cut
-    yield (text[start:] if start else text), False, True
+    yield (text if start == 0 and end == len(text) else text[start:end]), False, True
 
 
 def _chunk_batches(texts, hard_cuts: list[int]):
     """Batches of (piece, ends its document) of at most about ``BATCH_CHARS`` characters."""
     batch, size = [], 0
-    for text in texts:
-        for piece, hard, last in chunks(text):
+    for text, start, end in texts:
+        for piece, hard, last in chunks(text, CHUNK_CHARS, start, end):
             hard_cuts[0] += hard
             batch.append((piece, last))
             size += len(piece)
@@ -287,10 +293,11 @@ def _train_tokenizer(docs: _Docs, plan: SplitPlan, cfg: DataConfig, key: str) ->
 
     def training_text():
         budget = BPE_SAMPLE_CHARS
-        for text in _part(docs, plan, "train"):
-            for piece, _, _ in chunks(text[:budget], BPE_PIECE_CHARS):  # no "word" the trainer cannot handle
+        for text, start, end in _part(docs, plan, "train"):
+            stop = min(end, start + budget)
+            for piece, _, _ in chunks(text, BPE_PIECE_CHARS, start, stop):  # no "word" the trainer cannot handle
                 yield piece
-            budget -= len(text)
+            budget -= end - start
             if budget <= 0:
                 sampled[0] = True
                 return
