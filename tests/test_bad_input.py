@@ -169,6 +169,8 @@ def test_long_documents_reach_the_tokenizer_in_pieces_that_tokenise_the_same():
     assert sum((tok.encode(p).ids for p, _, _ in pieces), []) == tok.encode(text).ids  # cut before a space
     hard = list(chunks("x" * 2500, size=1000))
     assert [len(p) for p, _, _ in hard] == [1000, 1000, 500] and [h for _, h, _ in hard] == [True, True, False]
+    from moe_ablate.data.tokens import HARD_CUT_CHARS
+    assert max(len(p) for p, _, _ in chunks("y" * (3 * HARD_CUT_CHARS), size=1 << 20)) == HARD_CUT_CHARS
 
 
 # ---------------------------------------------------------------- exit codes and messages that tell the truth

@@ -207,8 +207,8 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
     finally:
         bar.close()
     if hard_cuts[0]:
-        dropped_note = (f"{hard_cuts[0]:,} run(s) of over {CHUNK_CHARS:,} characters without a space were tokenised in "
-                        f"{CHUNK_CHARS:,}-character pieces (every character kept; tokens may split differently at "
+        dropped_note = (f"{hard_cuts[0]:,} cut(s) inside runs of text without a space: such runs are tokenised in "
+                        f"{HARD_CUT_CHARS:,}-character pieces (every character kept; tokens may split differently at "
                         "those cuts)")
         log(f"data {cfg.source}: {dropped_note}")
     train_n, val_n = counts["train"], counts["val"]
@@ -252,6 +252,7 @@ def _part(docs: _Docs, plan: SplitPlan, part: str):
 
 BPE_PIECE_CHARS = 4096  # the BPE trainer sees text in pieces this long (a space-free run is cut)
 CHUNK_CHARS = 1 << 20  # a document longer than this reaches the tokenizer in pieces of at most this size
+HARD_CUT_CHARS = 1 << 16  # a run without a space is cut this short: BPE on one huge "word" is slow and large
 BATCH_CHARS = 1 << 20  # characters handed to one encode_batch call
 
 
@@ -267,7 +268,7 @@ def chunks(text: str, size: int = CHUNK_CHARS, start: int = 0, end: int | None =
         while cut > start and text[cut - 1].isspace():
             cut = text.rfind(" ", start + 1, cut)
         hard = cut <= start
-        cut = start + size if hard else cut
+        cut = start + min(size, HARD_CUT_CHARS) if hard else cut
         yield text[start:cut], hard, False
         start = cut
     yield (text if start == 0 and end == len(text) else text[start:end]), False, True
