@@ -73,7 +73,7 @@ def routing_text(r: dict[str, Any], metric: str) -> list[str]:
              "Per configuration, means over its successful seeds, measured over the training tokens since the "
              "last evaluation: `maxvio` = max expert load / mean load - 1 at the end of training (Wang et al. "
              "2024; 0 = perfectly balanced) and its peak over training, `dead_experts` = experts (summed over "
-             f"layers) that got under 10% of their fair share, `entropy` = mean router entropy / ln E (1 = "
+             "layers) that got under 10% of their fair share, `entropy` = mean router entropy / ln E (1 = "
              "uniform), `bias_norm` = norm of the aux-loss-free router bias.", ""]
     if r["flagged"]:
         lines.append("Configurations with dead experts or severe imbalance (MaxVio > "
