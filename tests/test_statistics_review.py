@@ -170,3 +170,19 @@ def test_smaller_items_noise_unknown_says_cannot_tell_in_the_report():
     text = render("s", "t", "", {}, a, [], [])
     assert "Near-optimal set: cannot tell" in text and "Near-optimal set (not significantly worse" not in text
     assert "winner's curse" in a["recommendation"]["text"]
+
+
+def test_smaller_items_a_single_final_survivor_is_still_confirmed():
+    """Halving left one configuration: its grid result is the one that selected it, so it gets fresh seeds
+    too (it used to be skipped silently), on seeds no grid run used."""
+    from moe_ablate.studies import grid
+    from moe_ablate.studies.pipeline import confirmation_experiments
+
+    study = grid.make_study("lr_ablation", preset="tiny", quick=True)
+    ids = [e.id for e in study.experiments]
+    records = [run(ids[0], 42, 2.0, lr=0.1)] + [{**run(i, 42, 3.0, "pruned", lr=0.3), "pruned_at_step": 10}
+                                                for i in ids[1:]]
+    said = []
+    more = confirmation_experiments(study, records, said.append)
+    assert [e.config_id for e in more] == [ids[0], ids[0]] and all(e.stage == "confirm" for e in more)
+    assert {e.overrides["train.seed"] for e in more} == {43, 44} and "noise unknown" in said[0]
