@@ -259,8 +259,8 @@ BATCH_CHARS = 1 << 20  # characters handed to one encode_batch call
 def chunks(text: str, size: int = CHUNK_CHARS, start: int = 0, end: int | None = None):
     """``text`` in pieces of at most ``size`` characters, yielded as (piece, cut without a space, last),
     each but the last cut just before a space that follows a non-space character: the byte-level
-    pre-tokenizer splits there anyway, so the tokens are those of the whole text. A run of ``size``
-    characters with no such space is cut where it must be. Lazy, so the tokenizer's memory stays
+    pre-tokenizer splits there anyway, so the tokens are those of the whole text. Text with no such space
+    is cut every ``HARD_CUT_CHARS`` characters (second value True). Lazy, so the tokenizer's memory stays
     bounded whatever a document's length (one 200 MB line). ``start``/``end``: the part of ``text`` to cut."""
     end = len(text) if end is None else end
     while end - start > size:
@@ -271,6 +271,9 @@ def chunks(text: str, size: int = CHUNK_CHARS, start: int = 0, end: int | None =
         cut = start + min(size, HARD_CUT_CHARS) if hard else cut
         yield text[start:cut], hard, False
         start = cut
+    while end - start > HARD_CUT_CHARS and text.find(" ", start + 1, end) < 0:  # a space-free tail
+        yield text[start:start + HARD_CUT_CHARS], True, False
+        start += HARD_CUT_CHARS
     yield (text if start == 0 and end == len(text) else text[start:end]), False, True
 
 
