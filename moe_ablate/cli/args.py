@@ -245,7 +245,10 @@ def writable(folder: Path) -> None:
         here = here.parent
     if not here.is_dir():
         raise UserError(f"cannot create {folder}: {here} is not a folder")
-    fd, probe = tempfile.mkstemp(dir=here, prefix=".probe.", suffix=TMP_SUFFIX)
+    try:
+        fd, probe = tempfile.mkstemp(dir=here, prefix=".probe.", suffix=TMP_SUFFIX)
+    except OSError as e:  # name the folder the user gave, not the probe
+        raise OSError(e.errno, e.strerror or str(e), str(folder)) from None
     os.close(fd)
     os.unlink(probe)
 

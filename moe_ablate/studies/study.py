@@ -90,5 +90,7 @@ def load_study(study_dir: Path) -> tuple[Study, dict[str, Any]]:
     stored = read_json(path)
     try:
         return Study.from_dict(stored["study"]), stored
-    except (KeyError, TypeError) as e:
+    except KeyError as e:
         raise UserError(f"{path} is not a moe-ablate study file (missing {e})") from None
+    except (TypeError, AttributeError, ValueError) as e:
+        raise UserError(f"{path} is not a moe-ablate study file ({type(e).__name__}: {e})") from None
