@@ -188,6 +188,12 @@ def test_a_study_whose_every_experiment_failed_exits_1_naming_the_cause(tmp_path
     assert (tmp_path / "f" / "report.md").exists()  # the study's files are written all the same
 
 
+def test_min_steps_beyond_the_run_is_refused(tmp_path, capsys):
+    code = cli("run", "--quick", "--halving", "2", "--min-steps", "5", "--output-dir", str(tmp_path / "o"), *STUDY)
+    assert "--min-steps (5) must be below the steps of a run (2)" in one_line(capsys, code)
+    assert not (tmp_path / "o").exists()
+
+
 def test_halving_with_ray_is_refused_before_any_folder(tmp_path, capsys):
     code = cli("run", "--quick", "--halving", "2", "--executor", "ray", "--output-dir", str(tmp_path / "o"), *STUDY)
     one_line(capsys, code)

@@ -67,6 +67,9 @@ def _build(args, build, record_flags: bool = False):
         if args.halving < 2:
             raise UserError("--halving needs ETA >= 2")
         study.halving, study.min_steps, study.halving_restart = args.halving, args.min_steps or 0, args.halving_restart
+        if study.min_steps >= study.base.train.steps:
+            raise UserError(f"--min-steps ({study.min_steps}) must be below the steps of a run "
+                            f"({study.base.train.steps}): the first rung is a part of the run")
     if record_flags:
         study.flags = _json({d: getattr(args, d) for d in defining_given(args)})
     return study

@@ -170,8 +170,18 @@ def _file_batches(files: list[Path], txt_split: str) -> Iterator[list[str]]:
                 raise UserError(f"cannot read {path}: {e.strerror or e}") from None
         return
     import datasets
+    from datasets.utils import logging as ds_logging
 
     datasets.disable_progress_bars()
+    level = ds_logging.get_verbosity()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)  # a read error is our one line, not their log line too
+    try:
+        yield from _datasets_batches(datasets, files, txt_split)
+    finally:
+        ds_logging.set_verbosity(level)
+
+
+def _datasets_batches(datasets, files: list[Path], txt_split: str) -> Iterator[list[str]]:
     kind = FILE_KINDS[files[0].suffix]
     kwargs = {"sample_by": {"paragraph": "paragraph", "line": "line", "file": "document"}[txt_split]} \
         if kind == "text" else {}

@@ -180,7 +180,8 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
     if cfg.tokenizer == "bpe":
         tok, sampled = _train_tokenizer(docs, plan, cfg, key)
         if sampled:
-            log(f"BPE trained on the first {BPE_SAMPLE_CHARS:,} characters of the training text")
+            log(f"BPE trained on a sample of the training text (the first {BPE_SAMPLE_CHARS:,} characters, of which at "
+                f"most {BPE_SPACE_FREE_CHARS:,} without spaces); every character is tokenised")
     else:
         tok = load_hub_tokenizer(cfg.tokenizer)
     t_tok = time.perf_counter()
@@ -251,6 +252,7 @@ def _part(docs: _Docs, plan: SplitPlan, part: str):
 
 
 BPE_PIECE_CHARS = 4096  # the BPE trainer sees text in pieces this long (a space-free run is cut)
+BPE_SPACE_FREE_CHARS = 2_000_000  # at most this much space-free text trains the BPE (its memory grows per character)
 CHUNK_CHARS = 1 << 20  # a document longer than this reaches the tokenizer in pieces of at most this size
 HARD_CUT_CHARS = 1 << 16  # a run without a space is cut this short: BPE on one huge "word" is slow and large
 BATCH_CHARS = 1 << 20  # characters handed to one encode_batch call
@@ -296,10 +298,15 @@ def _train_tokenizer(docs: _Docs, plan: SplitPlan, cfg: DataConfig, key: str) ->
     sampled = [False]
 
     def training_text():
-        budget = BPE_SAMPLE_CHARS
+        budget, space_free = BPE_SAMPLE_CHARS, BPE_SPACE_FREE_CHARS
         for text, start, end in _part(docs, plan, "train"):
             stop = min(end, start + budget)
-            for piece, _, _ in chunks(text, BPE_PIECE_CHARS, start, stop):  # no "word" the trainer cannot handle
+            for piece, hard, _ in chunks(text, BPE_PIECE_CHARS, start, stop):  # no "word" the trainer cannot handle
+                if hard:  # every space-free piece is a distinct "word" the trainer keeps whole: bound them
+                    space_free -= len(piece)
+                    if space_free < 0:
+                        sampled[0] = True
+                        continue
                 yield piece
             budget -= end - start
             if budget <= 0:
