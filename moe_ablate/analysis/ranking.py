@@ -317,9 +317,11 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
         near = rows.loc[rec["near_optimal"]]
         names = ", ".join(describe(row, axes) for _, row in near.iterrows())
         verdict = "indistinguishable"
-        text = (f"{names} are indistinguishable at this noise level{' (' + among + ')' if among else ''}: best "
-                f"{head}; runner-up {r['config_id']} {r['diff']:+.4f} ({ci_text}). Pick by another criterion (cost, "
-                "stability) or add seeds.")
+        gap = (f"runner-up {r['config_id']} {r['diff']:+.4f}" if r["diff"] >= 0 else
+               f"{r['config_id']} is {-r['diff']:.4f} lower on these seeds, not significantly")
+        text = (f"{names} are indistinguishable at this noise level{' (' + among + ')' if among else ''}: "
+                f"{'recommended (the grid' + chr(39) + 's choice)' if rec['confirmed'] else 'best'} {head}; {gap} "
+                f"({ci_text}). Pick by another criterion (cost, stability) or add seeds.")
         shared = [a for a in axes if near[a].astype(str).nunique() == 1]
         free = [a for a in axes if a not in shared]
         if shared and free:
