@@ -60,11 +60,14 @@ class Fit:
     """``metric ~ configuration + seed`` over successful runs: estimates (least-squares means), their
     covariance, the residual noise and its degrees of freedom (0: noise unknown)."""
 
-    def __init__(self, ok: pd.DataFrame, metric: str, blocked: bool | None = None):
+    def __init__(self, ok: pd.DataFrame, metric: str):
         self.configs = list(dict.fromkeys(ok.config_id))
         seeds = list(dict.fromkeys(ok.seed))
-        self.blocked = len(seeds) > 1 and _connected(ok) if blocked is None else blocked
-        k = len(self.configs)
+        k, n = len(self.configs), len(ok)
+        # seed is a block when shared seeds connect the configurations, unless its effects would use up
+        # every residual degree of freedom that the model without it has (e.g. one configuration with
+        # several seeds, the others one): then the unpaired model still estimates the noise (conservative)
+        self.blocked = len(seeds) > 1 and _connected(ok) and not (n - k - (len(seeds) - 1) == 0 and n > k)
         X = pd.get_dummies(ok.config_id).reindex(columns=self.configs).to_numpy(float)
         L = np.eye(k)
         if self.blocked:  # seed effects relative to the first seed; estimates at the average seed
@@ -73,11 +76,6 @@ class Fit:
         y = ok[metric].to_numpy(float)
         res = sm.OLS(y, X).fit()
         self.dof = int(len(y) - np.linalg.matrix_rank(X))
-        if self.blocked and self.dof == 0 and blocked is None and len(y) > k:
-            # the seed effects use up every degree of freedom (e.g. one configuration has several seeds,
-            # the others one): without the seed term the noise is still estimable (unpaired, conservative)
-            self.__init__(ok, metric, blocked=False)
-            return
         self.estimates = pd.Series(L @ res.params, index=self.configs)
         self.sigma = float(math.sqrt(max(res.ssr, 0.0) / self.dof)) if self.dof > 0 else None
         self._cov = L @ res.normalized_cov_params @ L.T  # times sigma^2
@@ -108,9 +106,8 @@ def _connected(ok: pd.DataFrame) -> bool:
 
 @functools.lru_cache(maxsize=256)
 def tukey_critical(k: int, dof: int) -> float:
-    """The critical |t| of a Tukey-Kramer comparison among k configurations (q / sqrt 2)."""
-    return float(stats.studentized_range.ppf(1 - ALPHA, k, dof) / math.sqrt(2)) if k >= 2 else \
-        float(stats.t.ppf(1 - ALPHA / 2, dof))
+    """The critical |t| of a Tukey-Kramer comparison among k >= 2 configurations (q / sqrt 2)."""
+    return float(stats.studentized_range.ppf(1 - ALPHA, k, dof) / math.sqrt(2))
 
 
 def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str, Any]:
@@ -132,9 +129,7 @@ def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str,
         t = abs(diff) / se
         p_raw = float(2 * stats.t.sf(t, fit.dof))
         significant = t > crit
-        p = float(stats.studentized_range.sf(t * math.sqrt(2), k, fit.dof)) if p_values and k >= 2 else None
-        if k < 2:
-            p = p_raw
+        p = float(stats.studentized_range.sf(t * math.sqrt(2), k, fit.dof)) if p_values else None
     out.update(ci_low=diff - crit * se, ci_high=diff + crit * se, p=p, p_unadjusted=p_raw, significant=significant,
                direction=("worse" if diff > 0 else "better") if significant else "indistinguishable",
                test=f"{'configuration + seed' if fit.blocked else 'configuration'} model, {fit.dof} residual df, "
