@@ -24,6 +24,10 @@ TxtSplit = Literal["paragraph", "line", "file"]
 # "match_rms_adamw" by 0.2 * sqrt(max(rows, cols)) so its RMS matches AdamW's (Moonlight, 2025), which lets
 # Muon and AdamW share one learning rate
 MuonAdjustLR = Literal["original", "match_rms_adamw"]
+# the LR schedule after warmup: cosine to min_lr_frac; wsd = warmup-stable-decay (constant, then a decay over the
+# last decay_frac of the run); constant
+Schedule = Literal["cosine", "wsd", "constant"]
+DecayShape = Literal["1-sqrt", "linear"]  # WSD's decay: 1 - sqrt(progress) (Hägele et al. 2024) or linear
 DATA_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
@@ -87,8 +91,12 @@ class TrainConfig:
     momentum: float = 0.95
     weight_decay: float = 0.1
     grad_clip: float = 1.0
+    schedule: Schedule = "cosine"
     warmup_frac: float = 0.05
-    min_lr_frac: float = 0.1  # cosine decays to this fraction of peak
+    warmup_steps: int = 0  # > 0: warm up over this many steps instead of warmup_frac (WSD horizons share it)
+    min_lr_frac: float = 0.1  # the schedule decays to this fraction of the peak (cosine, wsd)
+    decay_frac: float = 0.2  # wsd: the decay covers this last fraction of the run (Hägele et al.: ~20%)
+    decay_shape: DecayShape = "1-sqrt"
     eval_every: int = 10
     eval_batches: int = 8
     eval_seq_len: int = 0  # validation window length (0 = seq_len); fix it to compare different seq_len
@@ -184,7 +192,7 @@ def _coerce(f: dataclasses.Field, v: Any, section: str) -> Any:
     return v
 
 
-_LITERALS = {"ModelName", "Dispatch", "Amp", "TxtSplit", "MuonAdjustLR"}
+_LITERALS = {"ModelName", "Dispatch", "Amp", "TxtSplit", "MuonAdjustLR", "Schedule", "DecayShape"}
 
 
 def apply_overrides(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
@@ -293,6 +301,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         problems.append(f"weight_decay must be >= 0, got {t.weight_decay}")
     if not 0 <= t.warmup_frac < 1 or not 0 <= t.min_lr_frac <= 1:
         problems.append("warmup_frac must be in [0, 1) and min_lr_frac in [0, 1]")
+    if t.schedule not in choices(Schedule):
+        problems.append(f"schedule must be {'|'.join(choices(Schedule))}, got {t.schedule!r}")
+    if t.decay_shape not in choices(DecayShape):
+        problems.append(f"decay_shape must be {'|'.join(choices(DecayShape))}, got {t.decay_shape!r}")
+    if not 0 < t.decay_frac <= 1:
+        problems.append(f"decay_frac must be in (0, 1], got {t.decay_frac}")
+    if t.warmup_steps < 0 or (t.warmup_steps and t.warmup_steps >= t.steps > 0):
+        problems.append(f"warmup_steps must be >= 0 and below steps ({t.steps}), got {t.warmup_steps}")
     if t.seq_len > m.max_seq_len > 0:
         problems.append(f"seq_len ({t.seq_len}) exceeds the model's max_seq_len ({m.max_seq_len})")
     if t.amp not in choices(Amp):

@@ -1,4 +1,4 @@
-"""Optimizers: the Muon/AdamW split, a batched Muon, and the warmup + cosine schedule.
+"""Optimizers: the Muon/AdamW split, a batched Muon, and the LR schedules (cosine, WSD, constant).
 
 Why our own Muon and not ``torch.optim.Muon``: torch's runs Newton–Schulz in bf16 only (about
 50x slower than fp32 on many CPUs: 11 s for one 512x2048 step), accepts only 2-D parameters,
@@ -161,16 +161,57 @@ def build_optimizers(model: nn.Module, muon_lr: float, adamw_lr_ratio: float, mo
     return opts
 
 
-def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.05, min_frac: float = 0.1) -> float:
-    """Linear warmup over ``warmup_frac`` of the optimizer steps, then
-    ``min + (1 - min) · ½(1 + cos(π · progress))`` — i.e. peak·(0.1 + 0.9·½(1+cos)) by default."""
-    warmup = max(1, int(total_steps * warmup_frac)) if warmup_frac > 0 else 0
+def warmup_length(total_steps: int, warmup_frac: float, warmup_steps: int = 0) -> int:
+    """Warmup steps: ``warmup_steps`` when set (horizons of a WSD study share it), else a fraction of the run."""
+    if warmup_steps > 0:
+        return warmup_steps
+    return max(1, int(total_steps * warmup_frac)) if warmup_frac > 0 else 0
+
+
+def decay_start(total_steps: int, decay_frac: float) -> int:
+    """The last step of a WSD run's stable phase: its decay covers the final ``decay_frac`` of the steps
+    (rounded, at least one step). A shorter horizon branches off a longer run's trunk here."""
+    return total_steps - max(1, int(total_steps * decay_frac + 0.5))
+
+
+def lr_factor(step: int, total_steps: int, warmup_frac: float = 0.05, min_frac: float = 0.1, *,
+              schedule: str = "cosine", warmup_steps: int = 0, decay_frac: float = 0.2,
+              decay_shape: str = "1-sqrt") -> float:
+    """The LR multiplier after ``step`` optimizer steps (LambdaLR's convention).
+
+    All schedules warm up linearly, then:
+
+    - ``cosine``: ``min + (1 - min) · ½(1 + cos(π · progress))``, i.e. peak·(0.1 + 0.9·½(1+cos)) by default;
+    - ``wsd`` (warmup-stable-decay; MiniCPM 2024, Hägele et al. 2024): constant at the peak until
+      ``decay_start``, then down to ``min`` over the last ``decay_frac`` of the run, ``linear`` or
+      ``1-sqrt`` (1 - sqrt(progress), Hägele et al.'s better cooldown);
+    - ``constant``: the peak to the end.
+    """
+    warmup = warmup_length(total_steps, warmup_frac, warmup_steps)
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    if schedule == "wsd":
+        start = decay_start(total_steps, decay_frac)
+        if step <= start:
+            return 1.0
+        progress = min(1.0, (step - start) / (total_steps - start))
+        return 1.0 - (1.0 - min_frac) * (math.sqrt(progress) if decay_shape == "1-sqrt" else progress)
     progress = (step - warmup) / max(1, total_steps - warmup)
     return min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_schedulers(optimizers, total_steps: int, warmup_frac: float, min_frac: float):
-    fn = partial(lr_factor, total_steps=total_steps, warmup_frac=warmup_frac, min_frac=min_frac)
+def schedule_fn(t) -> partial:
+    """The LR multiplier of a ``TrainConfig`` as a function of the step."""
+    return partial(lr_factor, total_steps=t.steps, warmup_frac=t.warmup_frac, min_frac=t.min_lr_frac,
+                   schedule=t.schedule, warmup_steps=t.warmup_steps, decay_frac=t.decay_frac,
+                   decay_shape=t.decay_shape)
+
+
+def build_schedulers(optimizers, t):
+    """One LambdaLR per optimizer, following ``t`` (a ``TrainConfig``). A checkpoint stores the step, not
+    the function, so a run continued under another horizon's config follows that horizon's schedule
+    from there on: this is how a WSD branch decays off its trunk."""
+    fn = schedule_fn(t)
     return [torch.optim.lr_scheduler.LambdaLR(o, fn) for o in optimizers]

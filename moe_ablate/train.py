@@ -134,7 +134,7 @@ def train(
         model.compile()
     optimizers = build_optimizers(model, t.muon_lr, t.adamw_lr_ratio, t.momentum, t.weight_decay, device,
                                   adjust_lr=t.muon_adjust_lr)
-    schedulers = build_schedulers(optimizers, t.steps, t.warmup_frac, t.min_lr_frac)
+    schedulers = build_schedulers(optimizers, t)
     # only fp16 needs loss scaling; disabled, the scaler passes every call straight through
     scaler = torch.amp.GradScaler("cuda" if device.startswith("cuda") else "cpu", enabled=amp_dtype == torch.float16)
     val_batches = data.val_batches(t.eval_batch_size or t.batch_size, t.eval_seq_len or t.seq_len,
@@ -163,7 +163,11 @@ def train(
             "steps)")
 
     def save_checkpoint(path: Path) -> None:
-        save_training_state(path, cfg, model, data.tokenizer, optimizers, schedulers, scaler, history, state, device)
+        snapshot = dict(state)
+        if running_n:  # between log steps: the partial training-loss average continues on resume (one sync)
+            snapshot.update(pending_loss_sum=float(running.item()), pending_n=running_n)
+        save_training_state(path, cfg, model, data.tokenizer, optimizers, schedulers, scaler, history, snapshot,
+                            device)
         checkpoints.append(str(path))
 
     bar = tqdm(total=t.steps, initial=state["step"], desc=desc, disable=None if progress else True, leave=False,
@@ -175,6 +179,9 @@ def train(
         end_step, early_stopped = state["step"], True
     if history["train"]:  # continued: the last logged values stand until the next log step
         train_loss, train_acc = history["train"][-1]["loss"], history["train"][-1]["accuracy"]
+    if state.get("pending_n"):  # stopped between log steps: the partial training-loss average continues
+        running.fill_(state.pop("pending_loss_sum"))
+        running_n = state.pop("pending_n")
     timer = Timer(state["train_time"])
     try:
         while state["step"] < end_step:
@@ -207,7 +214,9 @@ def train(
             bar.update(1)
 
             is_eval = step % t.eval_every == 0 or step == t.steps
-            if step % t.log_every == 0 or is_eval or step == end_step:
+            # a run stopped early (a rung, a trunk's branch point) logs where the whole run would, so that
+            # its continuation's history is the uninterrupted run's, entry for entry
+            if step % t.log_every == 0 or is_eval:
                 # the only host sync between evaluations
                 train_loss = (running / max(running_n, 1)).item()
                 train_acc = (last_logits.argmax(-1) == last_y).float().mean().item()
@@ -270,6 +279,7 @@ def train(
         log(f"{desc}: out of memory at step {state['step']}")
     finally:
         bar.close()
+    state["train_time"] = timer.lap()
     # when checkpointing, also save where the run ends (finished, early-stopped, or stop_after)
     if checkpoint_dir is not None and status in ("ok", "interrupted") and (
             t.checkpoint_every or stop_after is not None or stop_at is not None):

@@ -369,6 +369,9 @@ def bracketed(table: pd.DataFrame, axis: str, rec: dict) -> bool:
     return bracket(table, axis, rec)["bracketed"]
 
 
+BUDGET_AXES = ("steps",)  # the token horizon: compared, never "optimised"
+
+
 def edge_notes(table: pd.DataFrame, axes: list[str], rec: dict) -> list[str]:
     """Warnings about optima that are not bracketed (numeric axes of >= 3 values); two-value axes get a
     plain note."""
@@ -378,6 +381,8 @@ def edge_notes(table: pd.DataFrame, axes: list[str], rec: dict) -> list[str]:
     notes = []
     rows = table.set_index("config_id")
     for a in axes:
+        if a in BUDGET_AXES:  # a budget, not a hyperparameter: more steps is expected to win, not an edge
+            continue
         values = pd.Series(table[a].dropna().unique())
         if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             continue

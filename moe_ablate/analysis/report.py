@@ -122,8 +122,19 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                           "rank corr. with final (survivors only)": r.get("rank_correlation_with_final")}
                          for r in h["rungs"]])]
         lines += [f"- **Warning:** {w}" for w in h.get("warnings", [])] + [""]
-    tr = a.get("lr_transfer")
-    if tr:
+    b = a.get("branching")
+    if b:
+        lines += ["## Token horizons from one trunk (WSD)", "",
+                  f"Horizons that differ only in `steps` share a warmup-stable trunk; each shorter horizon branches off "
+                  f"it where its decay starts and equals a dedicated run of its length. {b['trained_steps']:,} training "
+                  f"steps against {b['separate_steps']:,} for separate runs ({100 * b['saved_share']:.0f}% saved).", "",
+                  table([{"trunk": f["trunk"], "horizons": len(f["horizons"]), "branched": len(f["branched"]),
+                          "branch points": ", ".join(str(p) for p in f["branch_points"].values()),
+                          "steps trained": f["trained_steps"], "separate runs": f["separate_steps"]}
+                         for f in b["families"][:MAX_ROWS]])]
+    for tr in (a.get("lr_transfer"), a.get("lr_by_horizon")):
+        if not tr:
+            continue
         lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "", tr["text"][0].upper() + tr["text"][1:]
                   + ".", "", table([{tr["axis"]: r[tr["axis"]], "best LR": r.get("best_lr"), "mean": r.get("mean"),
                                      "ci95": r.get("ci95"), "n": r.get("n"),

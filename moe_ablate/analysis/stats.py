@@ -20,7 +20,7 @@ from .routing import analyze_routing
 
 METRICS = ["val_loss", "val_loss_own_length", "best_val_loss", "val_accuracy", "val_perplexity", "final_train_loss",
            "final_train_accuracy", "train_time_s", "tokens_per_s", "epochs", "params_active", "params_total",
-           "flops_per_token", "flops", "routing_maxvio", "routing_maxvio_peak", "routing_dead_experts",
+           "flops_per_token", "flops", "tokens", "routing_maxvio", "routing_maxvio_peak", "routing_dead_experts",
            "routing_entropy", "routing_bias_norm"]
 
 
@@ -217,5 +217,7 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     out["lr_sensitivity"] = lr_sensitivity(table, axes, lr_axes[0], cap) if lr_axes else None
     width = next((w for w in WIDTH_AXES if w in axes), None)
     out["lr_transfer"] = optimum_per(df, axes, metric, lr_axes[0], width) if lr_axes and width else None
+    # the token horizon (Bjorck et al. 2024: the optimal LR falls as the horizon grows)
+    out["lr_by_horizon"] = optimum_per(df, axes, metric, lr_axes[0], "steps") if lr_axes and "steps" in axes else None
     out["routing"] = analyze_routing(records, table, axes, metric)
     return out

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import Amp, ModelName, choices
+from ..config import Amp, DecayShape, ModelName, Schedule, choices
 from ..tracking import TrackerName
 from ..errors import UserError
 
@@ -100,6 +100,13 @@ EXPERIMENT_FLAGS = {
     "--grad-accum": ("train.grad_accum", pos_int, "micro-batches per optimizer step"),
     "--muon-lr": ("train.muon_lr", lr_float, "Muon learning rate (2-D/3-D hidden weights)"),
     "--adamw-lr-ratio": ("train.adamw_lr_ratio", pos_float, "AdamW lr = muon lr x this (embeddings, norms, router)"),
+    "--schedule": ("train.schedule", str, f"LR schedule after warmup: {' | '.join(choices(Schedule))} (wsd: "
+                   "warmup-stable-decay; a grid over steps then trains one trunk and branches each shorter horizon's "
+                   "decay off it)"),
+    "--decay-frac": ("train.decay_frac", pos_float, "wsd: the decay covers this last fraction of the run (default 0.2)"),
+    "--decay-shape": ("train.decay_shape", str, f"wsd decay: {' | '.join(choices(DecayShape))} (default 1-sqrt)"),
+    "--warmup-steps": ("train.warmup_steps", nonneg_int, "warm up over N steps instead of 5%% of the run (WSD "
+                       "horizons share a trunk only when they warm up alike)"),
     "--momentum": ("train.momentum", fraction, "Muon momentum"),
     "--weight-decay": ("train.weight_decay", nonneg_float, "decoupled weight decay for both optimizers"),
     "--grad-clip": ("train.grad_clip", nonneg_float, "gradient-norm clip (0 = off)"),

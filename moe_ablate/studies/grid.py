@@ -15,6 +15,13 @@ class GridKind(StudyKind):
     name = "grid"
     title = "Study report"
 
+    def answer(self, study, records, analysis):
+        """With a ``steps`` (token horizon) axis and an LR axis the question is whether the optimum moves."""
+        tr = analysis.get("lr_by_horizon")
+        if not tr:
+            return None
+        return f"{tr['text'][0].upper()}{tr['text'][1:]}. Overall: {analysis['recommendation']['text']}"
+
 
 class LRTransferKind(GridKind):
     """A grid over model width x LR whose question is whether the optimal LR moves with width."""

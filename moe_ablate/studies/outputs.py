@@ -16,7 +16,8 @@ from ..analysis.stats import analyze, load_records, to_frame
 from ..utils import atomic_write_json, atomic_write_text
 from .halving import halving_analysis
 from .kinds import get_kind
-from .runner import Log, default_log
+from . import branching
+from .runner import Log, default_log, resolve_configs
 from ..errors import UserError
 from .study import Study, load_study
 
@@ -30,6 +31,8 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
     a["confirmation"] = _confirmation_cost(records)
     a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
     a["halving"] = halving_analysis(study_dir, records, a) if study.halving else None
+    fams = [] if study.halving else branching.families(study.experiments, resolve_configs(study))
+    a["branching"] = branching.write_summary(study_dir, fams, {r["experiment_id"]: r for r in records}) if fams else None
     atomic_write_json(study_dir / "final_results.json", {
         "study": study.identity(), "n_expected": len(study.experiments),
         "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})

@@ -23,10 +23,11 @@ from ..interrupt import graceful_signals
 from ..tracking import TrackingSpec, attach_study_outputs
 from ..utils import TMP_SUFFIX, resolve_device
 from .lock import LOCK_FILE, study_lock
-from . import halving
+from . import branching, halving
 from .kinds import get_kind
 from .outputs import write_outputs
-from .runner import DataSets, Executor, Log, default_log, resolve_configs, run_experiments
+from .runner import (EXPERIMENTS_DIR, DataSets, Executor, Job, LocalExecutor, Log, ModelCache, default_log,
+                     resolve_configs, run_experiments, run_one)
 from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
 
@@ -115,6 +116,8 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
     final_model = study_dir / "final_model.pt" if kind.keeps_final_model else None
 
     def run() -> list[dict]:
+        if not study.halving:
+            run_wsd_families(study_dir, study, datasets, log, progress, tracking_spec)
         return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
                                final_model=final_model, rerun_from=rerun_from, tracking_spec=tracking_spec)
 
@@ -149,6 +152,43 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
         if (signum := interrupt.requested()) is not None:
             raise interrupt.Interrupted(signum)
     return StudyResult(study_dir, study, records, analysis)
+
+
+def run_wsd_families(study_dir: Path, study: Study, datasets: DataSets, log: Log, progress: bool,
+                     tracking_spec: TrackingSpec | None = None) -> None:
+    """WSD horizons that differ only in ``train.steps`` share a trunk (``branching.py``); they run here,
+    in this process, before the executor takes the rest."""
+    configs = resolve_configs(study)
+    fams = branching.families(study.experiments, configs, log)
+    if not fams:
+        return
+    local, cache = LocalExecutor(), ModelCache()
+    exp_dir = study_dir / EXPERIMENTS_DIR
+
+    def done(exp_id: str) -> bool:
+        try:
+            return json.loads((exp_dir / f"{exp_id}.json").read_text(encoding="utf-8")).get("status") != "interrupted"
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def segment(trunk: ExperimentSpec, point: int) -> dict:
+        cfg = configs[trunk.id]
+        log(f"{trunk.id}: trunk to step {point} (a branch point)")
+        return run_one(Job(trunk, cfg, datasets.get(cfg.data), study_dir / "checkpoints" / trunk.id, stop_at=point),
+                       log=log, progress=progress, cache=cache)
+
+    def branch(spec: ExperimentSpec, ckpt: Path, origin: dict) -> None:
+        run_experiments(study_dir, study, local, datasets=datasets, log=log, progress=progress, subset=[spec],
+                        rerun_from={spec.id: ckpt}, origins={spec.id: origin}, tracking_spec=tracking_spec)
+
+    def finish(trunk: ExperimentSpec) -> None:
+        run_experiments(study_dir, study, local, datasets=datasets, log=log, progress=progress, subset=[trunk],
+                        checkpoints=True, tracking_spec=tracking_spec)
+
+    n = sum(len(f.members) for f in fams)
+    log(f"WSD horizons: {n} experiments in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} share a trunk each")
+    branching.run_families(study_dir, fams, done, segment, branch, finish, lambda: interrupt.requested() is not None,
+                           log)
 
 
 def check_same_data(study_dir: Path, datasets: DataSets) -> None:

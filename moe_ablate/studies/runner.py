@@ -53,7 +53,8 @@ class Job:
     final_model: Path | None = None  # where to save the trained model (long runs)
     resume_from: Path | None = None  # an explicit checkpoint to continue from (else the newest in checkpoint_dir)
     tracking: TrackingSpec | None = None  # live tracking (TensorBoard, W&B, MLflow)
-    stop_at: int | None = None  # stop (and checkpoint) at this step: a successive-halving rung
+    stop_at: int | None = None  # stop (and checkpoint) at this step: a successive-halving rung, a WSD branch point
+    origin: dict | None = None  # a WSD branch: the trunk and step it continues from (kept in the record)
 
 
 class Executor(Protocol):
@@ -169,6 +170,8 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
             cache.put(key, model)
         if job.final_model is not None and result["status"] == "ok":
             save_model(job.final_model, cfg, model, job.data.tokenizer)
+        if job.origin is not None:
+            result["branched_from"] = job.origin
     except UserError as e:
         result = {"status": "error", "error": str(e)}
     except OSError:  # the disk, not the model: stop the study (the CLI says which path and why)
@@ -222,10 +225,12 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
                     final_model: Path | None = None, rerun_from: dict[str, Path] | None = None,
                     tracking_spec: TrackingSpec | None = None, subset: list[ExperimentSpec] | None = None,
                     stop_at: int | None = None, out_dir: Path | None = None,
-                    checkpoints: bool = False, on_record: Callable[[dict], None] | None = None) -> list[dict]:
+                    checkpoints: bool = False, on_record: Callable[[dict], None] | None = None,
+                    origins: dict[str, dict] | None = None) -> list[dict]:
     """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
     ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
-    (their record is replaced when the continued run ends)."""
+    (their record is replaced when the continued run ends); ``origins`` {id: {experiment_id, step}}: they
+    are WSD branches of that trunk (``branching.py``), said in their records."""
     rerun_from = rerun_from or {}
     executor = executor or LocalExecutor()
     datasets = datasets or DataSets(log)
@@ -239,7 +244,7 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
         log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
     jobs = [Job(e, configs[e.id], datasets.get(configs[e.id].data), study_dir / "checkpoints" / e.id
                 if configs[e.id].train.checkpoint_every or checkpoints else None, final_model, rerun_from.get(e.id),
-                tracking_spec, stop_at) for e in pending]
+                tracking_spec, stop_at, (origins or {}).get(e.id)) for e in pending]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(pending), desc="experiments",
                unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
     try:

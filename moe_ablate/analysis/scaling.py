@@ -1,0 +1,304 @@
+"""Hyperparameter scaling laws: the optimal LR (and batch size) at each scale of a ladder, a power law in
+compute through them, a held-out check, and a prediction for the target run.
+
+The field's recipe (DeepSeek LLM 2024; Porian et al. 2024; Bjorck et al. 2024), with the uncertainty
+researchers usually skip:
+
+1. **The optimum at each scale is a vertex, not an argmin.** A quadratic in log LR is fitted to the
+   configuration means around the minimum (the argmin and up to two tried values on each side) and its
+   vertex is the estimate; a grid argmin can only land on a tried value. The optimum is *bracketed* only
+   when a tried value on each side of the minimum is worse (or diverged); an unbracketed scale is said and
+   left out of every fit.
+2. **Uncertainty by bootstrap.** With at least ``SEED_BOOTSTRAP_MIN`` seeds per configuration the seeds are
+   resampled (a configuration's runs with the same seed share batches and initial weights, so one
+   resampled seed set is used for the whole scale); with fewer, resampling two or three seeds gives a
+   handful of distinct replicates, so the configuration means are redrawn from their normal sampling
+   distribution with the pooled seed-to-seed variance (itself redrawn from its chi-square distribution):
+   a parametric bootstrap. ``ci_method`` records which.
+3. **The power law** ``opt = coef · C^exponent`` is weighted least squares in log-log (weights: the inverse
+   bootstrap variance of each scale's log optimum, ``statsmodels`` WLS); its CIs come from refitting on the
+   scales' bootstrap replicates. A chi-square lack-of-fit test says when the points bend.
+4. **Held out**: the law fitted without the largest scale predicts it; the error is reported in log LR and as
+   the loss penalty of the predicted LR on the largest scale's fitted curve.
+
+Pure functions on records; nothing here writes files (``studies/scaling.py`` does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+
+SEED_BOOTSTRAP_MIN = 5  # fewer seeds per configuration: parametric bootstrap (see the module docstring)
+N_BOOT = 1000
+TOLERANCE = 0.0025  # DeepSeek LLM's near-optimal band: within 0.25% of the minimum loss
+WINDOW = 2  # tried values on each side of the argmin that the quadratic sees
+
+
+@dataclass
+class Vertex:
+    """A quadratic ``a + b x + c x^2`` (x = log value) fitted around the minimum of a curve."""
+
+    x: float  # the optimum's log value (the vertex; the argmin when the curve is not convex there)
+    bracketed: bool
+    convex: bool
+    coefs: tuple[float, float, float] | None  # (a, b, c)
+    argmin_x: float
+
+    def loss_at(self, x: float) -> float | None:
+        if self.coefs is None:
+            return None
+        a, b, c = self.coefs
+        return a + b * x + c * x * x
+
+
+def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None) -> Vertex:
+    """The vertex of a quadratic through the argmin of ``y`` and up to ``WINDOW`` points on each side.
+
+    ``failed_x``: log values whose runs all failed (diverged): they bracket the minimum from their side
+    (a value beyond which training breaks is worse) but carry no loss to fit."""
+    order = np.argsort(x)
+    x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    i = int(np.argmin(y))
+    failed_x = np.asarray(failed_x if failed_x is not None else [], float)
+    left = i > 0 or bool((failed_x < x[i]).any())
+    right = i < len(x) - 1 or bool((failed_x > x[i]).any())
+    lo, hi = max(0, i - WINDOW), min(len(x), i + WINDOW + 1)
+    xs, ys = x[lo:hi], y[lo:hi]
+    if len(xs) < 3:
+        return Vertex(float(x[i]), False, False, None, float(x[i]))
+    c, b, a = np.polyfit(xs, ys, 2)
+    if c <= 0:  # not convex around the minimum: the argmin stands
+        return Vertex(float(x[i]), left and right, False, (float(a), float(b), float(c)), float(x[i]))
+    v = -b / (2 * c)
+    # the vertex must lie within the tried values around the argmin; beyond them it is an extrapolation
+    inside = x[max(0, i - 1)] <= v <= x[min(len(x) - 1, i + 1)]
+    return Vertex(float(v if inside else x[i]), left and right and inside, True, (float(a), float(b), float(c)),
+                  float(x[i]))
+
+
+def curve(sub: pd.DataFrame, axis: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(log values, mean metric, runs per value, log values where every run failed) of one scale."""
+    ok = sub[sub.status == "ok"]
+    means = ok.groupby(axis)[metric].agg(["mean", "count"])
+    failed = sorted(set(sub[axis]) - set(means.index))
+    return (np.log(means.index.to_numpy(float)), means["mean"].to_numpy(float), means["count"].to_numpy(int),
+            np.log(np.asarray(failed, float)))
+
+
+def _profile(sub: pd.DataFrame, axis: str, other: str | None, metric: str) -> pd.DataFrame:
+    """The scale's runs at the best value of ``other`` (e.g. the LR curve at the best batch size)."""
+    if other is None or sub[other].nunique() < 2:
+        return sub
+    means = sub[sub.status == "ok"].groupby(other)[metric].mean()
+    return sub[sub[other] == means.idxmin()] if len(means) else sub
+
+
+def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.random.Generator,
+                other: str | None) -> tuple[np.ndarray, str]:
+    """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring)."""
+    ok = sub[sub.status == "ok"]
+    per_config = ok.groupby([axis] + ([other] if other else []))
+    seeds = sorted(ok["seed"].unique())
+    min_seeds = int(per_config.size().min()) if len(ok) else 0
+    out = np.empty(n_boot)
+    if min_seeds >= SEED_BOOTSTRAP_MIN:
+        for r in range(n_boot):
+            pick = rng.choice(seeds, size=len(seeds), replace=True)
+            boot = pd.concat([sub[sub.seed == s] for s in pick] + [sub[sub.status != "ok"]])
+            x, y, _, fx = curve(_profile(boot, axis, other, metric), axis, metric)
+            out[r] = fit_vertex(x, y, fx).x if len(x) else np.nan
+        return out, f"seed bootstrap ({len(seeds)} seeds resampled, {n_boot} replicates)"
+    resid = ok[metric] - per_config[metric].transform("mean")
+    dof = int(len(ok) - per_config.ngroups)
+    var = float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12
+    groups = per_config[metric].agg(["mean", "count"]).reset_index()
+    failed = np.log(np.asarray(sorted(set(sub[axis]) - set(ok[axis])), float))
+    logx, mean = np.log(groups[axis].to_numpy(float)), groups["mean"].to_numpy(float)
+    se1 = 1.0 / np.sqrt(groups["count"].to_numpy(float))
+    oth = groups[other].to_numpy() if other else None
+    for r in range(n_boot):
+        s2 = var * rng.chisquare(dof) / dof if dof > 0 else var
+        m = mean + rng.normal(0, 1, len(mean)) * se1 * math.sqrt(s2)
+        keep = slice(None) if oth is None else oth == oth[np.argmin(m)]  # the curve at the replicate's best other
+        out[r] = fit_vertex(logx[keep], m[keep], failed).x
+    return out, (f"parametric bootstrap (fewer than {SEED_BOOTSTRAP_MIN} seeds: configuration means redrawn with the "
+                 f"pooled seed-to-seed variance, {dof} degrees of freedom; {n_boot} replicates)")
+
+
+def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | None = None, n_boot: int = N_BOOT,
+                  rng: np.random.Generator | None = None, near_optimal: list[float] | None = None) -> dict[str, Any]:
+    """The optimum of ``axis`` at one scale: vertex, 95% bootstrap CI, grid argmin, near-optimal bands."""
+    rng = rng or np.random.default_rng(0)
+    prof = _profile(sub, axis, other, metric)
+    x, y, n, fx = curve(prof, axis, metric)
+    if len(x) == 0:
+        return {"bracketed": False, "opt": None, "why": "no run finished"}
+    v = fit_vertex(x, y, fx)
+    reps, method = _replicates(sub, axis, metric, n_boot, rng, other)
+    reps = reps[np.isfinite(reps)]
+    lo, hi = np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan)
+    out: dict[str, Any] = {
+        "opt": math.exp(v.x), "ci": [math.exp(lo), math.exp(hi)], "log_opt": v.x,
+        "log_sd": float(np.std(reps, ddof=1)) if len(reps) > 1 else None, "argmin": math.exp(v.argmin_x),
+        "bracketed": v.bracketed, "convex": v.convex, "quadratic": v.coefs, "ci_method": method,
+        "values": [math.exp(t) for t in x], "means": y.tolist(), "runs": n.tolist(),
+        "failed_values": [math.exp(t) for t in fx], "replicates": reps.tolist(),
+    }
+    # DeepSeek's tolerance band: tried values whose mean is within 0.25% of the minimum, and the same band
+    # on the fitted quadratic
+    best = float(np.min(y))
+    out["tolerance_values"] = [math.exp(t) for t, m in zip(x, y) if m <= best * (1 + TOLERANCE)]
+    if v.convex and v.coefs is not None:
+        q = v.loss_at(v.x)
+        half = math.sqrt(max(0.0, TOLERANCE * q / v.coefs[2]))
+        out["tolerance_band"] = [math.exp(v.x - half), math.exp(v.x + half)]
+    if near_optimal is not None:
+        out["near_optimal_values"] = sorted(near_optimal)  # not significantly worse (Tukey-Kramer, ranking.py)
+    if not v.bracketed:
+        side = "smallest" if v.argmin_x == x.min() else "largest" if v.argmin_x == x.max() else None
+        out["why"] = (f"the best {axis} is the {side} value tried" if side else
+                      "the fitted vertex falls outside the values around the minimum")
+    return out
+
+
+def power_law(compute: np.ndarray, log_opt: np.ndarray, log_sd: np.ndarray,
+              replicates: np.ndarray | None = None) -> dict[str, Any]:
+    """``opt = coef * compute^exponent`` by WLS in log-log; bootstrap CIs from ``replicates`` (scales x B)."""
+    X = sm.add_constant(np.log(compute))
+    w = 1.0 / np.maximum(np.asarray(log_sd, float), 1e-6) ** 2
+    fit = sm.WLS(log_opt, X, weights=w).fit()
+    k, b = (float(t) for t in fit.params)
+    out: dict[str, Any] = {"coef": math.exp(k), "exponent": b, "log_coef": k, "n_points": int(len(compute))}
+    resid = log_opt - (k + b * np.log(compute))
+    chi2 = float(np.sum(w * resid ** 2))
+    dof = len(compute) - 2
+    out["lack_of_fit"] = {"chi2": chi2, "dof": dof, "p": float(stats.chi2.sf(chi2, dof)) if dof > 0 else None}
+    if replicates is not None and replicates.shape[1] > 1:
+        # the same WLS on every replicate at once: (X'WX)^-1 X'W Y, Y = scales x replicates
+        Y = replicates[:, np.all(np.isfinite(replicates), axis=0)]
+        bk, bb = np.linalg.solve(X.T @ (w[:, None] * X), X.T @ (w[:, None] * Y))
+        out["exponent_ci"] = [float(t) for t in np.percentile(bb, [2.5, 97.5])]
+        out["coef_ci"] = [math.exp(float(t)) for t in np.percentile(bk, [2.5, 97.5])]
+        out["bootstrap"] = {"log_coef": bk.tolist(), "exponent": bb.tolist()}
+    return out
+
+
+def predict(law: dict[str, Any], compute: float, level: float = 0.8) -> dict[str, Any]:
+    """The law at ``compute``, with a ``level`` interval from the bootstrap fits."""
+    point = law["coef"] * compute ** law["exponent"]
+    out = {"compute": compute, "value": point, "level": level}
+    if "bootstrap" in law:
+        draws = np.array(law["bootstrap"]["log_coef"]) + np.array(law["bootstrap"]["exponent"]) * math.log(compute)
+        tail = 100 * (1 - level) / 2
+        out["interval"] = [math.exp(float(t)) for t in np.percentile(draws, [tail, 100 - tail])]
+    return out
+
+
+def fit_ladder(scales: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The power law of ``scales[i][key]`` (bracketed scales only) against compute, its bend test, and the
+    held-out check (fit without the largest scale, predict it)."""
+    used = [s for s in scales if s.get(key) and s[key].get("bracketed") and s[key].get("log_sd")]
+    left_out = [s["scale"] for s in scales if s not in used]
+    if len(used) < 2:
+        return {"fitted": False, "why": f"{len(used)} bracketed scale(s): a power law needs at least 2",
+                "left_out": left_out}
+    used.sort(key=lambda s: s["compute"])
+    C = np.array([s["compute"] for s in used])
+    y = np.array([s[key]["log_opt"] for s in used])
+    sd = np.array([s[key]["log_sd"] for s in used])
+    B = min(len(s[key]["replicates"]) for s in used)
+    reps = np.array([s[key]["replicates"][:B] for s in used])
+    law = power_law(C, y, sd, reps)
+    law.update(fitted=True, scales=[s["scale"] for s in used], left_out=left_out)
+    p = law["lack_of_fit"]["p"]
+    law["bends"] = p is not None and p < 0.05
+    if len(used) >= 3:
+        head = power_law(C[:-1], y[:-1], sd[:-1], reps[:-1])
+        pred = predict(head, float(C[-1]))
+        last = used[-1][key]
+        log_error = math.log(pred["value"]) - last["log_opt"]
+        held: dict[str, Any] = {"scale": used[-1]["scale"], "compute": float(C[-1]), "predicted": pred["value"],
+                                "predicted_interval": pred.get("interval"), "measured": last["opt"],
+                                "measured_ci": last["ci"], "log_error": log_error}
+        if last.get("quadratic") and last.get("convex"):
+            a, b, c = last["quadratic"]
+            xp, xo = math.log(pred["value"]), last["log_opt"]
+            held["loss_penalty"] = float((a + b * xp + c * xp * xp) - (a + b * xo + c * xo * xo))
+        law["holdout"] = held
+    return law
+
+
+def _scale_label(row: pd.Series, scale_axes: list[str]) -> str:
+    return ", ".join(f"{a}={row[a]:g}" if isinstance(row[a], (int, float)) else f"{a}={row[a]}" for a in scale_axes)
+
+
+def fit_n_d(scales: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """``opt = k * N^alpha * D^beta`` (Step Law's form) when both the active parameters and the tokens vary
+    over at least 4 bracketed scales; otherwise None (the compute law above is all the data supports)."""
+    used = [s for s in scales if s.get(key) and s[key].get("bracketed") and s[key].get("log_sd")]
+    if len(used) < 4 or len({s["params_active"] for s in used}) < 2 or len({s["tokens"] for s in used}) < 2:
+        return None
+    X = sm.add_constant(np.column_stack([np.log([s["params_active"] for s in used]),
+                                         np.log([s["tokens"] for s in used])]), has_constant="add")
+    if np.linalg.matrix_rank(X) < 3:  # N and D moved together (e.g. D = 20 N): not separable
+        return None
+    w = 1.0 / np.array([s[key]["log_sd"] for s in used]) ** 2
+    fit = sm.WLS(np.array([s[key]["log_opt"] for s in used]), X, weights=w).fit(cov_type="fixed scale")
+    ci = fit.conf_int(0.05)
+    return {"coef": math.exp(float(fit.params[0])), "alpha_N": float(fit.params[1]), "beta_D": float(fit.params[2]),
+            "alpha_N_ci": [float(t) for t in ci[1]], "beta_D_ci": [float(t) for t in ci[2]], "n_points": len(used)}
+
+
+def analyze_scaling(records: list[dict], metric: str = "val_loss", lr_axis: str = "muon_lr",
+                    batch_axis: str = "batch_size", n_boot: int = N_BOOT, seed: int = 0,
+                    statistical_set: bool = True) -> dict[str, Any]:
+    """Every number of a scaling study: the optimum at each scale, the laws, the held-out check.
+    ``statistical_set``: also each scale's near-optimal LRs by the Tukey-Kramer test (``ranking.py``; the
+    simulations of ``scripts/scaling_check.py`` skip it, it does not enter the fits)."""
+    from . import ranking
+    from .stats import to_frame
+
+    df, axes = to_frame(records)
+    if lr_axis not in axes:
+        return {"error": f"no {lr_axis} axis: a scaling study varies the LR at every scale"}
+    batch = batch_axis if batch_axis in axes else None
+    scale_axes = [a for a in axes if a not in (lr_axis, batch_axis)]
+    df = df[df.status != "pruned"]
+    rng = np.random.default_rng(seed)
+    scales = []
+    groups = df.groupby([df[a].astype(str) for a in scale_axes], sort=False) if scale_axes else [((), df)]
+    for _, sub in groups:
+        ok = sub[sub.status == "ok"]
+        row = {"scale": _scale_label(sub.iloc[0], scale_axes) if scale_axes else "all",
+               **{a: sub.iloc[0][a] for a in scale_axes}, "runs": int(len(sub)), "runs_ok": int(len(ok))}
+        if ok.empty:
+            scales.append({**row, "compute": None, "lr": {"bracketed": False, "why": "no run finished"}})
+            continue
+        row.update(compute=float(ok["flops"].median()), params_active=float(ok["params_active"].median()),
+                   params_total=float(ok["params_total"].median()), tokens=float(ok["tokens"].median()))
+        if batch and ok["flops"].max() > 1.01 * ok["flops"].min():
+            row["compute_spread"] = float(ok["flops"].max() / ok["flops"].min())
+        sub_axes = [a for a in (lr_axis, batch) if a and sub[a].nunique() > 1]
+        rec = ranking.recommend(sub, sub_axes, metric) if statistical_set else {}
+        near = None
+        if rec.get("noise_std") is not None:
+            lrs = sub.drop_duplicates("config_id").set_index("config_id")[lr_axis]
+            near = [float(lrs[c]) for c in rec["near_optimal"]]
+        row["lr"] = scale_optimum(sub, lr_axis, metric, other=batch, n_boot=n_boot, rng=rng, near_optimal=near)
+        if batch:
+            row["batch"] = scale_optimum(sub, batch, metric, other=lr_axis, n_boot=n_boot, rng=rng)
+        scales.append(row)
+    scales.sort(key=lambda s: (s["compute"] is None, s["compute"] or 0))
+    fits = {"lr": fit_ladder(scales, "lr")}
+    if batch:
+        fits["batch"] = fit_ladder(scales, "batch")
+    nd = {k: fit_n_d(scales, k) for k in fits}
+    return {"metric": metric, "lr_axis": lr_axis, "batch_axis": batch, "scale_axes": scale_axes, "scales": scales,
+            "fits": fits, "n_d_fits": {k: v for k, v in nd.items() if v}, "holdout": fits["lr"].get("holdout")}
