@@ -147,6 +147,7 @@ def train(
     if resume_from is not None:
         history, state = restore_training_state(resume_from, model, optimizers, schedulers, scaler, device)
         log(f"resumed from {resume_from} at step {state['step']}")
+    resumed_seconds = state["train_time"] + state["eval_time"]  # spent before this call (a WSD branch's trunk)
 
     status, error, early_stopped = "ok", None, False
     peak_mem = memory_gb(device)
@@ -291,6 +292,7 @@ def train(
                          schedulers[0].get_last_lr()[0], model, device, amp_dtype, peak_mem, t.seed, data,
                          checkpoints, wall=time.perf_counter() - started)
     result["epochs"] = state["tokens"] / len(data.train)  # > 1: the run repeated its training data
+    result["resumed_seconds"] = resumed_seconds
     # compute accounting (one formula: TransformerLM.flops_per_token), flat so that tables can use it
     counts = result["params"]
     result.update(params_total=counts["total"], params_active=counts["active"],

@@ -56,6 +56,16 @@ weight_decay = [0.0, 0.1]
 """
 
 
+def scaling_toml(steps: int, cache: str | None = None, name: str = "scaling", seeds: int = 2,
+                 lrs: str = "[0.01, 0.03, 0.1]", widths: str = "[16, 32, 48]") -> str:
+    """A scaling ladder of very small models: 3 widths x len(lrs) LRs x ``seeds`` seeds."""
+    text = study_toml(steps, lrs, 0, cache, name).replace('preset = "tiny"', f'preset = "tiny"\nkind = "scaling"\n'
+                                                                          f'seeds = {seeds}')
+    text = text.replace("weight_decay = [0.0, 0.1]\n", "").replace("d_model = 32\n", "")
+    return text + f"[grid.model]\nd_model = {widths}\n[scaling]\ntarget_preset = \"tiny\"\ntarget_steps = 500\n" \
+                  "bootstrap = 200\n"
+
+
 def study_toml(steps: int, lrs: str = "[0.01, 0.05]", confirm: int | None = None, cache: str | None = None,
                name: str = "faults") -> str:
     """A study of a very small model: len(lrs) x 2 configurations (the test suite uses it too)."""
@@ -71,6 +81,11 @@ def commands(kind: str, work: Path, out: Path, steps: int, cache: Path) -> tuple
         cfg.write_text(study_toml(steps))
         return (["run", "--config", str(cfg), "--output-dir", str(out), "--no-progress", *cache_flags],
                 ["run", "--resume", "DIR", "--no-progress"])
+    if kind == "scaling":
+        cfg = work / "scaling.toml"
+        cfg.write_text(scaling_toml(steps))
+        return (["scaling", "--config", str(cfg), "--output-dir", str(out), "--no-progress", *cache_flags],
+                ["scaling", "--resume", "DIR", "--no-progress"])
     if kind == "lr-search":
         return (["lr-search", "--exp", "9", "--lrs", "0.003", "0.01", "0.03", "--steps", str(steps), "--eval-every",
                  "5", "--output-dir", str(out), *SMALL, *cache_flags], ["lr-search", "--resume", "DIR", "--no-progress"])
@@ -88,7 +103,7 @@ def commands(kind: str, work: Path, out: Path, steps: int, cache: Path) -> tuple
     raise SystemExit(f"unknown kind {kind}")
 
 
-KINDS = ("run", "lr-search", "expert-search", "batch-seqlen", "train")
+KINDS = ("run", "lr-search", "expert-search", "batch-seqlen", "train", "scaling")
 
 
 def study_dir(out: Path) -> Path | None:

@@ -251,5 +251,50 @@ CAPTIONS: dict[str, Any] = {
     "routing.png": "Routing health: the best configuration's share of tokens per expert in each layer over training "
                    "(dashed: a fair share), and MaxVio at the end of training per configuration (red: dead "
                    "experts).",
+    "scaling_law.png": "The optimum at each scale vs training compute, log-log (bootstrap 95% CIs; hollow: not "
+                       "bracketed, left out of the fit), the fitted power law with its 95% band, the held-out "
+                       "scale's prediction from the smaller ones (orange) and the target run (green, 80% interval).",
     "halving_rungs.png": "Successive halving: each configuration's metric at each rung it reached (grey: pruned).",
 }
+
+
+def scaling_plot(law: dict, out: Path) -> Path:
+    """The optimum at each scale against compute (log-log): bootstrap 95% CIs, the fitted law with its 95%
+    band, the held-out point with the prediction of the law fitted without it, and the target run."""
+    keys = [k for k in ("lr", "batch") if law.get("fits", {}).get(k) is not None]
+    fig, axs = plt.subplots(1, len(keys), figsize=(6.5 * len(keys), 4.8), squeeze=False)
+    pred = law.get("prediction") or {}
+    for ax, key in zip(axs[0], keys):
+        fit = law["fits"][key]
+        scales = [s for s in law["scales"] if s.get("compute") and s.get(key) and s[key].get("opt")]
+        for s in scales:
+            o = s[key]
+            lo, hi = o["ci"]
+            ax.errorbar([s["compute"]], [o["opt"]], yerr=[[o["opt"] - lo], [hi - o["opt"]]], fmt="o" if o["bracketed"]
+                        else "s", mfc="tab:blue" if o["bracketed"] else "white", color="tab:blue", capsize=3)
+            ax.annotate(s["scale"], (s["compute"], o["opt"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        xs = [s["compute"] for s in scales] + ([pred["compute"]] if pred.get(key) else [])
+        if fit.get("fitted") and xs:
+            grid = np.geomspace(min(xs) / 1.5, max(xs) * 1.5, 100)
+            ax.plot(grid, fit["coef"] * grid ** fit["exponent"], color="tab:blue",
+                    label=f"fit: {fit['coef']:.3g} C^{fit['exponent']:+.3f}")
+            if "bootstrap" in fit:
+                draws = (np.array(fit["bootstrap"]["log_coef"])[:, None]
+                         + np.array(fit["bootstrap"]["exponent"])[:, None] * np.log(grid)[None, :])
+                ax.fill_between(grid, *np.exp(np.percentile(draws, [2.5, 97.5], axis=0)), color="tab:blue", alpha=0.15,
+                                label="95% band (bootstrap)")
+            h = fit.get("holdout")
+            if h:
+                ax.scatter([h["compute"]], [h["predicted"]], marker="D", color="tab:orange", zorder=5,
+                           label=f"held out: predicted from the smaller scales ({h['log_error']:+.2f} in log)")
+        if pred.get(key):
+            p = pred[key]
+            iv = p.get("interval") or [p["value"], p["value"]]
+            ax.errorbar([pred["compute"]], [p["value"]], yerr=[[p["value"] - iv[0]], [iv[1] - p["value"]]], fmt="*",
+                        ms=14, color="tab:green", capsize=3, label="target (80% interval)")
+        ax.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)",
+               ylabel=f"optimal {law.get('lr_axis') if key == 'lr' else law.get('batch_axis')}",
+               title=f"{key} optimum vs compute (hollow: not bracketed, left out)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    return save_figure(fig, out / "scaling_law.png")

@@ -51,12 +51,12 @@ lr_float = _number(float, lambda v: 0 < v <= 1e3, "in (0, 1000]")  # beyond that
 
 
 def lr_or_auto(text: str) -> float | str:
-    if text == "auto":
+    if text == "auto" or (text.startswith("scaling:") and len(text) > len("scaling:")):
         return text
     try:
         return pos_float(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, 'auto' or scaling:DIR, got {text!r}") from None
 
 
 class Defining:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import apply_overrides
 from ..errors import StudyFailed, UserError
-from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search
+from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search, scaling
 from ..studies.pipeline import StudyResult, run_study
 from ..studies.study import load_study
 from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
@@ -22,7 +22,7 @@ from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_fl
 
 
 # which stored study kinds each command resumes, and the command for each kind
-COMMAND_KINDS = {"run": ("grid", "lr_transfer"), "batch-seqlen": ("batch_seqlen",), "lr-search": ("lr_search",),
+COMMAND_KINDS = {"run": ("grid", "lr_transfer", "scaling"), "scaling": ("scaling",), "batch-seqlen": ("batch_seqlen",), "lr-search": ("lr_search",),
                  "expert-search": ("expert_search",), "train": ("long_train",)}
 
 
@@ -129,7 +129,9 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
         print(f"warning: {w}")
     print(f"report: {result.study_dir / 'report.md'}")
     if wall is not None:
-        train_eval = sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in result.records)
+        from ..studies.runner import own_seconds
+
+        train_eval = sum(own_seconds(r) for r in result.records)
         print(f"study wall time {wall:.1f}s (training+evaluation {train_eval:.1f}s)")
 
 
@@ -139,6 +141,16 @@ def cmd_run(args) -> int:
         return grid.make_study(args.config or "lr_ablation", preset=args.preset, overrides=experiment_overrides(args),
                                quick=args.quick, max_experiments=args.max_experiments, seeds=args.seeds,
                                confirm=args.confirm)
+
+    _run(args, build)
+    return 0
+
+
+def cmd_scaling(args) -> int:
+    def build(args):
+        return scaling.make_study(args.config or "scaling_tiny", preset=args.preset,
+                                  overrides=experiment_overrides(args), quick=args.quick, seeds=args.seeds,
+                                  confirm=args.confirm, target_steps=args.target_steps, target_model=args.target_model)
 
     _run(args, build)
     return 0
@@ -264,10 +276,16 @@ def cmd_train_exp(args) -> int:
                 settings_from["expert_recommendation"] = str(path)
             else:
                 log("no expert_recommendation.json found: using the preset's experts/top-k")
-    elif args.lr is not None:
+    elif args.lr is not None and not str(args.lr).startswith("scaling:"):
         overrides["train.muon_lr"] = args.lr
     # long-run defaults < recommendations < explicit flags
     cfg = lr_search.experiment_base(exp, args.preset, overrides, experiment_overrides(args))
+    if str(args.lr).startswith("scaling:"):  # the law's LR at this run's own compute (its model and steps)
+        lr, settings_from["lr_scaling_law"] = scaling.lr_from_law(args.lr[len("scaling:"):], cfg)
+        iv = settings_from["lr_scaling_law"].get("interval80") or (float("nan"),) * 2
+        log(f"--lr {args.lr}: Muon LR {lr:.4g} (80% interval {iv[0]:.4g}-{iv[1]:.4g}) at "
+            f"{settings_from['lr_scaling_law']['compute']:.3g} FLOPs")
+        cfg = lr_search.experiment_base(exp, args.preset, {**overrides, "train.muon_lr": lr}, experiment_overrides(args))
     out = Path(output) / f"exp{exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
     _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log, progress=not args.no_progress,
                           **tracking_kwargs(args)))
@@ -288,6 +306,26 @@ def register(sub) -> None:
     add_study_flags(r, "<study name>")
     add_experiment_flags(r)
     r.set_defaults(func=cmd_run)
+
+    sc = sub.add_parser(
+        "scaling", help="fit how the optimal LR (and batch size) scale with compute; predict them for the long run",
+        description="A ladder of scales (model widths/depths and/or token horizons, the file's non-LR axes) with an "
+                    "LR grid and seeds at each: the optimum at each scale (vertex of a quadratic in log LR, bootstrap "
+                    "CI), a power law in compute (WLS in log-log, bootstrap CIs, a bend test), a held-out check on "
+                    "the largest scale, and the predicted LR for the target run. Writes scaling_law.json and "
+                    "scaling_law.png beside the usual report; `train --exp N --lr scaling:DIR` uses the law.")
+    d = Defining(sc, "the study")
+    d.add("--config", default=None, help="scaling TOML file or preset name in configs/ (default scaling_tiny, a "
+                                         "CPU-sized ladder; scaling is the GPU-sized one)")
+    d.add("--quick", action="store_true", help="run the file's [quick] grid")
+    d.add("--seeds", type=pos_int, default=None, help="seeds per configuration (default: the file's)")
+    d.add("--target-steps", type=pos_int, default=None,
+          help="steps of the run to predict for (default: the file's [scaling] target_steps, else 10,000)")
+    d.add("--target-model", default=None, metavar="PRESET",
+          help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")
+    add_study_flags(sc, "<study name>")
+    add_experiment_flags(sc)
+    sc.set_defaults(func=cmd_scaling)
 
     a = sub.add_parser("analyze", help="(re)analyse a study folder of any kind: statistics, plots, report.md",
                        description="Analyse a study folder's experiments/*.json (never modifies them) and write "
@@ -346,8 +384,9 @@ def add_long_run_flags(t) -> None:
                    help="9: deepseek_mlp/exp9, 3: deepseek_glm4_moe/exp3; defaults 10000 steps, eval every 100, "
                         "checkpoint every 3000, HellaSwag every 1000")
     g.add_argument("--lr", type=lr_or_auto, default=None,
-                   help="Muon LR, or 'auto' = the lr-search recommendation under --output-dir "
-                        "(exp 3 also takes the expert-search recommendation)")
+                   help="Muon LR; 'auto' = the lr-search recommendation under --output-dir (exp 3 also takes the "
+                        "expert-search recommendation); scaling:DIR = the LR a scaling study's law predicts for this "
+                        "run's compute (its model and --steps)")
     g.add_argument("--resume", default=None, metavar="DIR|CHECKPOINT",
                    help="continue a long run: its folder (from the newest readable checkpoint) or one checkpoint file")
     g.add_argument("--hellaswag", default=None, help="HellaSwag source (JSONL file or hf:Rowan/hellaswag)")

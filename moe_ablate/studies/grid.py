@@ -20,7 +20,11 @@ class GridKind(StudyKind):
         tr = analysis.get("lr_by_horizon")
         if not tr:
             return None
-        return f"{tr['text'][0].upper()}{tr['text'][1:]}. Overall: {analysis['recommendation']['text']}"
+        # comparing a 100-step run with a 300-step one answers nothing: each horizon's own best is the answer
+        rows = "; ".join(f"{r['steps']} steps: {r['best_lr']:g} (near-optimal "
+                         f"{', '.join(f'{x:g}' for x in r['near_optimal_lrs']) or 'n/a'}; {analysis['metric']} "
+                         f"{r['mean']:.4f})" for r in tr["rows"] if r.get("best_lr") is not None)
+        return f"{tr['text'][0].upper()}{tr['text'][1:]}. Best {tr['lr_axis']} per horizon: {rows}."
 
 
 class LRTransferKind(GridKind):
@@ -42,7 +46,7 @@ TRANSFER = LRTransferKind()
 
 def make_study(config: str = "lr_ablation", *, preset: str | None = None, overrides: dict[str, Any] | None = None,
                quick: bool = False, max_experiments: int | None = None, seeds: int | None = None,
-               confirm: int | None = None) -> Study:
+               confirm: int | None = None, kind: str | None = None, target: dict | None = None) -> Study:
     """The study a TOML file defines: its [grid] (or [quick]) axes, ``max_experiments`` configurations
     spanning every axis value (seeded), each run with ``seeds`` seeds."""
     spec = load_study(config)
@@ -65,9 +69,15 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
               "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
     seeds = seeds or int(spec.extra.get("seeds", 1))
-    kind = spec.extra.get("kind", KIND.name)
-    if kind not in (KIND.name, TRANSFER.name):
-        raise UserError(f"{config}: [study] kind must be {KIND.name} or {TRANSFER.name}, got {kind!r}")
-    return Study(kind=kind, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
-                 params=params, metric=spec.metric, description=spec.description,
-                 confirm=confirm if confirm is not None else spec.extra.get("confirm"))
+    kind = kind or spec.extra.get("kind", KIND.name)
+    if kind not in (KIND.name, TRANSFER.name, "scaling"):
+        raise UserError(f"{config}: [study] kind must be {KIND.name}, {TRANSFER.name} or scaling, got {kind!r}")
+    if confirm is None:  # a scaling study's best configuration is its largest scale: nothing to confirm
+        confirm = spec.extra.get("confirm", 0 if kind == "scaling" else None)
+    study = Study(kind=kind, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
+                  params=params, metric=spec.metric, description=spec.description, confirm=confirm)
+    if kind == "scaling":
+        from .scaling import attach_target
+
+        attach_target(study, spec.extra.get("scaling") or {}, target)
+    return study

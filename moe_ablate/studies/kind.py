@@ -20,6 +20,9 @@ class StudyKind:
     title = "Study"  # report heading
     keeps_final_model = False  # long runs save final_model.pt
 
+    def analyze(self, study: Study, records: list[dict], analysis: dict) -> None:
+        """Add the kind's own numbers to ``analysis`` (written to analysis.json with the rest)."""
+
     def extension(self, study: Study, records: list[dict], analysis: dict) -> list[ExperimentSpec]:
         """Experiments to add after a round (only when the user asked to extend)."""
         return []

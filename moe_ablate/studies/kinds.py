@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ..errors import UserError
-from . import batch_seqlen, expert_search, grid, long_train, lr_search
+from . import batch_seqlen, expert_search, grid, long_train, lr_search, scaling
 from .kind import StudyKind
 
 KINDS: dict[str, StudyKind] = {k.name: k for k in (grid.KIND, grid.TRANSFER, lr_search.KIND, expert_search.KIND,
-                                                    batch_seqlen.KIND, long_train.KIND)}
+                                                    batch_seqlen.KIND, long_train.KIND,
+                                                    scaling.KIND)}
 
 
 def get_kind(name: str) -> StudyKind:

@@ -17,7 +17,7 @@ from ..utils import atomic_write_json, atomic_write_text
 from .halving import halving_analysis
 from .kinds import get_kind
 from . import branching
-from .runner import Log, default_log, resolve_configs
+from .runner import Log, default_log, own_seconds, resolve_configs
 from ..errors import UserError
 from .study import Study, load_study
 
@@ -29,6 +29,7 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
     a["skipped_files"] = skipped or []
     a["n_expected"] = len(study.experiments)
     a["confirmation"] = _confirmation_cost(records)
+    kind.analyze(study, records, a)
     a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
     a["halving"] = halving_analysis(study_dir, records, a) if study.halving else None
     fams = [] if study.halving else branching.families(study.experiments, resolve_configs(study))
@@ -58,7 +59,7 @@ def _confirmation_cost(records: list[dict]) -> dict[str, Any]:
     grid = [r for r in records if r.get("stage", "grid") != "confirm"]
 
     def secs(rs):
-        return sum((r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0) for r in rs)
+        return sum(own_seconds(r) for r in rs)
 
     return {"runs": len(conf), "grid_runs": len(grid), "seconds": secs(conf), "grid_seconds": secs(grid),
             "configurations": sorted({r.get("config_id") for r in conf})}

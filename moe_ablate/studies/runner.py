@@ -265,6 +265,13 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
     return [done[e.id] for e in study.experiments if e.id in done]
 
 
+def own_seconds(r: dict) -> float:
+    """Training + evaluation seconds a record cost this study: a WSD branch's record carries its trunk's time
+    up to the branch point (it is the dedicated run's record), which the trunk's record counts already."""
+    total = (r.get("train_time_s") or 0) + (r.get("eval_time_s") or 0)
+    return total - (r.get("resumed_seconds") or 0) if r.get("branched_from") else total
+
+
 def one_line(r: dict) -> str:
     hp = " ".join(f"{k}={v}" for k, v in r["hyperparameters"].items() if k != "seed")
     if r["status"] != "ok":

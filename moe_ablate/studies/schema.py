@@ -58,6 +58,15 @@ class Scale(_Strict):
     seq: PositiveInt = 1
 
 
+class ScalingSection(_Strict):
+    """[scaling]: the target run a scaling study predicts for (default: the ``train --exp 3`` long run)."""
+
+    target_exp: Literal[3, 9] = 3
+    target_preset: StrictStr | None = None  # size the target model with this preset instead of the exp's
+    target_steps: PositiveInt | None = None  # default: the long run's 10,000
+    bootstrap: PositiveInt = 1000  # bootstrap replicates per scale
+
+
 class StudyFile(_Strict):
     study: StudySection = StudySection()
     base: dict[Literal["model", "train", "data"], dict[str, Value]] = {}
@@ -66,6 +75,8 @@ class StudyFile(_Strict):
     # batch-seqlen files
     strategy: list[Strategy] = []
     scale: dict[str, Scale] = {}
+    # scaling files
+    scaling: ScalingSection | None = None
 
 
 def nearest(name: str, options) -> str:
@@ -86,7 +97,7 @@ def parse(raw: dict[str, Any], path: Path) -> StudyFile:
         loc = err["loc"]
         if err["type"] == "extra_forbidden":
             parent = StudyFile if len(loc) == 1 else {"study": StudySection, "strategy": Strategy,
-                                                      "scale": Scale}.get(str(loc[0]))
+                                                      "scale": Scale, "scaling": ScalingSection}.get(str(loc[0]))
             fields = parent.model_fields if isinstance(parent, type) else {}
             kind = "section" if len(loc) == 1 else "key"
             raise UserError(f"{path}: unknown {kind} {_where(loc)!r}{nearest(str(loc[-1]), fields)}") from None

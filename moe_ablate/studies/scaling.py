@@ -1,0 +1,287 @@
+"""``scaling``: a ladder of scales, an LR grid (and optionally batch sizes) at each, and the law that
+carries the optimum to the long run.
+
+A scaling study is a grid (``configs/scaling_tiny.toml``): its LR axis (``train.muon_lr``) and batch axis
+(``train.batch_size``, optional) are tuned at every scale; every other axis (``model.d_model``,
+``model.n_layers``, ``train.steps``...) defines the ladder. Everything the pipeline has applies (resume,
+Ray, confirmation, trackers; WSD horizons share trunks). The statistics are in ``analysis/scaling.py``;
+this module adds the target run, ``scaling_law.json``, the figure and the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..analysis.scaling import N_BOOT, analyze_scaling, predict
+from ..config import PRESETS, ExperimentConfig, apply_overrides, preset_config
+from ..errors import UserError
+from ..utils import atomic_write_json, read_json
+from .grid import GridKind
+
+LAW_FILE = "scaling_law.json"
+MIN_SCALES = 3
+
+
+class ScalingKind(GridKind):
+    name = "scaling"
+    title = "Hyperparameter scaling law"
+
+    def analyze(self, study, records, analysis) -> None:
+        target = study.params.get("target") or {}
+        law = analyze_scaling(records, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
+        if "error" not in law:
+            law["prediction"] = prediction_for(law, target_config(study, records), target_label(target),
+                                               records)
+        analysis["scaling"] = law
+        # the generic edge notes would call the largest scale "unbracketed"; each scale's LR bracketing is
+        # in the scaling answer instead
+        analysis["recommendation"]["edge_warnings"] = []
+
+    def write_files(self, study_dir, study, records, analysis):
+        atomic_write_json(study_dir / LAW_FILE, law_file(analysis["scaling"]))
+
+    def figures(self, study_dir, study, records, analysis):
+        from ..analysis import plots
+
+        law = analysis.get("scaling") or {}
+        return [plots.scaling_plot(law, study_dir)] if law.get("scales") else []
+
+    def answer(self, study, records, analysis):
+        return scaling_answer(analysis.get("scaling") or {})
+
+    def report_sections(self, study, records, analysis):
+        return scaling_sections(analysis.get("scaling") or {})
+
+
+KIND = ScalingKind()
+
+
+# ---------------------------------------------------------------- the target run
+def target_label(target: dict) -> str:
+    what = (f"the ladder's model at preset {target['preset']}" if target.get("preset")
+            else f"the `train --exp {target.get('exp', 3)}` model")
+    return f"{what}, {target.get('steps') or 10000:,} steps"
+
+
+def target_config(study, records: list[dict] | None = None) -> ExperimentConfig:
+    """The run the law predicts for: the ``train --exp N`` long run (its model, 10,000 steps), or the preset /
+    steps the study was given."""
+    from .long_train import long_run_settings
+    from .lr_search import EXPERIMENTS
+
+    target = study.params.get("target") or {}
+    model, preset = EXPERIMENTS[int(target.get("exp", 3))]
+    if target.get("preset"):  # the ladder's architecture at the preset's size
+        model, preset = study.base.model.name, target["preset"]
+    cfg = apply_overrides(preset_config(preset, model),
+                          long_run_settings(steps=int(target.get("steps") or 10000)))
+    vocab = next((r["config"]["model"]["vocab_size"] for r in records or [] if r.get("config")), None)
+    cfg.model.vocab_size = vocab or cfg.data.vocab_size
+    return cfg
+
+
+def run_compute(cfg: ExperimentConfig) -> tuple[float, int, int]:
+    """(training FLOPs, active parameters, tokens) of a run, by the formula every record uses
+    (``TransformerLM.flops_per_token``), on a model built on the meta device (no memory)."""
+    import torch
+
+    from ..models import build_model
+
+    with torch.device("meta"):
+        model = build_model(cfg.model)
+    t = cfg.train
+    tokens = t.steps * t.batch_size * t.seq_len * t.grad_accum
+    return float(model.flops_per_token(t.seq_len) * tokens), int(model.param_counts()["active"]), tokens
+
+
+def prediction_for(law: dict, cfg: ExperimentConfig, label: str, records: list[dict]) -> dict[str, Any]:
+    """The fitted laws evaluated at ``cfg``'s compute, with 80% intervals and what makes them shaky."""
+    compute, active, tokens = run_compute(cfg)
+    out: dict[str, Any] = {"target": label, "model": cfg.model.name, "compute": compute, "params_active": active,
+                           "tokens": tokens, "warnings": []}
+    for key in ("lr", "batch"):
+        fit = (law.get("fits") or {}).get(key)
+        if fit and fit.get("fitted"):
+            out[key] = predict(fit, compute)
+    largest = max((s["compute"] for s in law.get("scales", []) if s.get("compute")), default=None)
+    if largest and compute > largest:
+        out["extrapolation"] = compute / largest
+        if compute > 100 * largest:
+            out["warnings"].append(f"the target is {compute / largest:,.0f}x the largest scale's compute: a long "
+                                   "extrapolation; add a larger scale to the ladder to shorten it")
+    ladder_models = {r.get("config", {}).get("model", {}).get("name") for r in records if r.get("config")}
+    if ladder_models and cfg.model.name not in ladder_models:
+        out["warnings"].append(f"the ladder trained {', '.join(sorted(m for m in ladder_models if m))}; the target is "
+                               f"{cfg.model.name}: the law is carried across architectures")
+    return out
+
+
+def lr_from_law(study_dir: str | Path, cfg: ExperimentConfig) -> tuple[float, dict[str, Any]]:
+    """``train --exp N --lr scaling:DIR``: the Muon LR the study's law predicts for this run's compute."""
+    path = Path(study_dir) / LAW_FILE
+    if not path.is_file():
+        raise UserError(f"--lr scaling:{study_dir}: no {LAW_FILE} there (run `moe-ablate scaling` into it first, or "
+                        "`moe-ablate analyze --results-dir` on a finished scaling study)")
+    law = read_json(path)
+    fit = (law.get("fits") or {}).get("lr") or {}
+    if not fit.get("fitted") or "coef" not in fit:
+        raise UserError(f"--lr scaling:{study_dir}: its LR law was not fitted ({fit.get('why', 'too few scales')})")
+    compute, _, _ = run_compute(cfg)
+    p = predict(fit, compute)
+    return p["value"], {"scaling_law": str(path), "compute": compute, "predicted_lr": p["value"],
+                        "interval80": p.get("interval"), "coef": fit["coef"], "exponent": fit["exponent"]}
+
+
+# ---------------------------------------------------------------- outputs
+def law_file(law: dict) -> dict[str, Any]:
+    """``scaling_law.json``: per scale, the fits with their bootstrap draws, the held-out check, the prediction."""
+    if "error" in law:
+        return law
+    scales = []
+    for s in law["scales"]:
+        row = {k: v for k, v in s.items() if k not in ("lr", "batch")}
+        for key in ("lr", "batch"):
+            o = s.get(key)
+            if o is None:
+                continue
+            row[f"{key}_opt"] = o.get("opt") if o.get("bracketed") else None
+            row[f"{key}_opt_ci"] = o.get("ci") if o.get("bracketed") else None
+            row[f"{key}_detail"] = {k: v for k, v in o.items() if k != "replicates"}
+        scales.append(row)
+    return {"metric": law["metric"], "lr_axis": law["lr_axis"], "batch_axis": law["batch_axis"],
+            "scale_axes": law["scale_axes"], "scales": scales, "fits": law["fits"], "n_d_fits": law["n_d_fits"],
+            "holdout": law.get("holdout"), "prediction": law.get("prediction")}
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
+def scaling_answer(law: dict) -> str:
+    if not law or "error" in law:
+        return (law or {}).get("error", "no scaling analysis")
+    fit = law["fits"]["lr"]
+    left = [s for s in law["scales"] if not s["lr"].get("bracketed")]
+    out = []
+    if not fit.get("fitted"):
+        out.append(f"No LR law: {fit['why']}.")
+    else:
+        lo, hi = fit.get("exponent_ci", (math.nan, math.nan))
+        moves = ("the optimum falls with compute" if hi < 0 else "the optimum rises with compute" if lo > 0 else
+                 "the data cannot tell whether the optimum moves with compute (the exponent's CI includes 0)")
+        out.append(f"The optimal {law['lr_axis']} follows {_g(fit['coef'])} x C^{fit['exponent']:+.3f} (exponent 95% CI "
+                   f"[{lo:+.3f}, {hi:+.3f}]), fitted on {fit['n_points']} bracketed scales ({', '.join(fit['scales'])}): "
+                   f"{moves}.")
+        if fit.get("bends"):
+            out.append(f"The points bend (lack-of-fit p = {fit['lack_of_fit']['p']:.3g}): a log-linear law is "
+                       "rejected, so extrapolate with care.")
+        h = fit.get("holdout")
+        if h:
+            factor = math.exp(abs(h["log_error"]))
+            penalty = (f", which costs {h['loss_penalty']:.4f} in {law['metric']} on that scale's fitted curve"
+                       if h.get("loss_penalty") is not None else "")
+            out.append(f"Held out: fitted without the largest scale ({h['scale']}), the law predicts its optimum as "
+                       f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI {_g(h['measured_ci'][0])}"
+                       f"-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} (log error {h['log_error']:+.3f})"
+                       f"{penalty}.")
+        else:
+            out.append("No held-out check: it needs at least 3 bracketed scales.")
+    if left:
+        out.append("Left out (optimum not bracketed): " + "; ".join(f"{s['scale']} ({s['lr'].get('why', '')})"
+                                                                 for s in left) + ".")
+    b = law["fits"].get("batch")
+    if b and b.get("fitted"):
+        out.append(f"Batch size: B_opt = {_g(b['coef'])} x C^{b['exponent']:+.3f} (95% CI "
+                   f"[{b['exponent_ci'][0]:+.3f}, {b['exponent_ci'][1]:+.3f}]).")
+    p = law.get("prediction") or {}
+    if p.get("lr"):
+        iv = p["lr"].get("interval") or (math.nan, math.nan)
+        out.append(f"For the target ({p['target']}, {p['compute']:.3g} FLOPs) the law predicts {law['lr_axis']} "
+                   f"{_g(p['lr']['value'])} (80% interval {_g(iv[0])}-{_g(iv[1])})"
+                   + (f" and batch size {_g(p['batch']['value'])}" if p.get("batch") else "")
+                   + "; `moe-ablate train --exp N --lr scaling:<this folder>` uses it.")
+    out += [f"Warning: {w}." for w in p.get("warnings", [])]
+    return " ".join(out)
+
+
+def scaling_sections(law: dict) -> list[str]:
+    from ..analysis.report import table
+
+    if not law or "error" in law:
+        return []
+    rows = []
+    for s in law["scales"]:
+        o = s["lr"]
+        rows.append({"scale": s["scale"], "compute (FLOPs)": s.get("compute"), "active params": s.get("params_active"),
+                     "tokens": s.get("tokens"), "LR optimum (vertex)": o.get("opt") if o.get("bracketed") else None,
+                     "95% CI": f"{_g(o['ci'][0])}-{_g(o['ci'][1])}" if o.get("ci") else "n/a",
+                     "grid argmin": o.get("argmin"), "bracketed": o.get("bracketed"),
+                     "within 0.25%": ", ".join(_g(v) for v in o.get("tolerance_values", [])),
+                     "near-optimal (test)": ", ".join(_g(v) for v in o.get("near_optimal_values", []))
+                     if o.get("near_optimal_values") is not None else "n/a"})
+    method = next((s["lr"]["ci_method"] for s in law["scales"] if s["lr"].get("ci_method")), "")
+    lines = ["## The optimum at each scale", "",
+             "The vertex of a quadratic in log LR fitted to the configuration means around the minimum (the argmin and "
+             "up to two tried values on each side); its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
+             "is within 0.25% of the best (DeepSeek LLM's band); `near-optimal (test)`: not significantly worse than "
+             "the best (Tukey-Kramer).", "", table(rows)]
+    for key, fit in law["fits"].items():
+        if not fit or not fit.get("fitted"):
+            continue
+        lof = fit["lack_of_fit"]
+        lines += [f"## Power law: {key} optimum vs compute", "",
+                  f"WLS in log-log (weights: inverse bootstrap variance of each log optimum): coef {_g(fit['coef'])} "
+                  f"(95% CI {_g(fit['coef_ci'][0])}-{_g(fit['coef_ci'][1])}), exponent {fit['exponent']:+.4f} (95% CI "
+                  f"[{fit['exponent_ci'][0]:+.4f}, {fit['exponent_ci'][1]:+.4f}]), {fit['n_points']} scales. Lack of fit: "
+                  f"chi2 {lof['chi2']:.2f} on {lof['dof']} dof" + (f", p = {lof['p']:.3g}" if lof["p"] is not None else
+                                                                    " (two points: no test)") + ".", ""]
+    for key, nd in (law.get("n_d_fits") or {}).items():
+        lines += [f"- {key} optimum vs N and D: {_g(nd['coef'])} x N^{nd['alpha_N']:+.3f} x D^{nd['beta_D']:+.3f} "
+                  f"(alpha 95% CI [{nd['alpha_N_ci'][0]:+.3f}, {nd['alpha_N_ci'][1]:+.3f}], beta "
+                  f"[{nd['beta_D_ci'][0]:+.3f}, {nd['beta_D_ci'][1]:+.3f}])", ""]
+    return lines
+
+
+# ---------------------------------------------------------------- the study
+def make_study(config: str, *, preset: str | None = None, overrides: dict | None = None, quick: bool = False,
+               seeds: int | None = None, confirm: int | None = None, target_steps: int | None = None,
+               target_model: str | None = None):
+    """A scaling study from a TOML file (``moe-ablate scaling``): ``grid.make_study`` with this kind."""
+    from . import grid
+
+    return grid.make_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
+                           kind=KIND.name, target={"steps": target_steps, "preset": target_model})
+
+
+def attach_target(study, section: dict, flags: dict | None = None) -> None:
+    """The target run ([scaling] section < command-line flags) and the ladder's soundness, before anything runs."""
+    flags = flags or {}
+    if flags.get("preset") is not None and flags["preset"] not in PRESETS:
+        raise UserError(f"--target-model must be a preset ({' | '.join(PRESETS)}), got {flags['preset']!r}")
+    if section.get("target_preset") is not None and section["target_preset"] not in PRESETS:
+        raise UserError(f"[scaling] target_preset must be a preset ({' | '.join(PRESETS)}), got "
+                        f"{section['target_preset']!r}")
+    study.params["target"] = {"exp": section.get("target_exp", 3),
+                              "preset": flags.get("preset") or section.get("target_preset"),
+                              "steps": flags.get("steps") or section.get("target_steps"),
+                              "bootstrap": section.get("bootstrap", N_BOOT)}
+    check_ladder(study)
+
+
+def check_ladder(study) -> None:
+    """A scaling study needs an LR axis and at least ``MIN_SCALES`` scales (say so before anything runs)."""
+    axes: dict[str, set] = {}
+    for e in study.experiments:
+        for k, v in e.overrides.items():
+            if k != "train.seed":
+                axes.setdefault(k, set()).add(repr(v))
+    if len(axes.get("train.muon_lr", ())) < 3:
+        raise UserError("a scaling study needs at least 3 values of train.muon_lr at every scale ([grid.train] "
+                        "muon_lr = [...]) to locate an optimum")
+    scale_keys = [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
+    scales = {tuple(repr(e.overrides.get(k)) for k in scale_keys) for e in study.experiments}
+    if len(scales) < MIN_SCALES:
+        raise UserError(f"a scaling study needs at least {MIN_SCALES} scales (a grid axis such as model.d_model or "
+                        f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")

@@ -1,0 +1,121 @@
+"""Scaling laws: planted truths recovered (CI coverage, vertex vs argmin, unbracketed scales left out),
+and the `scaling` command end to end: scaling_law.json, the figure, `analyze` re-fits, `train --lr scaling:DIR`."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from moe_ablate.analysis.scaling import fit_vertex, power_law
+from moe_ablate.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import kill_resume  # noqa: E402
+import scaling_check  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    """60 simulated studies of a planted law (3 seeds: the parametric bootstrap), fixed seed."""
+    rng = np.random.default_rng(2024)
+    return [scaling_check.trial(rng, n_boot=200, seeds=3) for _ in range(60)]
+
+
+def test_the_exponent_ci_covers_the_planted_truth(simulated):
+    covered = np.mean([r["covered"] for r in simulated])
+    assert covered >= 0.9, covered
+    exps = np.array([r["exponent"] for r in simulated])
+    assert abs(exps.mean() - scaling_check.EXPONENT) < 0.02  # unbiased to a fraction of the CI width
+    assert np.mean([r["ci"][1] - r["ci"][0] for r in simulated]) < 0.2  # and informative, not a trivially wide CI
+
+
+def test_the_vertex_beats_the_grid_argmin(simulated):
+    vertex = np.mean([r["vertex_err"] for r in simulated])
+    argmin = np.mean([r["argmin_err"] for r in simulated])
+    assert vertex < 0.5 * argmin, (vertex, argmin)
+
+
+def test_two_seeds_cover_too():
+    rng = np.random.default_rng(7)
+    rows = [scaling_check.trial(rng, n_boot=150, seeds=2) for _ in range(40)]
+    assert "parametric bootstrap over seeds" in rows[0]["analysis"]["scales"][0]["lr"]["ci_method"]
+    assert np.mean([r["covered"] for r in rows]) >= 0.9
+
+
+def test_an_unbracketed_scale_is_left_out_and_said(simulated):
+    rng = np.random.default_rng(3)
+    r = scaling_check.trial(rng, n_boot=100, seeds=3, shift={3: 30.0})  # the largest scale's optimum off the grid
+    a = r["analysis"]
+    assert r["bracketed"] == [True, True, True, False]
+    assert a["fits"]["lr"]["n_points"] == 3 and a["scales"][3]["scale"] in a["fits"]["lr"]["left_out"]
+    assert "largest value tried" in a["scales"][3]["lr"]["why"]
+    from moe_ablate.studies.scaling import scaling_answer
+
+    text = scaling_answer({**a, "prediction": None})
+    assert "Left out (optimum not bracketed)" in text and a["scales"][3]["scale"] in text
+
+
+def test_diverged_lrs_bracket_from_above():
+    x = np.log([0.01, 0.02, 0.04])
+    v = fit_vertex(x, np.array([3.0, 2.9, 2.85]), failed_x=np.log([0.08]))
+    assert v.bracketed is False  # the vertex of a still-falling curve lies beyond the tried values
+    v = fit_vertex(x, np.array([3.0, 2.8, 2.85]), failed_x=np.log([0.08]))
+    assert v.bracketed and math.log(0.01) < v.x < math.log(0.04)
+
+
+def test_the_bend_test_rejects_a_curved_ladder():
+    C = np.array([1e12, 1e13, 1e14, 1e15, 1e16])
+    straight = np.log(20 * C ** -0.2)
+    sd = np.full(5, 0.03)
+    assert power_law(C, straight, sd)["lack_of_fit"]["p"] > 0.5
+    bent = straight + 0.25 * (np.log10(C) - 14) ** 2 * 0.5  # a parabola in log-log
+    assert power_law(C, bent, sd)["lack_of_fit"]["p"] < 0.01
+
+
+def test_scaling_end_to_end_analyze_and_train_with_the_law(tmp_path, cache_dir):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(10, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    d = tmp_path / "s"
+    law = json.loads((d / "scaling_law.json").read_text())
+    assert len(law["scales"]) == 3 and all(s["compute"] > 0 for s in law["scales"])
+    assert [s["compute"] for s in law["scales"]] == sorted(s["compute"] for s in law["scales"])
+    for s in law["scales"]:
+        assert {"compute", "lr_opt", "lr_opt_ci", "params_active", "params_total", "tokens"} <= set(s)
+    fit = law["fits"]["lr"]
+    assert {"coef", "exponent", "exponent_ci"} <= set(fit) or not fit["fitted"]
+    assert law["prediction"]["compute"] > law["scales"][-1]["compute"]  # tiny at 500 steps > the ladder's 10-step runs
+    report = (d / "report.md").read_text()
+    assert "## The optimum at each scale" in report and (d / "scaling_law.png").exists()
+    a = json.loads((d / "analysis.json").read_text())
+    assert a["answer"].startswith(("The optimal muon_lr", "No LR law"))
+    before = law
+    (d / "scaling_law.json").unlink()
+    assert main(["analyze", "--results-dir", str(d)]) == 0  # re-fits the folder: the same law (seeded bootstrap)
+    assert json.loads((d / "scaling_law.json").read_text())["fits"] == before["fits"]
+    if not fit["fitted"]:
+        return
+    out = tmp_path / "long"
+    assert main(["train", "--exp", "9", "--lr", f"scaling:{d}", "--steps", "3", "--eval-every", "3",
+                 "--checkpoint-every", "0", "--output-dir", str(out), *kill_resume.SMALL, "--cache-dir",
+                 str(cache_dir)]) == 0
+    (run,) = [json.loads(p.read_text()) for p in out.glob("*/config.json")]
+    used = run["study"]["params"]["settings_from"]["lr_scaling_law"]
+    assert run["study"]["base"]["train"]["muon_lr"] == pytest.approx(used["predicted_lr"])
+    assert used["compute"] > 0 and used["interval80"][0] < used["predicted_lr"] < used["interval80"][1]
+
+
+def test_a_scaling_study_needs_a_ladder(tmp_path, cache_dir, capsys):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(4, str(cache_dir), widths="[16, 32]"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "at least 3 scales" in capsys.readouterr().err
+    cfg.write_text(kill_resume.scaling_toml(4, str(cache_dir), lrs="[0.1, 0.3]"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--no-progress"]) == 2
+    assert "at least 3 values of train.muon_lr" in capsys.readouterr().err
+    assert main(["train", "--exp", "9", "--lr", f"scaling:{tmp_path}", "--steps", "2"]) == 2
+    assert "no scaling_law.json" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*/config.json"))
