@@ -55,9 +55,10 @@ def restore_training_state(path: str | Path, model: torch.nn.Module, optimizers:
                         f"{str(e).splitlines()[0][:200]})") from None
     if ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
+    # RNG states are CPU byte tensors; read_checkpoint mapped every tensor to ``device`` (on CUDA: moved there)
+    torch.set_rng_state(ckpt["rng"]["torch"].cpu())
     if device.startswith("cuda") and ckpt["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"].cpu(), device)
     return ckpt["history"], ckpt["state"]
 
 

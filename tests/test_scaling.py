@@ -119,3 +119,16 @@ def test_a_scaling_study_needs_a_ladder(tmp_path, cache_dir, capsys):
     assert main(["train", "--exp", "9", "--lr", f"scaling:{tmp_path}", "--steps", "2"]) == 2
     assert "no scaling_law.json" in capsys.readouterr().err
     assert not list(tmp_path.glob("*/config.json"))
+
+
+def test_halving_in_a_scaling_study_prunes_within_each_scale(tmp_path, cache_dir):
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(8, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]", seeds=1))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "h", "--no-progress",
+                 "--halving", "2", "--min-steps", "4"]) == 0
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "h" / "experiments").glob("*.json")]
+    for width in (16, 32, 48):  # every scale keeps half of its LRs: pruning never empties a scale
+        statuses = sorted(r["status"] for r in recs if r["hyperparameters"]["d_model"] == width)
+        assert statuses == ["ok", "ok", "pruned", "pruned"], (width, statuses)
+    law = json.loads((tmp_path / "h" / "scaling_law.json").read_text())
+    assert all(s["lr_detail"]["runs"] == [1, 1] for s in law["scales"])  # fitted on the survivors only

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,9 @@ from moe_ablate.studies import branching
 from moe_ablate.studies.spec import ExperimentSpec
 
 from .test_study import write_study
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import kill_resume  # noqa: E402
 
 COMPARED = ("status", "steps", "val_loss", "best_val_loss", "best_step", "final_train_loss", "val_accuracy",
             "final_lr", "tokens_seen", "flops", "early_stopped")
@@ -165,3 +169,25 @@ def test_sigkill_in_the_trunk_and_in_a_branch_then_resume(tmp_path, cache_dir):
     for k in ref:
         assert _same(got[k], ref[k]) == [], (k, _same(got[k], ref[k]))
     assert not (study / "checkpoints").exists()
+
+
+def test_halving_and_lr_search_take_a_wsd_schedule(tmp_path, cache_dir):
+    """A WSD run is a schedule like any other: halving's survivors equal the full grid, lr-search runs it."""
+    cfg = write_study(tmp_path, cache_dir, steps=20, lrs="[0.01, 0.05]")
+    common = ["run", "--config", str(cfg), "--output-dir", str(tmp_path), "--no-progress", "--eval-every", "5",
+              "--schedule", "wsd", "--warmup-steps", "2", "--decay-frac", "0.3", "--confirm", "0"]
+    assert main(common + ["--name", "full"]) == 0
+    assert main(common + ["--name", "half", "--halving", "2", "--min-steps", "10"]) == 0
+    full, half = _records(tmp_path / "full"), _records(tmp_path / "half")
+    survivors = [k for k, r in half.items() if r["status"] == "ok"]
+    assert len(survivors) == 2
+    for k in survivors:
+        assert _same(half[k], full[k]) == []
+        lrs = [h["lr"] for h in half[k]["history"]["train"]]
+        assert lrs[0] == lrs[2] and lrs[-1] < lrs[2]  # stable, then the decay over the last 30%
+    assert main(["lr-search", "--exp", "9", "--lrs", "0.01", "0.03", "0.1", "--steps", "6", "--eval-every", "3",
+                 "--schedule", "wsd", "--warmup-steps", "1", "--output-dir", str(tmp_path / "lr"), "--confirm", "0",
+                 *kill_resume.SMALL, "--cache-dir", str(cache_dir)]) == 0
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "lr").glob("*/experiments/lr_0.03.json")]
+    lrs = [h["lr"] for h in rec["history"]["train"]]
+    assert rec["config"]["train"]["schedule"] == "wsd" and lrs[-1] == pytest.approx(0.1 * lrs[0])  # decayed to 10%

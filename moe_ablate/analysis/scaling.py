@@ -59,8 +59,8 @@ class Vertex:
         return a + b * x + c * x * x
 
 
-def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None) -> Vertex:
-    """The vertex of a quadratic through the argmin of ``y`` and up to ``WINDOW`` points on each side.
+def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None, window: int = WINDOW) -> Vertex:
+    """The vertex of a quadratic through the argmin of ``y`` and up to ``window`` points on each side.
 
     ``failed_x``: log values whose runs all failed (diverged): they bracket the minimum from their side
     (a value beyond which training breaks is worse) but carry no loss to fit."""
@@ -70,7 +70,7 @@ def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None)
     failed_x = np.asarray(failed_x if failed_x is not None else [], float)
     left = i > 0 or bool((failed_x < x[i]).any())
     right = i < len(x) - 1 or bool((failed_x > x[i]).any())
-    lo, hi = max(0, i - WINDOW), min(len(x), i + WINDOW + 1)
+    lo, hi = max(0, i - window), min(len(x), i + window + 1)
     xs, ys = x[lo:hi], y[lo:hi]
     if len(xs) < 3:
         return Vertex(float(x[i]), False, False, None, float(x[i]))
@@ -85,7 +85,7 @@ def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None)
 
 
 def curve(sub: pd.DataFrame, axis: str, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(log values, mean metric, runs per value, log values where every run failed) of one scale."""
+    """(log values, mean metric, runs per value, log values where no run finished: failed or pruned)."""
     ok = sub[sub.status == "ok"]
     means = ok.groupby(axis)[metric].agg(["mean", "count"])
     failed = sorted(set(sub[axis]) - set(means.index))
@@ -102,8 +102,9 @@ def _profile(sub: pd.DataFrame, axis: str, other: str | None, metric: str) -> pd
 
 
 def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.random.Generator,
-                other: str | None) -> tuple[np.ndarray, str]:
-    """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring)."""
+                other: str | None, window: int = WINDOW) -> tuple[np.ndarray, str, float]:
+    """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring), the method,
+    and the variance of one run about its configuration's mean (seed offsets removed)."""
     ok = sub[sub.status == "ok"]
     per_config = ok.groupby([axis] + ([other] if other else []))
     out = np.empty(n_boot)
@@ -127,9 +128,33 @@ def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.
         s2 = var * rng.chisquare(dof) / dof if dof > 0 else var
         m = mean + rng.normal(0, 1, len(mean)) * se1 * math.sqrt(s2)
         keep = slice(None) if oth is None else oth == oth[np.argmin(m)]  # the curve at the replicate's best other
-        out[r] = fit_vertex(logx[keep], m[keep], failed).x
+        out[r] = fit_vertex(logx[keep], m[keep], failed, window).x
     return out, (f"parametric bootstrap over seeds (configuration means redrawn with the seed-to-seed variance, "
-                 f"{dof} degrees of freedom; {n_boot} replicates)")
+                 f"{dof} degrees of freedom; {n_boot} replicates)"), var
+
+
+def _noise_var(sub: pd.DataFrame, axis: str, metric: str, other: str | None) -> float:
+    ok = sub[sub.status == "ok"]
+    M = ok.pivot_table(index=[axis] + ([other] if other else []), columns="seed", values=metric).to_numpy(float)
+    if M.shape[1] > 1 and np.isfinite(M).all():
+        resid = M - M.mean(axis=1, keepdims=True) - M.mean(axis=0, keepdims=True) + M.mean()
+        dof = (M.shape[0] - 1) * (M.shape[1] - 1)
+    else:
+        g = ok.groupby([axis] + ([other] if other else []))[metric]
+        resid, dof = (ok[metric] - g.transform("mean")).to_numpy(float), int(len(ok) - g.ngroups)
+    return float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12
+
+
+def _lack_of_fit(v: Vertex, x: np.ndarray, y: np.ndarray, n: np.ndarray, var: float, window: int) -> dict | None:
+    """Chi-square of the quadratic's residuals on its window against the noise of the means."""
+    if v.coefs is None:
+        return None
+    i = int(np.argmin(y))
+    lo, hi = max(0, i - window), min(len(x), i + window + 1)
+    resid = y[lo:hi] - np.array([v.loss_at(t) for t in x[lo:hi]])
+    chi2 = float(np.sum(resid ** 2 * n[lo:hi] / max(var, 1e-12)))
+    dof = hi - lo - 3
+    return {"chi2": chi2, "dof": dof, "p": float(stats.chi2.sf(chi2, dof)) if dof > 0 else None}
 
 
 def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | None = None, n_boot: int = N_BOOT,
@@ -140,14 +165,26 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
     x, y, n, fx = curve(prof, axis, metric)
     if len(x) == 0:
         return {"bracketed": False, "opt": None, "why": "no run finished"}
-    v = fit_vertex(x, y, fx)
-    reps, method = _replicates(sub, axis, metric, n_boot, rng, other)
+    # the widest window the quadratic fits: up to WINDOW values on each side of the argmin while the fit's
+    # residuals are within the means' noise (chi-square lack of fit, p >= 0.05), else the three around the
+    # minimum. A wide window on a curve that leans is fitted precisely and wrongly (real LR curves are
+    # steeper on the high side); three points are the local parabola.
+    var = _noise_var(sub, axis, metric, other)
+    window, lof = WINDOW, None
+    while True:
+        v = fit_vertex(x, y, fx, window)
+        lof = _lack_of_fit(v, x, y, n, var, window)
+        if window == 1 or lof is None or lof["p"] is None or lof["p"] >= 0.05:
+            break
+        window -= 1
+    reps, method, _ = _replicates(sub, axis, metric, n_boot, rng, other, window)
     reps = reps[np.isfinite(reps)]
     lo, hi = np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan)
     out: dict[str, Any] = {
         "opt": math.exp(v.x), "ci": [math.exp(lo), math.exp(hi)], "log_opt": v.x,
         "log_sd": float(np.std(reps, ddof=1)) if len(reps) > 1 else None, "argmin": math.exp(v.argmin_x),
         "bracketed": v.bracketed, "convex": v.convex, "quadratic": v.coefs, "ci_method": method,
+        "quadratic_fit": {**(lof or {}), "window": window},
         "values": [math.exp(t) for t in x], "means": y.tolist(), "runs": n.tolist(),
         "failed_values": [math.exp(t) for t in fx], "replicates": reps.tolist(),
     }
@@ -279,7 +316,8 @@ def analyze_scaling(records: list[dict], metric: str = "val_loss", lr_axis: str 
         return {"error": f"no {lr_axis} axis: a scaling study varies the LR at every scale"}
     batch = batch_axis if batch_axis in axes else None
     scale_axes = [a for a in axes if a not in (lr_axis, batch_axis)]
-    df = df[df.status != "pruned"]
+    # a configuration pruned by successive halving (within its scale) was worse at a rung: like a diverged one
+    # it brackets the optimum from its side but has no final loss to fit
     rng = np.random.default_rng(seed)
     scales = []
     groups = df.groupby([df[a].astype(str) for a in scale_axes], sort=False) if scale_axes else [((), df)]

@@ -70,6 +70,26 @@ def _rank(records: list[dict], metric: str) -> list[str]:
     return list(table.config_id[table.n > 0])
 
 
+TUNED = ("train.muon_lr", "train.batch_size", "train.seed")
+
+
+def group_of(study: Study, spec) -> str:
+    """Configurations compete within their group: the whole grid, or in a scaling study its scale (pruning
+    across scales would keep only the largest, whose loss is lowest by construction)."""
+    if study.kind != "scaling":
+        return ""
+    return repr(sorted((k, repr(v)) for k, v in spec.overrides.items() if k not in TUNED))
+
+
+def keep_per_group(ranked: list[str], alive: list[str], groups: dict[str, str], eta: int) -> list[str]:
+    """The best ceil(n / eta) of each group's alive configurations, in ``ranked`` order."""
+    out = []
+    for g in dict.fromkeys(groups[c] for c in alive):
+        members = [c for c in alive if groups[c] == g]
+        out += [c for c in ranked if groups[c] == g][: max(1, math.ceil(len(members) / eta))]
+    return [c for c in ranked if c in set(out)]
+
+
 def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict]], log) -> list[dict]:
     """Run the rungs; returns the final records (survivors' full runs, pruned and failed records)."""
     steps = rung_steps(study)
@@ -78,6 +98,7 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
     configs = {c: runs for c, runs in configs.items() if runs}
     confirm = [e for e in study.experiments if e.stage == "confirm"]
     alive = list(configs)
+    groups = {c: group_of(study, runs[0]) for c, runs in configs.items()}
     summary: dict[str, Any] = {"eta": study.halving, "rungs": [], "restart": study.halving_restart,
                                "full_grid_steps": sum(map(len, configs.values())) * study.base.train.steps}
     trained = 0
@@ -93,8 +114,7 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         else:
             done = _rung_records(study_dir, r)
             todo = [e for e in specs if e.id not in done]
-            keep_n = max(1, math.ceil(len(alive) / study.halving))
-            watch = _EarlyRelease(study_dir, study, configs, alive, keep_n, done)
+            watch = _EarlyRelease(study_dir, study, configs, alive, groups, done)
             if todo:
                 log(f"halving rung {r}: {len(alive)} configuration(s) to step {s}")
                 run_rung(todo, s, study_dir / RUNGS_DIR / f"r{r}", watch)
@@ -107,7 +127,7 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
         table = _table(records, study.metric)
         ranked = list(table.config_id[table.n > 0])
         means = dict(zip(table.config_id, table["mean"]))
-        keep = ranked if last else ranked[: max(1, math.ceil(len(alive) / study.halving))]
+        keep = ranked if last else keep_per_group(ranked, alive, groups, study.halving)
         rung_info = {"rung": r, "steps": s, "configurations": len(alive), "kept": keep,
                      "metric": {c: means.get(c) for c in alive}}
         if not last:
@@ -139,11 +159,13 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
 
 class _EarlyRelease:
     """During a rung: as soon as a configuration has all its seeds and falls outside the best
-    ``keep_n`` of the configurations complete so far, it can never be kept, so its checkpoints go at
-    once. Checkpoints on disk stay near ``keep_n`` plus the one being trained, not the whole rung."""
+    ``keep_n`` of its group's configurations complete so far, it can never be kept, so its checkpoints go
+    at once. Checkpoints on disk stay near the kept set plus the one being trained, not the whole rung."""
 
-    def __init__(self, study_dir: Path, study: Study, configs: dict, alive: list[str], keep_n: int, done: dict):
-        self.study_dir, self.study, self.configs, self.keep_n = study_dir, study, configs, keep_n
+    def __init__(self, study_dir: Path, study: Study, configs: dict, alive: list[str], groups: dict[str, str],
+                 done: dict):
+        self.study_dir, self.study, self.configs, self.groups = study_dir, study, configs, groups
+        self.alive_list = list(alive)
         self.alive, self.records = set(alive), dict(done)
         self.released: set[str] = set()
         self.peak = checkpoint_bytes(study_dir)
@@ -154,7 +176,8 @@ class _EarlyRelease:
         keep_newest(self.study_dir / "checkpoints" / record["experiment_id"])  # the last rung's is not needed
         complete = [c for c in self.alive if all(e.id in self.records for e in self.configs[c])]
         recs = [self.records[e.id] for c in complete for e in self.configs[c]]
-        top = set(_rank(recs, self.study.metric)[: self.keep_n])
+        ranked = _rank(recs, self.study.metric)
+        top = set(keep_per_group(ranked, self.alive_list, self.groups, self.study.halving))
         for c in set(complete) - top - self.released:
             for e in self.configs[c]:
                 shutil.rmtree(self.study_dir / "checkpoints" / e.id, ignore_errors=True)

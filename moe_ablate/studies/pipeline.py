@@ -162,7 +162,8 @@ def run_wsd_families(study_dir: Path, study: Study, datasets: DataSets, log: Log
     fams = branching.families(study.experiments, configs, log)
     if not fams:
         return
-    local, cache = LocalExecutor(), ModelCache()
+    cache = ModelCache()
+    local = LocalExecutor(cache)
     exp_dir = study_dir / EXPERIMENTS_DIR
 
     def done(exp_id: str) -> bool:

@@ -212,10 +212,14 @@ def _hellaswag(cfg: ExperimentConfig, data: TokenData):
 
 
 class LocalExecutor:
-    """One experiment after another in this process, reusing the model between them."""
+    """One experiment after another in this process, reusing the model between them (and between calls when
+    given a ``cache``: the WSD families' many short calls then build and compile their model once)."""
+
+    def __init__(self, cache: ModelCache | None = None):
+        self.cache = cache
 
     def run(self, jobs: list[Job], log: Log, progress: bool) -> Iterator[tuple[Job, dict]]:
-        cache = ModelCache()
+        cache = self.cache or ModelCache()
         for job in jobs:
             yield job, run_one(job, log=log, progress=progress, cache=cache)
 
