@@ -28,4 +28,8 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ""
 
-.PHONY: install quick test test-all
+# what `make test` leaves out: the slow tier, and the tests of the optional extras (skipped without them)
+test-rest: install
+	$(BIN)/python -m pytest -m "slow or extras"
+
+.PHONY: install quick test test-all test-rest

@@ -138,6 +138,7 @@ def test_cli_scores_a_saved_model(tmp_path, cache_dir):
     assert "lm-evaluation-harness" in res["protocol"] and res["checkpoint"].endswith("final_model.pt")
 
 
+@pytest.mark.extras
 def test_matches_lm_evaluation_harness_itself(model_and_tok, tmp_path, monkeypatch):
     """Optional (skipped unless lm_eval is installed): lm_eval builds the queries, splits context and
     continuation, and aggregates acc/acc_norm itself; it only asks our model for log-likelihoods."""

@@ -10,7 +10,7 @@ import time
 import pytest
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.ray, pytest.mark.slow]  # separate processes and a local cluster
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.extras]  # separate processes and a local cluster
 
 from .test_study import write_study  # noqa: E402
 

@@ -14,6 +14,7 @@ def study(tmp_path, cache_dir, lrs="[0.05]"):
     return grid.make_study(str(write_study(tmp_path, cache_dir, steps=8, lrs=lrs)))  # 2 experiments
 
 
+@pytest.mark.extras
 def test_tensorboard_gets_every_metric_at_the_right_steps(tmp_path, cache_dir):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -50,6 +51,7 @@ def test_a_missing_tracker_package_is_one_line(tmp_path, cache_dir, capsys, monk
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.extras
 def test_a_failing_tracker_never_fails_the_experiment(tmp_path, cache_dir, monkeypatch):
     pytest.importorskip("tensorboard")
     from moe_ablate import tracking
@@ -65,6 +67,7 @@ def test_a_failing_tracker_never_fails_the_experiment(tmp_path, cache_dir, monke
     assert sum("tracker tensorboard failed" in m for m in said) == 2  # once per run, then off
 
 
+@pytest.mark.extras
 def test_wandb_offline(tmp_path, cache_dir, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -76,6 +79,7 @@ def test_wandb_offline(tmp_path, cache_dir, monkeypatch):
     assert all(r["status"] == "ok" for r in result.records)
 
 
+@pytest.mark.extras
 def test_mlflow_file_store_and_resume_without_duplicates(tmp_path, cache_dir, monkeypatch):
     pytest.importorskip("mlflow")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -224,7 +224,8 @@ def scaling_sections(law: dict) -> list[str]:
     method = next((s["lr"]["ci_method"] for s in law["scales"] if s["lr"].get("ci_method")), "")
     lines = ["## The optimum at each scale", "",
              "The vertex of a quadratic in log LR fitted to the configuration means around the minimum (the argmin and "
-             "up to two tried values on each side); its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
+             "up to two tried values on each side while the quadratic fits them within their noise, else the three "
+             "around the minimum); its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
              "is within 0.25% of the best (DeepSeek LLM's band); `near-optimal (test)`: not significantly worse than "
              "the best (Tukey-Kramer).", "", table(rows)]
     for key, fit in law["fits"].items():
