@@ -55,7 +55,8 @@ def simulate(rng: np.random.Generator, *, compute=COMPUTE, grid=GRID, seeds: int
                     "status": "diverged" if diverged else "ok",
                     "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, "seed": s},
                     "val_loss": None if diverged else mean + seed_effects[s] + rng.normal(0, noise),
-                    "flops": c, "params_active": 1e6 * 4 ** i, "params_total": 2e6 * 4 ** i, "tokens": c / 6e6 / 4 ** i})
+                    "flops": c, "params_active": 1e6 * 4 ** i, "params_total": 2e6 * 4 ** i,
+                    "tokens": c / 6e6 / 4 ** i})
     return records
 
 
@@ -63,7 +64,7 @@ def trial(rng: np.random.Generator, n_boot: int = 300, **kw) -> dict:
     a = analyze_scaling(simulate(rng, **kw), n_boot=n_boot, seed=int(rng.integers(2**31)), statistical_set=False)
     law = a["fits"]["lr"]
     vertex_err, argmin_err = [], []
-    for s, c in zip(a["scales"], kw.get("compute", COMPUTE)):
+    for s in a["scales"]:
         if s["lr"]["bracketed"]:
             truth = math.log(true_opt(s["compute"]))
             vertex_err.append(abs(s["lr"]["log_opt"] - truth))

@@ -123,7 +123,8 @@ def test_branched_horizons_equal_dedicated_wsd_runs(tmp_path, cache_dir):
 def test_a_diverging_trunk_leaves_its_horizons_to_dedicated_runs(tmp_path, cache_dir):
     cfg = wsd_study(tmp_path, cache_dir, (20, 40), lrs="[0.02, 1000.0]")
     assert main(["run", "--config", str(cfg), "--name", "d", "--output-dir", str(tmp_path), "--no-progress"]) == 0
-    recs = {(r["hyperparameters"]["steps"], r["hyperparameters"]["muon_lr"]): r for r in _records(tmp_path / "d").values()}
+    recs = {(r["hyperparameters"]["steps"], r["hyperparameters"]["muon_lr"]): r
+            for r in _records(tmp_path / "d").values()}
     assert recs[(20, 1000.0)]["status"] == recs[(40, 1000.0)]["status"] == "diverged"
     assert not recs[(20, 1000.0)].get("branched_from")  # its trunk diverged before step 16: a dedicated run
     assert recs[(20, 0.02)]["branched_from"] == {"experiment_id": "exp_002", "step": 16}

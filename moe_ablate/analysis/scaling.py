@@ -191,7 +191,7 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
     # DeepSeek's tolerance band: tried values whose mean is within 0.25% of the minimum, and the same band
     # on the fitted quadratic
     best = float(np.min(y))
-    out["tolerance_values"] = [math.exp(t) for t, m in zip(x, y) if m <= best * (1 + TOLERANCE)]
+    out["tolerance_values"] = [math.exp(t) for t, m in zip(x, y, strict=True) if m <= best * (1 + TOLERANCE)]
     if v.convex and v.coefs is not None:
         q = v.loss_at(v.x)
         half = math.sqrt(max(0.0, TOLERANCE * q / v.coefs[2]))

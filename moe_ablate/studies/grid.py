@@ -77,7 +77,7 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     study = Study(kind=kind, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
                   params=params, metric=spec.metric, description=spec.description, confirm=confirm)
     if kind == "scaling":
-        from .scaling import attach_target
+        from .ladder import attach_target
 
         attach_target(study, spec.extra.get("scaling") or {}, target)
     return study

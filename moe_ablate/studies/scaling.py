@@ -15,16 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.scaling import N_BOOT, analyze_scaling, predict
-from ..config import PRESETS, ExperimentConfig, apply_overrides, preset_config
+from ..config import ExperimentConfig, apply_overrides, preset_config
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
-from .grid import GridKind
+from .kind import StudyKind
 
 LAW_FILE = "scaling_law.json"
-MIN_SCALES = 3
 
 
-class ScalingKind(GridKind):
+class ScalingKind(StudyKind):
     name = "scaling"
     title = "Hyperparameter scaling law"
 
@@ -171,9 +170,9 @@ def scaling_answer(law: dict) -> str:
         lo, hi = fit.get("exponent_ci", (math.nan, math.nan))
         moves = ("the optimum falls with compute" if hi < 0 else "the optimum rises with compute" if lo > 0 else
                  "the data cannot tell whether the optimum moves with compute (the exponent's CI includes 0)")
-        out.append(f"The optimal {law['lr_axis']} follows {_g(fit['coef'])} x C^{fit['exponent']:+.3f} (exponent 95% CI "
-                   f"[{lo:+.3f}, {hi:+.3f}]), fitted on {fit['n_points']} bracketed scales ({', '.join(fit['scales'])}): "
-                   f"{moves}.")
+        out.append(f"The optimal {law['lr_axis']} follows {_g(fit['coef'])} x C^{fit['exponent']:+.3f} (exponent "
+                   f"95% CI [{lo:+.3f}, {hi:+.3f}]), fitted on {fit['n_points']} bracketed scales "
+                   f"({', '.join(fit['scales'])}): {moves}.")
         if fit.get("bends"):
             out.append(f"The points bend (lack-of-fit p = {fit['lack_of_fit']['p']:.3g}): a log-linear law is "
                        "rejected, so extrapolate with care.")
@@ -183,9 +182,9 @@ def scaling_answer(law: dict) -> str:
             penalty = (f", which costs {h['loss_penalty']:.4f} in {law['metric']} on that scale's fitted curve"
                        if h.get("loss_penalty") is not None else "")
             out.append(f"Held out: fitted without the largest scale ({h['scale']}), the law predicts its optimum as "
-                       f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI {_g(h['measured_ci'][0])}"
-                       f"-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} (log error {h['log_error']:+.3f})"
-                       f"{penalty}.")
+                       f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI "
+                       f"{_g(h['measured_ci'][0])}-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} "
+                       f"(log error {h['log_error']:+.3f}){penalty}.")
         else:
             out.append("No held-out check: it needs at least 3 bracketed scales.")
     if left:
@@ -235,7 +234,8 @@ def scaling_sections(law: dict) -> list[str]:
         lines += [f"## Power law: {key} optimum vs compute", "",
                   f"WLS in log-log (weights: inverse bootstrap variance of each log optimum): coef {_g(fit['coef'])} "
                   f"(95% CI {_g(fit['coef_ci'][0])}-{_g(fit['coef_ci'][1])}), exponent {fit['exponent']:+.4f} (95% CI "
-                  f"[{fit['exponent_ci'][0]:+.4f}, {fit['exponent_ci'][1]:+.4f}]), {fit['n_points']} scales. Lack of fit: "
+                  f"[{fit['exponent_ci'][0]:+.4f}, {fit['exponent_ci'][1]:+.4f}]), {fit['n_points']} scales. "
+                  "Lack of fit: "
                   f"chi2 {lof['chi2']:.2f} on {lof['dof']} dof" + (f", p = {lof['p']:.3g}" if lof["p"] is not None else
                                                                     " (two points: no test)") + ".", ""]
     for key, nd in (law.get("n_d_fits") or {}).items():
@@ -254,35 +254,3 @@ def make_study(config: str, *, preset: str | None = None, overrides: dict | None
 
     return grid.make_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
                            kind=KIND.name, target={"steps": target_steps, "preset": target_model})
-
-
-def attach_target(study, section: dict, flags: dict | None = None) -> None:
-    """The target run ([scaling] section < command-line flags) and the ladder's soundness, before anything runs."""
-    flags = flags or {}
-    if flags.get("preset") is not None and flags["preset"] not in PRESETS:
-        raise UserError(f"--target-model must be a preset ({' | '.join(PRESETS)}), got {flags['preset']!r}")
-    if section.get("target_preset") is not None and section["target_preset"] not in PRESETS:
-        raise UserError(f"[scaling] target_preset must be a preset ({' | '.join(PRESETS)}), got "
-                        f"{section['target_preset']!r}")
-    study.params["target"] = {"exp": section.get("target_exp", 3),
-                              "preset": flags.get("preset") or section.get("target_preset"),
-                              "steps": flags.get("steps") or section.get("target_steps"),
-                              "bootstrap": section.get("bootstrap", N_BOOT)}
-    check_ladder(study)
-
-
-def check_ladder(study) -> None:
-    """A scaling study needs an LR axis and at least ``MIN_SCALES`` scales (say so before anything runs)."""
-    axes: dict[str, set] = {}
-    for e in study.experiments:
-        for k, v in e.overrides.items():
-            if k != "train.seed":
-                axes.setdefault(k, set()).add(repr(v))
-    if len(axes.get("train.muon_lr", ())) < 3:
-        raise UserError("a scaling study needs at least 3 values of train.muon_lr at every scale ([grid.train] "
-                        "muon_lr = [...]) to locate an optimum")
-    scale_keys = [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
-    scales = {tuple(repr(e.overrides.get(k)) for k in scale_keys) for e in study.experiments}
-    if len(scales) < MIN_SCALES:
-        raise UserError(f"a scaling study needs at least {MIN_SCALES} scales (a grid axis such as model.d_model or "
-                        f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")
