@@ -154,7 +154,7 @@ def test_bad_lr_is_one_line(args, tmp_path, capsys):
     except SystemExit as e:
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "positive number or 'auto'" in err[0]
+    assert code == 2 and len(err) == 1 and "positive number, 'auto' or scaling:DIR" in err[0]
     assert not any(tmp_path.iterdir())
 
 
