@@ -132,3 +132,31 @@ def test_halving_in_a_scaling_study_prunes_within_each_scale(tmp_path, cache_dir
         assert statuses == ["ok", "ok", "pruned", "pruned"], (width, statuses)
     law = json.loads((tmp_path / "h" / "scaling_law.json").read_text())
     assert all(s["lr_detail"]["runs"] == [1, 1] for s in law["scales"])  # fitted on the survivors only
+
+
+def test_a_batch_size_axis_gets_its_own_law():
+    """LR x batch size at 4 scales, planted lr* = 20 C^-0.2 and B* = 0.005 C^0.3 (separable bowls): both laws
+    recovered, each within its CI."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for i, c in enumerate((1e12, 1e13, 1e14, 1e15)):
+        lr_opt, b_opt = 20 * c ** -0.2, 0.005 * c ** 0.3
+        offsets = rng.normal(0, 0.02, 3)
+        for lr in [0.0025 * 2 ** k for k in range(8)]:
+            for b in [4, 8, 16, 32, 64, 128, 256, 512]:
+                for s in range(3):
+                    loss = 4 - 0.3 * i + 0.08 * math.log(lr / lr_opt) ** 2 + 0.05 * math.log(b / b_opt) ** 2
+                    recs.append({"experiment_id": f"{i}_{lr}_{b}_{s}", "config_id": f"{i}_{lr}_{b}", "seed": s,
+                                 "status": "ok", "val_loss": loss + offsets[s] + rng.normal(0, 0.01), "flops": c,
+                                 "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, "batch_size": b, "seed": s},
+                                 "params_active": 1e6, "params_total": 2e6, "tokens": 1e5})
+    from moe_ablate.analysis.scaling import analyze_scaling
+
+    a = analyze_scaling(recs, n_boot=200, statistical_set=False)
+    assert all(s["batch"]["bracketed"] for s in a["scales"])
+    for key, truth in (("lr", -0.2), ("batch", 0.3)):
+        lo, hi = a["fits"][key]["exponent_ci"]
+        assert lo <= truth <= hi and hi - lo < 0.1, (key, lo, hi)
+    from moe_ablate.studies.scaling import law_file
+
+    assert all(s["batch_opt"] and s["batch_opt_ci"] for s in law_file(a)["scales"])
