@@ -102,38 +102,29 @@ def _profile(sub: pd.DataFrame, axis: str, other: str | None, metric: str) -> pd
 
 
 def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.random.Generator,
-                other: str | None, window: int = WINDOW) -> tuple[np.ndarray, str, float]:
-    """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring), the method,
-    and the variance of one run about its configuration's mean (seed offsets removed)."""
+                other: str | None, var: float, dof: int, window: int = WINDOW) -> tuple[np.ndarray, str]:
+    """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring) and the method:
+    configuration means redrawn with the run noise ``var`` (on ``dof`` degrees of freedom, ``_noise_var``)."""
     ok = sub[sub.status == "ok"]
-    per_config = ok.groupby([axis] + ([other] if other else []))
-    out = np.empty(n_boot)
+    groups = ok.groupby([axis] + ([other] if other else []))[metric].agg(["mean", "count"]).reset_index()
     failed = np.log(np.asarray(sorted(set(sub[axis]) - set(ok[axis])), float))
-    # the noise of a configuration mean: runs with the same seed share batches and initial weights, and a seed's
-    # offset moves every configuration alike (it cannot move the vertex), so with every seed run at every
-    # configuration the residual is that of the additive model metric ~ configuration + seed
-    M = ok.pivot_table(index=[axis] + ([other] if other else []), columns="seed", values=metric).to_numpy(float)
-    if M.shape[1] > 1 and np.isfinite(M).all():
-        resid = M - M.mean(axis=1, keepdims=True) - M.mean(axis=0, keepdims=True) + M.mean()
-        dof = (M.shape[0] - 1) * (M.shape[1] - 1)
-    else:
-        resid = (ok[metric] - per_config[metric].transform("mean")).to_numpy(float)
-        dof = int(len(ok) - per_config.ngroups)
-    var = float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12
-    groups = per_config[metric].agg(["mean", "count"]).reset_index()
     logx, mean = np.log(groups[axis].to_numpy(float)), groups["mean"].to_numpy(float)
     se1 = 1.0 / np.sqrt(groups["count"].to_numpy(float))
     oth = groups[other].to_numpy() if other else None
+    out = np.empty(n_boot)
     for r in range(n_boot):
         s2 = var * rng.chisquare(dof) / dof if dof > 0 else var
         m = mean + rng.normal(0, 1, len(mean)) * se1 * math.sqrt(s2)
         keep = slice(None) if oth is None else oth == oth[np.argmin(m)]  # the curve at the replicate's best other
         out[r] = fit_vertex(logx[keep], m[keep], failed, window).x
     return out, (f"parametric bootstrap over seeds (configuration means redrawn with the seed-to-seed variance, "
-                 f"{dof} degrees of freedom; {n_boot} replicates)"), var
+                 f"{dof} degrees of freedom; {n_boot} replicates)")
 
 
-def _noise_var(sub: pd.DataFrame, axis: str, metric: str, other: str | None) -> float:
+def _noise_var(sub: pd.DataFrame, axis: str, metric: str, other: str | None) -> tuple[float, int]:
+    """(variance of one run about its configuration's mean, degrees of freedom). Runs with the same seed share
+    batches and initial weights, and a seed's offset moves every configuration alike (it cannot move the
+    vertex), so with every seed run at every configuration the residual is that of metric ~ configuration + seed."""
     ok = sub[sub.status == "ok"]
     M = ok.pivot_table(index=[axis] + ([other] if other else []), columns="seed", values=metric).to_numpy(float)
     if M.shape[1] > 1 and np.isfinite(M).all():
@@ -142,7 +133,7 @@ def _noise_var(sub: pd.DataFrame, axis: str, metric: str, other: str | None) -> 
     else:
         g = ok.groupby([axis] + ([other] if other else []))[metric]
         resid, dof = (ok[metric] - g.transform("mean")).to_numpy(float), int(len(ok) - g.ngroups)
-    return float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12
+    return (float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12), dof
 
 
 def _lack_of_fit(v: Vertex, x: np.ndarray, y: np.ndarray, n: np.ndarray, var: float, window: int) -> dict | None:
@@ -169,7 +160,7 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
     # residuals are within the means' noise (chi-square lack of fit, p >= 0.05), else the three around the
     # minimum. A wide window on a curve that leans is fitted precisely and wrongly (real LR curves are
     # steeper on the high side); three points are the local parabola.
-    var = _noise_var(sub, axis, metric, other)
+    var, dof = _noise_var(sub, axis, metric, other)
     window, lof = WINDOW, None
     while True:
         v = fit_vertex(x, y, fx, window)
@@ -177,7 +168,7 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
         if window == 1 or lof is None or lof["p"] is None or lof["p"] >= 0.05:
             break
         window -= 1
-    reps, method, _ = _replicates(sub, axis, metric, n_boot, rng, other, window)
+    reps, method = _replicates(sub, axis, metric, n_boot, rng, other, var, dof, window)
     reps = reps[np.isfinite(reps)]
     lo, hi = np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan)
     out: dict[str, Any] = {
