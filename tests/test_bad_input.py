@@ -205,7 +205,9 @@ def test_flags_without_effect_say_so(tmp_path, capsys, monkeypatch):
     from moe_ablate.cli import build_parser
 
     said = []
-    notes_on_unused_flags(build_parser().parse_args(["run", "--min-steps", "5", "--compile"]), said.append)
+    # --device cpu: the note holds on any host, a CUDA one included (it used to assume a CPU-only machine)
+    notes_on_unused_flags(build_parser().parse_args(["run", "--min-steps", "5", "--compile", "--device", "cpu"]),
+                          said.append)
     notes_on_unused_flags(build_parser().parse_args(["run", "--resume", "d", "--name", "n"]), said.append)
     assert any("--min-steps has no effect without --halving" in s for s in said)
     assert any("--name has no effect with --resume" in s for s in said)

@@ -216,7 +216,8 @@ def notes_on_unused_flags(args, log) -> None:
     if getattr(args, "compile", None):
         import torch
 
-        if not torch.cuda.is_available() and getattr(args, "device", None) != "cuda":
+        device = getattr(args, "device", None) or "auto"
+        if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
             log("note: --compile has no effect on CPU (it compiles on CUDA only)")
 
 
