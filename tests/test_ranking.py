@@ -18,11 +18,24 @@ def rec(records):
     return analyze(records)["recommendation"]
 
 
-def test_a_difference_far_below_the_seed_noise_is_indistinguishable():
+def test_a_difference_far_below_wide_noise_is_cannot_tell_with_what_could_be_seen():
+    """Not significant is not "indistinguishable": with intervals far wider than the practical tolerance the
+    answer says it cannot tell, the smallest difference it could have seen, and the seeds that would see more."""
     noise = np.array([0.00, 0.05, -0.04, 0.03])  # seed-to-seed noise, different per configuration below
     r = rec(runs("a", list(3.0 + noise), lr=0.1) + runs("b", list(3.002 + noise[::-1]), lr=0.03))
-    assert r["verdict"] == "indistinguishable" and set(r["near_optimal"]) == {"a", "b"}
-    assert "indistinguishable" in r["text"] and "add seeds" in r["text"]
+    assert r["verdict"] == "cannot_tell" and set(r["near_optimal"]) == {"a", "b"}
+    dd = r["detectable_difference"]
+    c = r["comparisons"][0]
+    assert dd > c["ci_high"] - c["diff"] > r["tolerance"]  # it could only have seen more than its interval's reach
+    assert "cannot tell" in r["text"] and f"{dd:.3g}" in r["text"] and f"{r['power']['seeds_for_tolerance']} seeds per configuration would see" in r["text"]
+
+
+def test_a_difference_inside_a_narrow_interval_is_indistinguishable():
+    noise = np.array([0.0, 0.001, -0.001, 0.0005])
+    r = rec(runs("a", list(3.0 + noise), lr=0.1) + runs("b", list(3.001 + noise[::-1]), lr=0.03))
+    c = r["comparisons"][0]
+    assert max(abs(c["ci_low"]), abs(c["ci_high"])) < r["tolerance"] == pytest.approx(0.015, rel=1e-3)
+    assert r["verdict"] == "indistinguishable" and "within the practical tolerance" in r["text"]
 
 
 def test_a_clear_difference_is_significant_with_the_right_sign():

@@ -117,7 +117,8 @@ def test_5_confirmation_recommends_a_confirmed_configuration_on_its_fresh_seeds(
     assert rec["confirmed"] == ["L", "M"] and rec["best"] == "L"
     assert rec["val_loss"] == pytest.approx(1.32) and rec["n"] == 2 and rec["estimated_on"] == "confirmation seeds"
     assert [c["config_id"] for c in rec["comparisons"]] == ["M"]  # compared among the confirmed only
-    assert rec["verdict"] == "indistinguishable" and "which did not select it" in rec["text"]
+    # 2 fresh seeds cannot resolve a 0.015 gap: "cannot tell", never "indistinguishable" (issue 31: power)
+    assert rec["verdict"] == "cannot_tell" and "which did not select it" in rec["text"]
 
 
 def bracket_of(records):

@@ -38,8 +38,14 @@ import statsmodels.api as sm
 from scipy import stats
 
 ALPHA = 0.05  # familywise level of every "better"/"worse" claim
-FAILED = ("diverged", "oom", "error")  # a failed seed counts against its configuration
+FAILED = ("diverged", "oom")  # a failed seed counts against its configuration: evidence about it
+# a crash (a killed worker, a CUDA error, an exception) says nothing about the hyperparameters: it is retried in
+# the study and rerun on --resume, and if it still failed it counts as a missing run, never as a failure
+CRASHED = ("error",)
 CORRECTION = "Tukey-Kramer (studentized range)"
+POWER = 0.8  # the power at which "the smallest difference this study could see" is stated
+# "indistinguishable" needs every interval inside this band (relative to the best's value); wider is "cannot tell"
+TOLERANCE_REL = 0.005
 
 
 def ok_runs(df: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -139,8 +145,8 @@ def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str,
 
 # ---------------------------------------------------------------- the table
 def configuration_table(df: pd.DataFrame, axes: list[str], metric: str, fit: Fit | None = None) -> pd.DataFrame:
-    """One row per configuration: its axis values; n runs ok, n failed (diverged/OOM/error), failure
-    rate, n pruned; the seed-adjusted mean (``mean``, the estimate every comparison uses), the plain
+    """One row per configuration: its axis values; n runs ok, n failed (diverged/OOM), failure rate, n crashed
+    (missing runs, not in the failure rate), n pruned; the seed-adjusted mean (``mean``, the estimate every comparison uses), the plain
     mean of its runs, std, 95% CI, min, max; for pruned ones the rung and metric they reached. Sorted
     best first; configurations without a successful final run last."""
     ok = ok_runs(df, metric)
@@ -153,6 +159,7 @@ def configuration_table(df: pd.DataFrame, axes: list[str], metric: str, fit: Fit
     count = lambda mask: df[mask].groupby("config_id").size().reindex(table.index).fillna(0).astype(int)  # noqa: E731
     table["n_failed"] = count(df.status.isin(FAILED))
     table["n_diverged"] = count(df.status == "diverged")  # information about the axis (a crash is none)
+    table["n_crashed"] = count(df.status.isin(CRASHED))  # missing runs
     table["n_pruned"] = count(df.status == "pruned")
     tried = table["n"] + table["n_failed"]
     table["failure_rate"] = (table["n_failed"] / tried.where(tried > 0)).astype(float)
@@ -193,6 +200,7 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
                 "alpha": ALPHA, "noise_std": None, "noise_dof": None,
                 "text": "No experiment finished successfully; nothing to recommend."}
     confirmed = _confirmed(df, ok, allowed)
+    incomplete = None if confirmed else _confirmation_incomplete(df)
     switched = None
     if confirmed:
         # sample splitting: the grid's runs choose, the confirmation seeds estimate. Choosing among the
@@ -208,7 +216,10 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
             switched, best = best, min(better, key=lambda c: choice_fit.estimates[c])
     else:
         choice_fit = fit
-        best = min(allowed.config_id, key=lambda c: fit.estimates[c])
+        pool = list(allowed.config_id)
+        if incomplete:  # stay with what the grid chose for confirmation; never an unconfirmed outsider
+            pool = [c for c in pool if c in incomplete["chosen"]] or pool
+        best = min(pool, key=lambda c: fit.estimates[c])
     rows = table.set_index("config_id", drop=False)
     others = sorted((c for c in choice_fit.configs if c != best), key=lambda c: choice_fit.estimates[c])
     comparisons = [compare(choice_fit, best, c, p_values) for c in others]
@@ -223,14 +234,30 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
         "comparisons": comparisons, "near_optimal": near if choice_fit.sigma is not None else [best],
         "untested": [c["config_id"] for c in comparisons if c["direction"] == "cannot tell"],
         "confirmed": confirmed, "estimated_on": "confirmation seeds" if confirmed else "every seed",
-        "grid_choice_replaced": switched,
+        "grid_choice_replaced": switched, "confirmation_incomplete": incomplete,
         "ineligible": [c for c in table.config_id[(table.n > 0)] if c not in set(allowed.config_id)],
-        "failure_rule": "a configuration with a diverged, out-of-memory or crashed seed is not recommended while "
-                        "one without failures finished"}
+        "failure_rule": "a configuration with a diverged or out-of-memory seed is not recommended while one "
+                        "without failures finished; a crashed run (error) is retried, then counts as missing"}
     if comparisons:
         rec["runner_up"], rec["margin"] = comparisons[0]["config_id"], comparisons[0]["diff"]
+    rec["tolerance"] = TOLERANCE_REL * abs(mean) if mean == mean else None
+    rec["tolerance_rule"] = f"{TOLERANCE_REL:.1%} of the best's {metric}"
+    seeds = int(ok[ok.config_id == best].seed.nunique()) if len(ok) else 0
+    rec["power"] = _power(rec, choice_fit, seeds) if choice_fit.sigma is not None and rec["tolerance"] else None
+    rec["detectable_difference"] = rec["power"]["detectable_difference"] if rec["power"] else None
     rec["verdict"], rec["text"] = _verdict(rec, rows, axes, metric, selected_from=int((table.n > 0).sum()))
     return rec
+
+
+def _confirmation_incomplete(df: pd.DataFrame) -> dict[str, Any] | None:
+    """When a confirmation stage ran but none of its runs succeeded: which configurations it was for and why."""
+    if "stage" not in df or not (df.stage == "confirm").any():
+        return None
+    runs = df[df.stage == "confirm"]
+    statuses = runs.status.value_counts().to_dict()
+    why = ", ".join(f"{n} {s}" for s, n in statuses.items())
+    return {"chosen": list(dict.fromkeys(runs.config_id)), "statuses": {str(k): int(v) for k, v in statuses.items()},
+            "reason": f"none of its {len(runs)} runs finished ({why})"}
 
 
 def _confirmed(df: pd.DataFrame, ok: pd.DataFrame, allowed: pd.DataFrame) -> list[str]:
@@ -281,12 +308,57 @@ def describe(row: pd.Series, axes: list[str]) -> str:
     return f"{row.config_id} ({', '.join(f'{a}={_plain(row[a])}' for a in axes)})" if axes else str(row.config_id)
 
 
+def detectable_difference(se: float, k: int, dof: int, power: float = POWER) -> float:
+    """The smallest true difference from the best that a Tukey-Kramer comparison with standard error ``se``
+    (k configurations, ``dof`` residual degrees of freedom) detects with probability ``power`` at the
+    familywise ALPHA: ``(critical + t_power(dof)) x se``, the usual shifted-t approximation of the noncentral t
+    (scipy's noncentral t returns NaN at the 1-3 degrees of freedom that 2-4 seeds give)."""
+    return float(tukey_critical(max(k, 2), dof) + stats.t.ppf(power, dof)) * se
+
+
+def _power(rec: dict, fit: Fit, n_seeds: int) -> dict[str, Any] | None:
+    """What this study could see: ``detectable_difference`` (80% power, familywise 5%) over the typical standard
+    error of "best vs another", and the seeds per configuration that would see the practical tolerance."""
+    ses = [(c["ci_high"] - c["diff"]) / tukey_critical(len(fit.configs), fit.dof) for c in rec["comparisons"]
+           if c["ci_high"] is not None]
+    if not ses or fit.dof < 1:
+        return None
+    se, k = float(np.median(ses)), len(fit.configs)
+    out = {"detectable_difference": detectable_difference(se, k, fit.dof), "power": POWER, "alpha": ALPHA,
+           "se": se, "seeds": n_seeds, "tolerance": rec["tolerance"], "seeds_for_tolerance": None}
+    # the standard error falls as 1/sqrt(seeds); keeping this study's degrees of freedom (more seeds only add
+    # some) makes the count slightly conservative and needs no new studentized-range quantile
+    need = math.ceil(max(n_seeds, 1) * (out["detectable_difference"] / rec["tolerance"]) ** 2)
+    out["seeds_for_tolerance"] = need if need <= 1000 else None
+    return out
+
+
+def _ci(c: dict, rec: dict) -> str:
+    return (f"simultaneous 95% CI [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"
+            + (f", adjusted p = {c['p']:.3g}" if c["p"] is not None else "")
+            + f", {CORRECTION} over {rec['family_size']} configurations")
+
+
+def _why_not(c: str, rec: dict, rows: pd.DataFrame) -> str:
+    """Why a configuration significantly better than the recommended one is not the recommendation."""
+    if c in rec["ineligible"]:
+        return (f"{int(rows.loc[c, 'n_failed'])} of {int(rows.loc[c, 'n'] + rows.loc[c, 'n_failed'])} of its seeds "
+                "failed (diverged or out of memory)")
+    if rec["confirmed"] and c not in rec["confirmed"]:
+        return "it was not confirmed on fresh seeds"
+    return "it was not chosen by the grid's seeds"
+
+
 def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, selected_from: int) -> tuple[str, str]:
+    """The answer's sentence. Its direction word comes from the interval printed beside it: "better" (every
+    other configuration is significantly worse), "indistinguishable" (the others not significantly worse all
+    lie within the practical tolerance), "cannot tell" (the interval is wider than the tolerance, or the
+    noise is unknown); a configuration significantly lower but not recommended is called lower, with why."""
     best = rows.loc[rec["best"]]
     runs = f"mean of {rec['n']} seeds" if rec["n"] > 1 else "one seed"
     if rec["confirmed"]:
         runs = f"mean of its {rec['n']} confirmation seed(s), which did not select it"
-    ci = f" ± {rec['ci95']:.4f}" if rec["ci95"] is not None and rec["ci95"] == rec["ci95"] else ""
+    ci = f" ± {rec['ci95']:.4f} (95% CI)" if rec["ci95"] is not None and rec["ci95"] == rec["ci95"] else ""
     head = f"{describe(best, axes)}: {metric} {rec[metric]:.4f}{ci} ({runs})"
     notes = _notes(rec, rows, selected_from)
     if not rec["comparisons"]:
@@ -300,29 +372,51 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
                                f"{r['config_id']}. The run-to-run noise is unknown (no configuration ran twice), so "
                                "this study cannot tell whether the difference is real: add seeds (--seeds 2) or a "
                                f"confirmation stage (--confirm 2).{notes}")
-    ci_text = (f"simultaneous 95% CI [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
-               + (f", adjusted p = {r['p']:.3g}" if r["p"] is not None else "")
-               + f", {CORRECTION} over {rec['family_size']} configurations")
-    runner = rows.loc[r["config_id"]]
-    if len(rec["near_optimal"]) == 1:
-        verdict = "better"
-        text = (f"{head} is better than every other configuration{' ' + among if among else ''}; the runner-up "
-                f"{describe(runner, axes)} is worse by {r['diff']:+.4f} ({ci_text}).")
-    else:
-        near = rows.loc[rec["near_optimal"]]
-        names = ", ".join(describe(row, axes) for _, row in near.iterrows())
+    lower = [c for c in rec["comparisons"] if c["direction"] == "better"]
+    level = [c for c in rec["comparisons"] if c["direction"] == "indistinguishable"]
+    lower_text = "".join(f" {c['config_id']} has a significantly lower {metric} ({c['diff']:+.4f}, {_ci(c, rec)}) but "
+                         f"is not recommended: {_why_not(c['config_id'], rec, rows)}." for c in lower[:3])
+    if not level:
+        runner = rows.loc[r["config_id"]]
+        worse = [c for c in rec["comparisons"] if c["direction"] == "worse"]
+        if lower:
+            return "better", (f"{head}: the recommended configuration; every other eligible one is significantly "
+                              f"worse.{lower_text}{notes}")
+        return "better", (f"{head} is better than every other configuration{' ' + among if among else ''}; the "
+                          f"runner-up {describe(runner, axes)} is worse by {worse[0]['diff']:+.4f} "
+                          f"({_ci(worse[0], rec)}).{lower_text}{notes}")
+    tol = rec["tolerance"]
+    widest = max(level, key=lambda c: max(abs(c["ci_low"]), abs(c["ci_high"])))
+    reach = max(abs(widest["ci_low"]), abs(widest["ci_high"]))
+    near = rows.loc[[rec["best"]] + [c["config_id"] for c in level]]
+    names = ", ".join(describe(row, axes) for _, row in near.iterrows())
+    if reach <= tol:
         verdict = "indistinguishable"
-        gap = (f"runner-up {r['config_id']} {r['diff']:+.4f}" if r["diff"] >= 0 else
-               f"{r['config_id']} is {-r['diff']:.4f} lower on these seeds, not significantly")
-        text = (f"{names} are indistinguishable at this noise level{' (' + among + ')' if among else ''}: "
-                f"{'recommended (the grid' + chr(39) + 's choice)' if rec['confirmed'] else 'best'} {head}; {gap} "
-                f"({ci_text}). Pick by another criterion (cost, stability) or add seeds.")
-        shared = [a for a in axes if near[a].astype(str).nunique() == 1]
-        free = [a for a in axes if a not in shared]
-        if shared and free:
-            text += (f" They agree on {', '.join(f'{a}={_plain(near[a].iloc[0])}' for a in shared)}; "
-                     f"{', '.join(free)} made no detectable difference among them.")
-    return verdict, text + notes
+        text = (f"{names} are indistinguishable{' (' + among + ')' if among else ''}: every difference from the best "
+                f"lies within the practical tolerance of ±{tol:.4g} {metric} (widest: {widest['config_id']} "
+                f"{widest['diff']:+.4f}, {_ci(widest, rec)}). Recommended"
+                f"{' (the grid' + chr(39) + 's choice)' if rec['confirmed'] else ''}: {head}. Pick among them by "
+                "another criterion (cost, stability).")
+    else:
+        verdict = "cannot_tell"
+        pw = rec.get("power") or {}
+        seen = (f" Differences under {pw['detectable_difference']:.3g} {metric} could not be seen (80% power at the "
+                f"familywise 5% level)" if pw.get("detectable_difference") is not None else "")
+        more = (f"; {pw['seeds_for_tolerance']} seeds per configuration would see {tol:.3g}"
+                if pw.get("seeds_for_tolerance") else f"; even 1,000 seeds per configuration would not see {tol:.3g}"
+                if pw else "")
+        text = (f"{head} has the lowest {metric}{' ' + among if among else ''}, but this study cannot tell it from "
+                f"{len(level)} other configuration(s) that are not significantly worse: their intervals reach past "
+                f"the practical tolerance of ±{tol:.4g} (widest: {widest['config_id']} {widest['diff']:+.4f}, "
+                f"{_ci(widest, rec)}).{seen}{more}." if seen else
+                f"{head} has the lowest {metric}, but this study cannot tell it from {len(level)} other(s).")
+    shared = [a for a in axes if near[a].astype(str).nunique() == 1]
+    free = [a for a in axes if a not in shared]
+    if shared and free:
+        text += (f" They agree on {', '.join(f'{a}={_plain(near[a].iloc[0])}' for a in shared)}; "
+                 f"{', '.join(free)} made no {'practical' if verdict == 'indistinguishable' else 'detectable'} "
+                 "difference among them.")
+    return verdict, text + lower_text + notes
 
 
 def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
@@ -331,6 +425,11 @@ def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
         notes += (f" {rec['grid_choice_replaced']} looked best in the grid, but on the confirmation seeds {rec['best']} "
                   "is significantly better, so it is recommended instead (chosen on those seeds: its estimate is "
                   "slightly optimistic).")
+    if rec.get("confirmation_incomplete"):
+        inc = rec["confirmation_incomplete"]
+        notes += (f" Confirmation could not be completed: {inc['reason']}; the recommendation is the grid's choice "
+                  f"among the configurations chosen for confirmation ({', '.join(inc['chosen'])}), estimated on the "
+                  "seeds that chose it (optimistic). Resume the study to run the confirmation again.")
     if rec["ineligible"]:
         bad = ", ".join(f"{c} ({int(rows.loc[c, 'n_failed'])} of {int(rows.loc[c, 'n'] + rows.loc[c, 'n_failed'])} "
                         "seeds failed)" for c in rec["ineligible"][:5])

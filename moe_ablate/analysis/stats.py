@@ -196,13 +196,13 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     """Every number the report states: configurations, recommendation, noise, effects, failures."""
     df, axes = to_frame(records)
     ok = ranking.ok_runs(df, metric)
-    failed = df[df.status.isin(ranking.FAILED)]  # pruned runs are a choice, interrupted ones are rerun
+    failed = df[df.status.isin(ranking.FAILED + ranking.CRASHED)]  # pruned runs are a choice, interrupted ones rerun
     table = ranking.configuration_table(df, axes, metric)
     rec = ranking.recommend(df, axes, metric)
     rec["edge_warnings"] = ranking.edge_notes(table, axes, rec)
     out: dict[str, Any] = {
         "metric": metric, "lower_is_better": True, "n_experiments": int(len(df)), "n_ok": int(len(ok)),
-        "n_failed": int(len(failed)), "n_pruned": int((df.status == "pruned").sum()), "n_configurations": int(len(table)), "axes": axes,
+        "n_failed": int(len(failed)), "n_crashed": int(df.status.isin(ranking.CRASHED).sum()), "n_pruned": int((df.status == "pruned").sum()), "n_configurations": int(len(table)), "axes": axes,
         "failures": failed[["experiment_id", "config_id", "status", "error"] + axes].to_dict("records"),
         "configurations": table.to_dict("records"), "recommendation": rec,
     }

@@ -27,7 +27,7 @@ from . import branching, halving
 from .kinds import get_kind
 from .outputs import write_outputs
 from .runner import (EXPERIMENTS_DIR, DataSets, Executor, Job, LocalExecutor, Log, ModelCache, default_log,
-                     resolve_configs, run_experiments, run_one)
+                     resolve_configs, run_experiments, run_one, set_aside_crashes)
 from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
 
@@ -76,6 +76,7 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
             study = open_study(study_dir, study, resume=True)
             kind, datasets = _prepare(study, log)
             check_same_data(study_dir, datasets)
+            set_aside_crashes(study_dir, log)
             return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from,
                             tracking_spec)
     study = open_study(study_dir, study, resume=False)

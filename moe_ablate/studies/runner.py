@@ -15,6 +15,7 @@ process alone writes the records, so no shared filesystem is needed.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import traceback
@@ -117,6 +118,26 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
     return done
 
 
+def set_aside_crashes(study_dir: Path, log: Log = default_log) -> list[str]:
+    """On --resume: records of crashed runs (``error``: no evidence about their settings) move to
+    ``experiments/crashed/`` (kept, never deleted), so those experiments run again."""
+    exp_dir = study_dir / EXPERIMENTS_DIR
+    moved = []
+    for f in sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []:
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+            continue
+        if isinstance(rec, dict) and rec.get("status") == "error":
+            (exp_dir / "crashed").mkdir(exist_ok=True)
+            os.replace(f, exp_dir / "crashed" / f"{f.stem}.{int(time.time())}.json")
+            moved.append(f.stem)
+    if moved:
+        log(f"{len(moved)} crashed experiment(s) run again (their records kept in experiments/crashed/): "
+            f"{', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''}")
+    return moved
+
+
 def latest_checkpoint(folder: Path | None, log: Log = default_log) -> Path | None:
     """The newest readable training checkpoint in ``folder`` (unreadable ones are skipped, said once)."""
     from ..checkpoint import read_checkpoint
@@ -148,7 +169,20 @@ class ModelCache:
 
 
 def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: ModelCache | None = None) -> dict:
-    """Train one experiment and return its record; any failure becomes a record, never an exception."""
+    """Train one experiment and return its record; any failure becomes a record, never an exception.
+
+    A crash (an exception that is neither a bad setting nor out of memory: a CUDA error, a broken worker) says
+    nothing about the hyperparameters, so it is retried once at once; the record keeps the first error."""
+    record = _attempt(job, log=log, progress=progress, cache=cache)
+    if record["status"] == "error" and record.get("crash"):
+        first = record.get("error")
+        log(f"{job.spec.id}: crashed ({first}); retrying once")
+        record = _attempt(job, log=log, progress=progress, cache=cache)
+        record.update(retried=1, first_error=first)
+    return record
+
+
+def _attempt(job: Job, *, log: Log, progress: bool, cache: ModelCache | None) -> dict:
     from ..checkpoint import save_model
     from ..train import train
 
@@ -181,7 +215,8 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
         if cache:
             cache.put(None, None)
     except Exception as e:  # one broken experiment must not end the study
-        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5)}
+        result = {"status": "error", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=5),
+                  "crash": True}
         if cache:
             cache.put(None, None)
     return make_record(spec, cfg, result, wall=time.perf_counter() - t0)
