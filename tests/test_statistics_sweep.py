@@ -1,0 +1,116 @@
+"""Answers that hold under the conditions of a real LR sweep (issue 31): planted truths, simulated many times
+through the same ``analyze`` the reports use. Each test failed on the code before the change it guards."""
+
+import json
+
+import numpy as np
+import pytest
+
+from moe_ablate.analysis.stats import analyze
+from moe_ablate.cli import main
+
+from .test_study import write_study
+
+
+def run(config, seed, value, status="ok", stage="grid", **hp):
+    return {"experiment_id": f"{config}_{stage}_s{seed}", "config_id": config, "status": status, "stage": stage,
+            "hyperparameters": {**hp, "seed": seed}, "val_loss": value if status == "ok" else None}
+
+
+def test_a_crash_on_a_confirmation_seed_never_moves_the_answer_off_the_confirmed_configurations():
+    """10 configurations on one grid seed; the 3 best are confirmed on seeds 1 and 2; seed 1 crashed (a bad node)
+    for every confirmed configuration. Before: a crash counted as a failure, every confirmed configuration was
+    ineligible, and an unconfirmed one chosen on one grid seed was recommended in every study."""
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        truth = rng.normal(0, 1, 10)
+        grid = truth + rng.normal(0, 0.3, 10)
+        records = [run(f"c{i}", 0, grid[i], lr=10.0 ** -i) for i in range(10)]
+        top = [f"c{i}" for i in np.argsort(grid)[:3]]
+        for c in top:
+            records.append(run(c, 1, None, status="error", stage="confirm", lr=1.0))
+            records.append(run(c, 2, truth[int(c[1:])] + rng.normal(0, 0.3), stage="confirm", lr=1.0))
+        rec = analyze(records)["recommendation"]
+        assert rec["best"] in top and rec["confirmed"] and set(rec["confirmed"]) <= set(top)
+        assert rec["estimated_on"] == "confirmation seeds" and not rec["ineligible"]
+
+
+def test_when_every_confirmation_run_crashed_the_answer_says_so_and_stays_with_the_chosen():
+    records = [run("a", 0, 1.0, lr=0.1), run("b", 0, 1.2, lr=0.01), run("lucky", 0, 0.5, lr=1.0)]
+    records += [run(c, s, None, status="error", stage="confirm", lr=0.0) for c in ("a", "b") for s in (1, 2)]
+    rec = analyze(records)["recommendation"]
+    assert rec["best"] == "a"  # not "lucky", which was never chosen for confirmation
+    assert rec["confirmation_incomplete"]["chosen"] == ["a", "b"]
+    assert "Confirmation could not be completed" in rec["text"] and "4 error" in rec["text"]
+
+
+def test_a_significantly_lower_configuration_that_failed_a_seed_is_called_lower_with_the_reason():
+    """Before: 'indistinguishable ... not significantly (simultaneous 95% CI [-6.22, -0.16] ...)'."""
+    rng = np.random.default_rng(1)
+    contradicted = 0
+    for _ in range(30):
+        records = [run("steady", s, 3.0 + rng.normal(0, 0.05), lr=0.01) for s in range(4)]
+        records += [run("fragile", s, 2.0 + rng.normal(0, 0.05), lr=0.1) for s in range(3)]
+        records += [run("fragile", 3, None, status="diverged", lr=0.1)]
+        rec = analyze(records)["recommendation"]
+        assert rec["best"] == "steady" and rec["ineligible"] == ["fragile"]
+        (c,) = rec["comparisons"]
+        assert c["direction"] == "better" and c["ci_high"] < 0
+        contradicted += "not significantly" in rec["text"] or "indistinguishable" in rec["text"]
+        assert "fragile has a significantly lower val_loss" in rec["text"] and "1 of 4 of its seeds failed" in rec["text"]
+    assert contradicted == 0
+
+
+def test_without_power_the_answer_says_cannot_tell_and_what_it_could_have_seen():
+    """A true gap of 0.5 run-noise sd, 10 seeds, 6 configurations. Before: 99.5% of answers said
+    'indistinguishable ... pick by another criterion' while their intervals reached 4x the true gap."""
+    rng = np.random.default_rng(2)
+    truth = np.array([0.0, 0.5, 0.5, 0.5, 0.5, 0.5]) * 0.02 + 3.0  # run noise sd 0.02: gap 0.01
+    wrong = 0
+    dds = []
+    for _ in range(40):
+        seed_fx = rng.normal(0, 0.02, 10)
+        records = [run(f"c{i}", s, truth[i] + seed_fx[s] + rng.normal(0, 0.02), lr=10.0 ** -i)
+                   for i in range(6) for s in range(10)]
+        rec = analyze(records)["recommendation"]
+        level = [c for c in rec["comparisons"] if c["direction"] == "indistinguishable"]
+        reach = max((max(abs(c["ci_low"]), abs(c["ci_high"])) for c in level), default=0)
+        if rec["verdict"] == "indistinguishable":
+            wrong += reach > rec["tolerance"]  # an "indistinguishable" whose interval is wider than the tolerance
+        if rec["verdict"] == "cannot_tell":
+            assert "could not be seen" in rec["text"]
+        dds.append(rec["detectable_difference"])
+    assert wrong == 0
+    # what it could see: about (critical + t_0.8) x sd x sqrt(2/10); a 0.01 gap is well under it
+    assert np.median(dds) == pytest.approx((3.0 + 0.85) * 0.02 * np.sqrt(2 / 10), rel=0.35) and min(dds) > 0.01
+
+
+def test_a_crashed_run_is_retried_in_the_study(tmp_path, cache_dir, monkeypatch):
+    import moe_ablate.train as train_mod
+
+    real, calls = train_mod.train, {"n": 0}
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(train_mod, "train", flaky)
+    cfg = write_study(tmp_path, cache_dir, steps=4, lrs="[0.01]")
+    assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    recs = [json.loads(p.read_text()) for p in sorted((tmp_path / "s" / "experiments").glob("*.json"))]
+    assert [r["status"] for r in recs] == ["ok", "ok"]
+    assert recs[0]["retried"] == 1 and "illegal memory access" in recs[0]["first_error"]
+
+
+def test_resume_reruns_a_crashed_experiment_and_keeps_its_record(tmp_path, cache_dir):
+    cfg = write_study(tmp_path, cache_dir, steps=4, lrs="[0.01]")
+    assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    path = tmp_path / "s" / "experiments" / "exp_001.json"
+    crashed = {**json.loads(path.read_text()), "status": "error", "error": "worker died", "val_loss": None}
+    path.write_text(json.dumps(crashed))  # as a crash in an earlier process left it
+    assert main(["run", "--resume", str(tmp_path / "s"), "--no-progress"]) == 0
+    assert json.loads(path.read_text())["status"] == "ok"
+    kept = list((tmp_path / "s" / "experiments" / "crashed").glob("exp_001.*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["error"] == "worker died"
