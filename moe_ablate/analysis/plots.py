@@ -39,7 +39,8 @@ def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dic
     if lr_axes and not table.empty:
         figs.append(loss_vs_lr(table, axes, lr_axes[0], a, out))
     if len(axes) >= 2 and not ok.empty:
-        figs.append(heatmap(ok, list(a["importance"])[:2], metric, out))
+        mains = [k for k in a["importance"] if ":" not in k]
+        figs.append(heatmap(ok, (mains + [x for x in axes if x not in mains])[:2], metric, out))
     if any(r.get("history", {}).get("eval") for r in records):
         figs.append(validation_curves(records, a["recommendation"].get("best"), out))
     if not ok.empty:
@@ -51,7 +52,7 @@ def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dic
 
 
 def _second_axis(axes: list[str], lr_axis: str, importance: dict) -> str | None:
-    others = [x for x in importance if x != lr_axis] + [x for x in axes if x != lr_axis and x not in importance]
+    others = [x for x in importance if x != lr_axis and ":" not in x] + [x for x in axes if x != lr_axis and x not in importance]
     return others[0] if others else None
 
 

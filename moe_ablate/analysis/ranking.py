@@ -43,6 +43,8 @@ FAILED = ("diverged", "oom")  # a failed seed counts against its configuration: 
 # the study and rerun on --resume, and if it still failed it counts as a missing run, never as a failure
 CRASHED = ("error",)
 CORRECTION = "Tukey-Kramer (studentized range)"
+P_VALUES_SHOWN = 20  # the report's tables print this many comparisons
+NAMES_SHOWN = 4  # an answer names at most this many configurations; more are summarised by their axis values
 POWER = 0.8  # the power at which "the smallest difference this study could see" is stated
 # "indistinguishable" needs every interval inside this band (relative to the best's value); wider is "cannot tell"
 TOLERANCE_REL = 0.005
@@ -222,7 +224,8 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
         best = min(pool, key=lambda c: fit.estimates[c])
     rows = table.set_index("config_id", drop=False)
     others = sorted((c for c in choice_fit.configs if c != best), key=lambda c: choice_fit.estimates[c])
-    comparisons = [compare(choice_fit, best, c, p_values) for c in others]
+    # adjusted p-values (a numerical integral each) only where a report prints them: the first P_VALUES_SHOWN
+    comparisons = [compare(choice_fit, best, c, p_values and i < P_VALUES_SHOWN) for i, c in enumerate(others)]
     near = [best] + [c["config_id"] for c in comparisons if c["direction"] in ("indistinguishable", "better")]
     best_runs = (ok[(ok.config_id == best) & (ok.stage == "confirm")] if confirmed else ok[ok.config_id == best])
     mean, ci = _reported(best_runs, choice_fit, best, confirmed, ok, metric)
@@ -389,7 +392,10 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
     widest = max(level, key=lambda c: max(abs(c["ci_low"]), abs(c["ci_high"])))
     reach = max(abs(widest["ci_low"]), abs(widest["ci_high"]))
     near = rows.loc[[rec["best"]] + [c["config_id"] for c in level]]
-    names = ", ".join(describe(row, axes) for _, row in near.iterrows())
+    names = ", ".join(describe(row, axes) for _, row in near.iterrows()) if len(near) <= NAMES_SHOWN else (
+        f"{len(near)} configurations (" + "; ".join(
+            f"{a} {', '.join(f'{_plain(v):g}' if isinstance(_plain(v), float) else str(_plain(v)) for v in sorted(near[a].unique(), key=str))}"
+            for a in axes) + "; listed in the report)")
     if reach <= tol:
         verdict = "indistinguishable"
         text = (f"{names} are indistinguishable{' (' + among + ')' if among else ''}: every difference from the best "

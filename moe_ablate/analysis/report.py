@@ -159,8 +159,13 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
             lines += [f"### {axis}", "", table(rows, ["value", "mean", "ci95", "std", "n"])]
     if a["importance"]:
         lines += ["## Which hyperparameter matters most", "",
-                  "Share of the variance of the metric explained by each axis alone (eta squared):", "",
-                  table([{"hyperparameter": k, "variance explained": v} for k, v in a["importance"].items()])]
+                  f"Share of the variance of the metric explained by each term ({a.get('importance_method')}; "
+                  "`a:b` is an interaction: the effect of a depends on b):", "",
+                  table([{"term": k, "variance explained": v} for k, v in a["importance"].items()])]
+        if a.get("conditional_effects"):
+            lines += ["### Conditional effects (the other axes at the recommended values)", ""]
+            for axis, rows in a["conditional_effects"].items():
+                lines += [f"`{axis}`: " + ", ".join(f"{r['value']} → {r['mean']:.4f} (n={r['n']})" for r in rows), ""]
     if a["summary"]:
         lines += ["## Summary statistics (successful runs)", "",
                   table([{"metric": m, **v} for m, v in a["summary"].items()], ["metric", "mean", "std", "min", "max"])]
