@@ -43,6 +43,10 @@ FAILED = ("diverged", "oom")  # a failed seed counts against its configuration: 
 # the study and rerun on --resume, and if it still failed it counts as a missing run, never as a failure
 CRASHED = ("error",)
 CORRECTION = "Tukey-Kramer (studentized range)"
+VARIANCE_METHOD = ("per configuration, the larger of its own run-noise variance (seed-blocked residuals) and the "
+                   "pooled one; differences on Welch degrees of freedom against the studentized range "
+                   "(Games-Howell): near divergence the noise is many times larger, and a pooled variance alone "
+                   "lets a noisy configuration look significant")
 P_VALUES_SHOWN = 20  # the report's tables print this many comparisons
 NAMES_SHOWN = 4  # an answer names at most this many configurations; more are summarised by their axis values
 POWER = 0.8  # the power at which "the smallest difference this study could see" is stated
@@ -87,14 +91,47 @@ class Fit:
         self.estimates = pd.Series(L @ res.params, index=self.configs)
         self.sigma = float(math.sqrt(max(res.ssr, 0.0) / self.dof)) if self.dof > 0 else None
         self._cov = L @ res.normalized_cov_params @ L.T  # times sigma^2
+        self.n = ok.groupby("config_id").size().reindex(self.configs).to_numpy(float)
+        self.var, self.var_dof, _ = self._config_variances(ok.config_id.to_numpy(), res.resid)
+
+    def _config_variances(self, config_ids, resid) -> tuple[np.ndarray, np.ndarray, float]:
+        """Each configuration's run-noise variance: near divergence it is many times the others', and a pooled
+        variance then lets the noisy configuration look significant (17-24% familywise false alarms with one
+        configuration at 7x the noise). Its own estimate is its residual sum of squares over d_i, its share of
+        the model's residual degrees of freedom (a configuration with one run has none). Tried and rejected:
+        limma's empirical-Bayes moderation (Smyth 2004; with 6-12 configurations its prior cannot see one
+        outlying variance: 16-19% false alarms) and own variances for all (false alarms held, power lost)."""
+        k = len(self.configs)
+        if self.sigma is None:
+            return np.full(k, np.nan), np.zeros(k), 0.0
+        ss = pd.Series(np.asarray(resid) ** 2).groupby(config_ids).sum().reindex(self.configs).fillna(0).to_numpy()
+        d = self.dof * self.n / self.n.sum()
+        own = np.where(self.n < 2, 0.0, ss / np.maximum(d, 1e-12))
+        # the larger of its own variance (on d_i df) and the pooled one (on the model's df): a noisy configuration
+        # stands on its own; a quiet one never claims to be quieter than the common noise on two or three seeds.
+        # Calibrated against the alternatives (scripts/calibration.py; the closing note of issue 31 has the table):
+        # own variances alone lost power, and a pre-test that flags noisy configurations biased the quiet pool
+        noisy = own > self.sigma ** 2
+        return np.where(noisy, own, self.sigma ** 2), np.where(noisy, d, float(self.dof)), 0.0
 
     def diff_se(self, a: str, b: str) -> float | None:
-        """Standard error of estimate(b) - estimate(a), or None when the noise is unknown."""
+        """Standard error of estimate(b) - estimate(a) with each configuration's own (moderated) variance, or
+        None when the noise is unknown. The design factor (the seed-blocked least-squares means' covariance)
+        is kept; the common variance is replaced by the two configurations' own, weighted by their runs."""
         if self.sigma is None:
             return None
         i, j = self.configs.index(a), self.configs.index(b)
-        var = self._cov[i, i] + self._cov[j, j] - 2 * self._cov[i, j]
-        return float(self.sigma * math.sqrt(max(var, 0.0)))
+        design = self._cov[i, i] + self._cov[j, j] - 2 * self._cov[i, j]
+        own = (self.var[i] / self.n[i] + self.var[j] / self.n[j]) / (1 / self.n[i] + 1 / self.n[j])
+        return float(math.sqrt(max(design * own, 0.0)))
+
+    def diff_dof(self, a: str, b: str) -> int:
+        """Welch-Satterthwaite degrees of freedom of that difference (Games-Howell), floored, at most the model's."""
+        i, j = self.configs.index(a), self.configs.index(b)
+        u, v = self.var[i] / self.n[i], self.var[j] / self.n[j]
+        den = u ** 2 / self.var_dof[i] + v ** 2 / self.var_dof[j]
+        dof = (u + v) ** 2 / den if den > 0 else self.dof
+        return int(max(1, min(self.dof, math.floor(dof + 1e-9))))  # floored: one cached critical value per df
 
 
 def _connected(ok: pd.DataFrame) -> bool:
@@ -129,19 +166,21 @@ def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str,
         out.update(ci_low=None, ci_high=None, p=None, p_unadjusted=None, significant=False, direction="cannot tell",
                    test="no estimate of noise")
         return out
-    crit = tukey_critical(k, fit.dof)
+    dof = fit.diff_dof(best, other)
+    crit = tukey_critical(k, dof)
     if se <= 1e-12 * max(1.0, abs(diff)):  # no residual spread: the difference is exact
         p = p_raw = 0.0 if abs(diff) > 1e-12 else 1.0
         significant = p == 0.0
     else:
         t = abs(diff) / se
-        p_raw = float(2 * stats.t.sf(t, fit.dof))
+        p_raw = float(2 * stats.t.sf(t, dof))
         significant = t > crit
-        p = float(stats.studentized_range.sf(t * math.sqrt(2), k, fit.dof)) if p_values else None
+        p = float(stats.studentized_range.sf(t * math.sqrt(2), k, dof)) if p_values else None
     out.update(ci_low=diff - crit * se, ci_high=diff + crit * se, p=p, p_unadjusted=p_raw, significant=significant,
+               se=se, dof=dof,
                direction=("worse" if diff > 0 else "better") if significant else "indistinguishable",
-               test=f"{'configuration + seed' if fit.blocked else 'configuration'} model, {fit.dof} residual df, "
-                    f"{CORRECTION} over {k} configurations")
+               test=f"{'configuration + seed' if fit.blocked else 'configuration'} model, per-configuration "
+                    f"variances, Welch df {dof}, {CORRECTION} (Games-Howell) over {k} configurations")
     return out
 
 
@@ -234,6 +273,7 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
         metric: mean, "n": int(len(best_runs)), "ci95": ci,
         "noise_std": fit.sigma if fit else None, "noise_dof": fit.dof if fit and fit.sigma is not None else None,
         "alpha": ALPHA, "correction": CORRECTION, "family_size": len(choice_fit.configs),
+        "variance_method": VARIANCE_METHOD,
         "comparisons": comparisons, "near_optimal": near if choice_fit.sigma is not None else [best],
         "untested": [c["config_id"] for c in comparisons if c["direction"] == "cannot tell"],
         "confirmed": confirmed, "estimated_on": "confirmation seeds" if confirmed else "every seed",
@@ -322,12 +362,12 @@ def detectable_difference(se: float, k: int, dof: int, power: float = POWER) -> 
 def _power(rec: dict, fit: Fit, n_seeds: int) -> dict[str, Any] | None:
     """What this study could see: ``detectable_difference`` (80% power, familywise 5%) over the typical standard
     error of "best vs another", and the seeds per configuration that would see the practical tolerance."""
-    ses = [(c["ci_high"] - c["diff"]) / tukey_critical(len(fit.configs), fit.dof) for c in rec["comparisons"]
-           if c["ci_high"] is not None]
-    if not ses or fit.dof < 1:
+    comps = [c for c in rec["comparisons"] if c.get("se") is not None]
+    if not comps or fit.dof < 1:
         return None
-    se, k = float(np.median(ses)), len(fit.configs)
-    out = {"detectable_difference": detectable_difference(se, k, fit.dof), "power": POWER, "alpha": ALPHA,
+    se, k = float(np.median([c["se"] for c in comps])), len(fit.configs)
+    dof = int(np.median([c["dof"] for c in comps]))
+    out = {"detectable_difference": detectable_difference(se, k, dof), "power": POWER, "alpha": ALPHA,
            "se": se, "seeds": n_seeds, "tolerance": rec["tolerance"], "seeds_for_tolerance": None}
     # the standard error falls as 1/sqrt(seeds); keeping this study's degrees of freedom (more seeds only add
     # some) makes the count slightly conservative and needs no new studentized-range quantile
