@@ -12,9 +12,11 @@ the numbers printed beside it.
 
 Comparisons with the best are many tests on a winner picked from the same data: Holm over "best vs
 each" does not control that (``scripts/calibration.py`` measures it far above 5%), so significance is
-Tukey–Kramer: the studentized range over the k configurations with the model's residual degrees of
-freedom (``scipy.stats.studentized_range``), which holds the familywise error at ``ALPHA`` for every
-pairwise comparison, the selected best's included. The *near-optimal set* is the best plus every
+the studentized range over the k configurations (``scipy.stats.studentized_range``), which holds the
+familywise error at ``ALPHA`` for every pairwise comparison, the selected best's included. Noise belongs
+to a configuration (near divergence it is many times larger): each difference uses the two
+configurations' own variances (the larger of each one's own and the pooled) on Welch degrees of
+freedom, i.e. Games-Howell, Tukey-Kramer's form for unequal variances. The *near-optimal set* is the best plus every
 configuration not significantly worse.
 
 Failures belong to their configuration: a configuration with any diverged, out-of-memory or crashed
@@ -42,7 +44,7 @@ FAILED = ("diverged", "oom")  # a failed seed counts against its configuration: 
 # a crash (a killed worker, a CUDA error, an exception) says nothing about the hyperparameters: it is retried in
 # the study and rerun on --resume, and if it still failed it counts as a missing run, never as a failure
 CRASHED = ("error",)
-CORRECTION = "Tukey-Kramer (studentized range)"
+CORRECTION = "Games-Howell (studentized range on Welch df)"  # Tukey-Kramer with each configuration's own variance
 VARIANCE_METHOD = ("per configuration, the larger of its own run-noise variance (seed-blocked residuals) and the "
                    "pooled one; differences on Welch degrees of freedom against the studentized range "
                    "(Games-Howell): near divergence the noise is many times larger, and a pooled variance alone "
@@ -180,7 +182,7 @@ def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str,
                se=se, dof=dof,
                direction=("worse" if diff > 0 else "better") if significant else "indistinguishable",
                test=f"{'configuration + seed' if fit.blocked else 'configuration'} model, per-configuration "
-                    f"variances, Welch df {dof}, {CORRECTION} (Games-Howell) over {k} configurations")
+                    f"variances, Welch df {dof}, {CORRECTION} over {k} configurations")
     return out
 
 
