@@ -371,10 +371,20 @@ def _power(rec: dict, fit: Fit, n_seeds: int) -> dict[str, Any] | None:
     dof = int(np.median([c["dof"] for c in comps]))
     out = {"detectable_difference": detectable_difference(se, k, dof), "power": POWER, "alpha": ALPHA,
            "se": se, "seeds": n_seeds, "tolerance": rec["tolerance"], "seeds_for_tolerance": None}
-    # the standard error falls as 1/sqrt(seeds); keeping this study's degrees of freedom (more seeds only add
-    # some) makes the count slightly conservative and needs no new studentized-range quantile
-    need = math.ceil(max(n_seeds, 1) * (out["detectable_difference"] / rec["tolerance"]) ** 2)
-    out["seeds_for_tolerance"] = need if need <= 1000 else None
+    # with m seeds per configuration the standard error falls as 1/sqrt(m) and the residual df grow to about
+    # (k-1)(m-1): the smallest such m, by bisection (about 10 studentized-range quantiles, cached)
+    n = max(n_seeds, 1)
+
+    def sees(m: int) -> bool:
+        dof_m = int(min(1000, max(dof, (k - 1) * (m - 1))))
+        return detectable_difference(se * math.sqrt(n / m), k, dof_m) <= rec["tolerance"]
+
+    lo, hi = n, 1000
+    if sees(hi):
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if sees(mid) else (mid, hi)
+        out["seeds_for_tolerance"] = hi
     return out
 
 
