@@ -67,7 +67,7 @@ def model_config(args) -> tuple[ModelConfig, int, int]:
                        top_k=args.top_k, max_seq_len=seq), batch, seq
 
 
-def build(cfg: ModelConfig, args, device: str, *, dispatch: str, plain_muon: bool, compile_model: bool):
+def build(cfg: ModelConfig, device: str, *, dispatch: str, plain_muon: bool, compile_model: bool):
     torch.manual_seed(0)
     cfg = ModelConfig(**{**cfg.__dict__, "moe_dispatch": dispatch})
     model = build_model(cfg)
@@ -119,7 +119,7 @@ def time_steps(cfg: ModelConfig, args, device: str, batch: int, seq: int, *, dis
                compile_model: bool = False) -> dict:
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
-    model, opts = build(cfg, args, device, dispatch=dispatch, plain_muon=plain_muon, compile_model=compile_model)
+    model, opts = build(cfg, device, dispatch=dispatch, plain_muon=plain_muon, compile_model=compile_model)
     amp = amp_dtype_for(device, args.amp)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=gen).to(device)

@@ -94,9 +94,9 @@ class Fit:
         self.sigma = float(math.sqrt(max(res.ssr, 0.0) / self.dof)) if self.dof > 0 else None
         self._cov = L @ res.normalized_cov_params @ L.T  # times sigma^2
         self.n = ok.groupby("config_id").size().reindex(self.configs).to_numpy(float)
-        self.var, self.var_dof, _ = self._config_variances(ok.config_id.to_numpy(), res.resid)
+        self.var, self.var_dof = self._config_variances(ok.config_id.to_numpy(), res.resid)
 
-    def _config_variances(self, config_ids, resid) -> tuple[np.ndarray, np.ndarray, float]:
+    def _config_variances(self, config_ids, resid) -> tuple[np.ndarray, np.ndarray]:
         """Each configuration's run-noise variance: near divergence it is many times the others', and a pooled
         variance then lets the noisy configuration look significant (17-24% familywise false alarms with one
         configuration at 7x the noise). Its own estimate is its residual sum of squares over d_i, its share of
@@ -105,7 +105,7 @@ class Fit:
         outlying variance: 16-19% false alarms) and own variances for all (false alarms held, power lost)."""
         k = len(self.configs)
         if self.sigma is None:
-            return np.full(k, np.nan), np.zeros(k), 0.0
+            return np.full(k, np.nan), np.zeros(k)
         ss = pd.Series(np.asarray(resid) ** 2).groupby(config_ids).sum().reindex(self.configs).fillna(0).to_numpy()
         d = self.dof * self.n / self.n.sum()
         own = np.where(self.n < 2, 0.0, ss / np.maximum(d, 1e-12))
@@ -114,7 +114,7 @@ class Fit:
         # Calibrated against the alternatives (scripts/calibration.py; the closing note of issue 31 has the table):
         # own variances alone lost power, and a pre-test that flags noisy configurations biased the quiet pool
         noisy = own > self.sigma ** 2
-        return np.where(noisy, own, self.sigma ** 2), np.where(noisy, d, float(self.dof)), 0.0
+        return np.where(noisy, own, self.sigma ** 2), np.where(noisy, d, float(self.dof))
 
     def diff_se(self, a: str, b: str) -> float | None:
         """Standard error of estimate(b) - estimate(a) with each configuration's own (moderated) variance, or
@@ -287,7 +287,7 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
     best_runs = (ok[(ok.config_id == best) & (ok.stage == "confirm")] if confirmed else ok[ok.config_id == best])
     mean, ci = _reported(best_runs, choice_fit, best, confirmed, ok, metric)
     rec: dict[str, Any] = {
-        "best": best, "best_config": {a: _plain(rows.loc[best, a]) for a in axes}, "metric": metric,
+        "best": best, "best_config": {a: plain(rows.loc[best, a]) for a in axes}, "metric": metric,
         metric: mean, "n": int(len(best_runs)), "ci95": ci,
         "noise_std": fit.sigma if fit else None, "noise_dof": fit.dof if fit and fit.sigma is not None else None,
         "alpha": ALPHA, "correction": CORRECTION, "family_size": len(choice_fit.configs),
@@ -361,12 +361,12 @@ def _reported(runs: pd.DataFrame, fit: Fit, best: str, confirmed: list[str], ok:
     return mean, float(stats.t.ppf(0.975, dof) * math.sqrt(total / n))
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
 
 
 def describe(row: pd.Series, axes: list[str]) -> str:
-    return f"{row.config_id} ({', '.join(f'{a}={_plain(row[a])}' for a in axes)})" if axes else str(row.config_id)
+    return f"{row.config_id} ({', '.join(f'{a}={plain(row[a])}' for a in axes)})" if axes else str(row.config_id)
 
 
 def detectable_difference(se: float, k: int, dof: int, power: float = POWER) -> float:
@@ -463,7 +463,7 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
     near = rows.loc[[rec["best"]] + [c["config_id"] for c in level]]
     names = ", ".join(describe(row, axes) for _, row in near.iterrows()) if len(near) <= NAMES_SHOWN else (
         f"{len(near)} configurations (" + "; ".join(
-            f"{a} {', '.join(f'{_plain(v):g}' if isinstance(_plain(v), float) else str(_plain(v)) for v in sorted(near[a].unique(), key=str))}"
+            f"{a} {', '.join(f'{plain(v):g}' if isinstance(plain(v), float) else str(plain(v)) for v in sorted(near[a].unique(), key=str))}"
             for a in axes) + "; listed in the report)")
     if reach <= tol:
         verdict = "indistinguishable"
@@ -488,7 +488,7 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
     shared = [a for a in axes if near[a].astype(str).nunique() == 1]
     free = [a for a in axes if a not in shared]
     if shared and free:
-        text += (f" They agree on {', '.join(f'{a}={_plain(near[a].iloc[0])}' for a in shared)}; "
+        text += (f" They agree on {', '.join(f'{a}={plain(near[a].iloc[0])}' for a in shared)}; "
                  f"{', '.join(free)} made no {'practical' if verdict == 'indistinguishable' else 'detectable'} "
                  "difference among them.")
     return verdict, text + lower_text + notes

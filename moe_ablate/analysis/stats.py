@@ -183,13 +183,9 @@ def conditional_effects(table: pd.DataFrame, axes: list[str], best: dict | None)
             if x != a and x in best:
                 sl = sl[sl[x].astype(str) == str(best[x])]
         if sl[a].nunique() > 1:
-            out[a] = [{"value": _plain(r[a]), "mean": float(r["mean"]), "n": int(r["n"]), "config_id": r["config_id"]}
+            out[a] = [{"value": ranking.plain(r[a]), "mean": float(r["mean"]), "n": int(r["n"]), "config_id": r["config_id"]}
                       for _, r in sl.sort_values(a, key=lambda s: s.map(_sort_key)).iterrows()]
     return out
-
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else v
 
 
 def correlations(ok: pd.DataFrame, axes: list[str]) -> dict:
