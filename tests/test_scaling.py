@@ -32,6 +32,16 @@ def test_the_exponent_ci_covers_the_planted_truth(simulated):
     assert np.mean([r["ci"][1] - r["ci"][0] for r in simulated]) < 0.2  # and informative, not a trivially wide CI
 
 
+def test_each_scales_optimum_ci_covers_the_planted_optimum_of_leaning_bowls():
+    """Real LR curves lean (steeper towards divergence). A quadratic's vertex on such a curve is precisely wrong:
+    its 95% CI covered the planted optimum in 46% of studies with 10 seeds. With 10 seeds (the bias is largest
+    against the noise) the per-scale CIs must cover about 95% (>= 0.88 over 160 scales: 4 sd of simulation
+    error below 0.95)."""
+    rng = np.random.default_rng(3)
+    covered = np.concatenate([scaling_check.trial(rng, n_boot=200, seeds=10)["vertex_covered"] for _ in range(40)])
+    assert len(covered) >= 150 and covered.mean() >= 0.88, covered.mean()
+
+
 def test_the_vertex_beats_the_grid_argmin(simulated):
     vertex = np.mean([r["vertex_err"] for r in simulated])
     argmin = np.mean([r["argmin_err"] for r in simulated])
@@ -156,7 +166,9 @@ def test_a_batch_size_axis_gets_its_own_law():
     assert all(s["batch"]["bracketed"] for s in a["scales"])
     for key, truth in (("lr", -0.2), ("batch", 0.3)):
         lo, hi = a["fits"][key]["exponent_ci"]
-        assert lo <= truth <= hi and hi - lo < 0.1, (key, lo, hi)
+        # informative (a cubic around the minimum, the flatter batch curve taken at each replicate's best LR:
+        # widths 0.02-0.19 over seeds 0-5), not a trivially wide CI
+        assert lo <= truth <= hi and hi - lo < 0.25, (key, lo, hi)
     from moe_ablate.studies.scaling import law_file
 
     assert all(s["batch_opt"] and s["batch_opt_ci"] for s in law_file(a)["scales"])

@@ -299,6 +299,12 @@ def recommend(df: pd.DataFrame, axes: list[str], metric: str, p_values: bool = T
         "ineligible": [c for c in table.config_id[(table.n > 0)] if c not in set(allowed.config_id)],
         "failure_rule": "a configuration with a diverged or out-of-memory seed is not recommended while one "
                         "without failures finished; a crashed run (error) is retried, then counts as missing"}
+    if confirmed and fit is not None and fit.sigma is not None:
+        # the configurations the confirmation left out are still tested against the best, on every seed (the
+        # noise is known from the confirmed ones' seeds): a value 50 sd worse brackets the optimum although it
+        # was never confirmed. They do not enter the choice or the near-optimal set.
+        rec["outside_confirmation"] = [compare(fit, best, c, False) for c in fit.configs
+                                       if c != best and c not in choice_fit.configs]
     if comparisons:
         rec["runner_up"], rec["margin"] = comparisons[0]["config_id"], comparisons[0]["diff"]
     rec["tolerance"] = TOLERANCE_REL * abs(mean) if mean == mean else None
@@ -521,22 +527,33 @@ def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
 
 # ---------------------------------------------------------------- edges and bracketing
 def bracket(table: pd.DataFrame, axis: str, rec: dict) -> dict[str, Any]:
-    """Whether the optimum along a numeric ``axis`` is bracketed: on *both* sides of the best value, a value
-    whose configurations are worse by the test (by their estimate when the noise is unknown) or diverged.
-    A crash (error, OOM) says nothing about the axis; a near-optimal value is not worse. Returns
-    ``{"bracketed", "open": "largest" | "smallest" | None}`` with the side to extend."""
+    """Whether the optimum along a numeric ``axis`` is bracketed: on *both* sides of the near-optimal values, a
+    value whose configurations were *tested* worse (the recommendation's comparisons, and after a confirmation
+    those of the configurations it left out) or diverged. A crash (error, OOM) says nothing about the axis; a
+    near-optimal value is not worse; with no noise estimate (one seed) no value was tested and only divergence
+    brackets. Returns ``{"bracketed", "tested", "open", "by_estimate"}``: ``open`` is the side to extend
+    ("largest" | "smallest" | None), judged by the estimates where nothing could be tested (where to look
+    next, never a claim), and ``by_estimate`` whether the estimates alone rise on both sides."""
     best = rec.get("best")
     if best is None or axis not in table or table[axis].dropna().nunique() < 2:
-        return {"bracketed": False, "open": None}
+        return {"bracketed": False, "tested": False, "open": None, "by_estimate": False}
     rows = table.set_index("config_id")
-    worse = {c["config_id"] for c in rec.get("comparisons", [])
-             if c["direction"] == "worse" or (c["direction"] == "cannot tell" and c["diff"] > 0)}
+    tested = rec.get("noise_std") is not None
+    comps = rec.get("comparisons", []) + rec.get("outside_confirmation", [])
+    worse = {c["config_id"] for c in comps if c["direction"] == "worse"}
+    higher = {c["config_id"] for c in comps if c["diff"] > 0}
     diverged = set(rows.index[(rows.get("n_diverged", 0) > 0) & (rows.n == 0)])
     near = [rows.loc[c, axis] for c in {best, *rec.get("near_optimal", [])}]
-    bounds = [rows.loc[c, axis] for c in worse | diverged]
-    high = any(v > max(near) for v in bounds)
-    low = any(v < min(near) for v in bounds)
-    return {"bracketed": high and low, "open": None if high and low else "largest" if not high else "smallest"}
+
+    def sides(bounding: set) -> tuple[bool, bool]:
+        bounds = [rows.loc[c, axis] for c in bounding]
+        return any(v > max(near) for v in bounds), any(v < min(near) for v in bounds)
+
+    high, low = sides(worse | diverged)
+    est_high, est_low = sides(higher | diverged)
+    h, lo_ = (high, low) if tested else (est_high, est_low)
+    return {"bracketed": high and low, "tested": tested, "by_estimate": est_high and est_low,
+            "open": None if h and lo_ else "largest" if not h else "smallest"}
 
 
 def bracketed(table: pd.DataFrame, axis: str, rec: dict) -> bool:

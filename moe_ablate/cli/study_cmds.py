@@ -310,7 +310,7 @@ def register(sub) -> None:
     sc = sub.add_parser(
         "scaling", help="fit how the optimal LR (and batch size) scale with compute; predict them for the long run",
         description="A ladder of scales (model widths/depths and/or token horizons, the file's non-LR axes) with an "
-                    "LR grid and seeds at each: the optimum at each scale (vertex of a quadratic in log LR, bootstrap "
+                    "LR grid and seeds at each: the optimum at each scale (minimum of a cubic in log LR, bootstrap "
                     "CI), a power law in compute (WLS in log-log, bootstrap CIs, a bend test), a held-out check on "
                     "the largest scale, and the predicted LR for the target run. Writes scaling_law.json and "
                     "scaling_law.png beside the usual report; `train --exp N --lr scaling:DIR` uses the law.")

@@ -1,8 +1,11 @@
 """LR search for Experiments 9 and 3 (the seeds' lr_search): one run per learning rate.
 
-Ranks by the *best* validation loss of each run (the runs stop early), says when the winner sits
-at the edge of the range (the original searches always picked the largest LR tried), and with
-``extend`` keeps adding LRs x3 beyond the edge until the optimum is bracketed.
+Ranks by the *best* validation loss of each run (the runs stop early; the answer says so), and says when
+the winner's run ended far above its best (it became unstable after its best step). Says when the winner
+sits at the edge of the range (the original searches always picked the largest LR tried): the optimum is
+bracketed only by LRs *tested* worse or diverged, so with one seed per LR (no noise estimate) it cannot
+tell. With ``extend`` it keeps adding LRs x3 beyond the open edge (judged by the estimates when nothing
+could be tested).
 """
 
 from __future__ import annotations
@@ -72,6 +75,28 @@ def _tried(records: list[dict]) -> list[float]:
     return sorted({_lr(r) for r in records})
 
 
+def _ended_worse(records: list[dict], rec: dict) -> dict | None:
+    """When the best LR's runs ended (their final validation loss) above where the runner-up's ended, by more
+    than the tolerance: its best point was a moment before it got worse (instability), which a ranking by the
+    best validation loss does not see."""
+    runner = rec.get("runner_up")
+    if not runner or rec.get("tolerance") is None:
+        return None
+    ok = [r for r in records if r.get("status") == "ok" and r.get("val_loss") is not None]
+
+    def final(c: str) -> float | None:
+        v = [r["val_loss"] for r in ok if r.get("config_id", r["experiment_id"]) == c]
+        return sum(v) / len(v) if v else None
+
+    best_end, runner_end = final(rec["best"]), final(runner)
+    if best_end is None or runner_end is None or best_end - runner_end <= rec["tolerance"]:
+        return None
+    return {"final_val_loss": best_end, "runner_up_final_val_loss": runner_end,
+            "text": f"Its run(s) ended at a validation loss of {best_end:.4g}, {best_end - runner_end:.3g} above where "
+                    f"the runner-up's ended ({runner_end:.4g}): its best was reached before training became worse "
+                    "(likely unstable at this LR); prefer the runner-up for a run longer than these."}
+
+
 def _best_lr(records: list[dict], analysis: dict) -> float | None:
     best = analysis["recommendation"].get("best")
     return next((_lr(r) for r in records if r.get("config_id", r["experiment_id"]) == best), None)
@@ -115,14 +140,26 @@ class LRSearchKind(StudyKind):
         out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
                "best_step": best_run.get("best_step"), "tried": tried,
                "failed": sorted({_lr(r) for r in records if r.get("status") in ranking.FAILED}),
-               "bracketed": side["bracketed"],
+               "bracketed": side["bracketed"] if side["tested"] else None,
+               "bracketed_by_estimate": side["by_estimate"],
+               "ranked_by": f"{METRIC}: each run's lowest validation loss over its evaluations (runs stop early)",
                "near_optimal_learning_rates": sorted(_lr(by_id[c]) for c in rec["near_optimal"]),
-               "verdict": rec["verdict"], "recommendation": f"best LR {lr:.2e}: {rec['text']}"}
+               "verdict": rec["verdict"],
+               "recommendation": f"best LR {lr:.2e} (ranked by each run's best validation loss): {rec['text']}"}
         if "runner_up" in rec:
             out["runner_up_learning_rate"], out["margin"] = _lr(by_id[rec["runner_up"]]), rec["margin"]
+        ended = _ended_worse(records, rec)
+        if ended:
+            out["ended_worse"] = ended
+            out["recommendation"] += " " + ended["text"]
         if len(tried) == 2:
             out["warning"] = ("only two LRs were tried: the optimum cannot be bracketed; add LRs on both sides or "
                               "rerun with --extend")
+        elif not side["tested"] and lr not in (tried[0], tried[-1]):
+            out["warning"] = ("one run per LR gives no noise estimate, so no LR was tested worse than the best: "
+                              "cannot tell whether the optimum is bracketed"
+                              + (" (the estimates rise on both sides)" if side["by_estimate"] else "")
+                              + "; add seeds (--confirm 2) to test it")
         elif not out["bracketed"] and side["open"]:
             edge = side["open"]
             out["warning"] = (f"the optimum is not bracketed on the {'high' if edge == 'largest' else 'low'} side "

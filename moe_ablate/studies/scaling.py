@@ -222,11 +222,16 @@ def scaling_sections(law: dict) -> list[str]:
                      if o.get("near_optimal_values") is not None else "n/a"})
     method = next((s["lr"]["ci_method"] for s in law["scales"] if s["lr"].get("ci_method")), "")
     lines = ["## The optimum at each scale", "",
-             "The vertex of a quadratic in log LR fitted to the configuration means around the minimum (the argmin and "
-             "up to two tried values on each side while the quadratic fits them within their noise, else the three "
-             "around the minimum); its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
+             "The minimum of a cubic in log LR (LR curves lean) fitted to the configuration means around the minimum "
+             "(the argmin and up to three tried values on each side; a quadratic where fewer than five are left); "
+             "its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
              "is within 0.25% of the best (DeepSeek LLM's band); `near-optimal (test)`: not significantly worse than "
-             "the best (Tukey-Kramer).", "", table(rows)]
+             "the best (the ranking's simultaneous test).", "", table(rows)]
+    misfit = [s["scale"] for s in law["scales"] if (s["lr"].get("local_fit") or {}).get("p") is not None
+              and s["lr"]["local_fit"]["p"] < 0.01]
+    if misfit:
+        lines += ["", f"At {', '.join(misfit)} the cubic misfits the means around the minimum (lack of fit p < 0.01): "
+                      "the curve is not smooth there, and that optimum's CI may be too narrow."]
     for key, fit in law["fits"].items():
         if not fit or not fit.get("fitted"):
             continue
