@@ -144,12 +144,25 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
     if sens:
         pruned = (f" {sens['left_out_pruned']} configuration(s) pruned by successive halving have no final loss "
                   "and are left out." if sens.get("left_out_pruned") else "")
+        def num(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.4f}"
+
+        def ci(c: list | None) -> str:
+            return "n/a" if not c else f"[{c[0]:.4f}, {c[1]:.4f}]"
+
         lines += ["## Learning-rate sensitivity", "",
                   f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; each "
                   f"failed seed counts at {sens['cap']:.3f}, the loss of a uniform prediction, within its "
-                  f"configuration's mean). Lower = more forgiving. Overall: {sens['overall']:.4f}.{pruned}", ""]
+                  f"configuration's mean). Lower = more forgiving. Overall: {num(sens.get('overall_corrected'))} "
+                  f"corrected, 95% CI {ci(sens.get('overall_ci95'))} (plug-in {sens['overall']:.4f}, which reads "
+                  f"above zero even on a flat curve). {sens.get('method', '')}.{pruned}", ""]
         for axis, rows in sens["per_axis"].items():
-            lines += [f"### per {axis}", "", table(rows, ["value", "sensitivity"])]
+            order = sens.get("order", {}).get(axis)
+            lines += [f"### per {axis}", "", table([{"value": r["value"], "corrected": num(r.get("corrected")),
+                                                     "95% CI": ci(r.get("ci95")), "plug-in": r["sensitivity"]}
+                                                    for r in rows], ["value", "corrected", "95% CI", "plug-in"])]
+            if order:
+                lines += ["", order["text"] + "."]
     if a["effects"]:
         lines += ["## Effect of each hyperparameter", "",
                   f"Mean `{metric}` per value, pooled over the other axes and seeds of the configurations that "
