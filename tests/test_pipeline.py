@@ -58,7 +58,8 @@ def test_extend_survives_resume_and_resume_can_extend(tmp_path, cache_dir):
     assert main(["lr-search", "--exp", "9", "--lrs", "0.003", "0.01", "--extend", "--name", "e"] + common) == 0
     extended = _lr(tmp_path / "e")
     assert len(extended["tried"]) > 2  # the edge moved at least once
-    assert extended["bracketed"] or max(extended["tried"]) * 3 > 1.0
+    # one seed per LR: nothing is tested, so the extension stops where the estimates rise on both sides
+    assert extended["bracketed_by_estimate"] or max(extended["tried"]) * 3 > 1.0
     assert main(["lr-search", "--resume", str(tmp_path / "e"), "--no-progress"]) == 0
     again = _lr(tmp_path / "e")
     assert again["tried"] == extended["tried"] and again["bracketed"] == extended["bracketed"]
