@@ -36,6 +36,9 @@ def _number(kind, ok, requirement: str):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                              f"got {text!r}") from None
+        if kind is int and not -2 ** 63 < v < 2 ** 63:  # a 309-digit integer overflows every float and C int
+            raise argparse.ArgumentTypeError(f"must be {requirement} and below 2**63, got {text[:30]!r}"
+                                             f"{'...' if len(text) > 30 else ''}")
         if not (math.isfinite(v) and ok(v)):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
         return v

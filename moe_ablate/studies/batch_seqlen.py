@@ -45,7 +45,9 @@ def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
     if not raw:
         raise UserError("batch-seqlen config defines no [[strategy]]")
     b_div, s_div = _divisors(spec, preset)
-    out = [strategy(s["name"], max(1, s["batch_size"] // b_div), max(2, s["seq_len"] // s_div),
+    from .spec import safe_name
+
+    out = [strategy(safe_name(s["name"], "a [[strategy]] name"), max(1, s["batch_size"] // b_div), max(2, s["seq_len"] // s_div),
                     s.get("grad_accum", 1)) for s in raw]
     if len({s["tokens_per_step"] for s in out}) != 1:
         raise UserError("strategies must see the same tokens per optimizer step; got "
@@ -71,7 +73,9 @@ def make_study(config: str = "batch_seqlen", *, preset: str | None = None, overr
     base = spec.base_config(preset, None, overrides or {})
     base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])
     if custom:
-        strats = [strategy(custom.get("name") or "custom", custom["batch_size"], custom["seq_len"],
+        from .spec import safe_name
+
+        strats = [strategy(safe_name(custom.get("name") or "custom", "--name"), custom["batch_size"], custom["seq_len"],
                            custom.get("grad_accum") or 1)]
         lrs = [custom.get("lr") or base.train.muon_lr]
     else:

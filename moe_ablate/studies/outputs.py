@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import plots, report
-from ..analysis.stats import analyze, load_records, to_frame
+from ..analysis.stats import analyze, to_frame
 from ..utils import atomic_write_json, atomic_write_text
 from .halving import halving_analysis
 from .kinds import get_kind
 from . import branching
-from .runner import Log, default_log, own_seconds, resolve_configs
+from .lock import study_lock
+from .records import read_records
+from .runner import EXPERIMENTS_DIR, Log, default_log, own_seconds, resolve_configs
 from ..errors import UserError
 from .study import Study, load_study
 
@@ -71,7 +73,19 @@ def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, A
     if not study_dir.is_dir():
         raise UserError(f"results folder not found: {study_dir}")
     study, stored = load_study(study_dir)  # only a study folder is written into (never a user's own folder)
-    records, bad = load_records(study_dir)
-    for name in bad:
-        log(f"skipped corrupt experiment file: {name}")
-    return write_outputs(study_dir, study, records, log=log, skipped=bad, stored=stored)
+    with study_lock(study_dir, "analysing it"):  # one writer per folder: never beside a study that is still running
+        return _analyze_locked(study_dir, study, stored, log)
+
+
+def _analyze_locked(study_dir: Path, study: Study, stored: dict, log: Log) -> dict[str, Any]:
+    said: list[str] = []
+    done, skipped = read_records(study_dir / EXPERIMENTS_DIR, {e.id: e for e in study.experiments},
+                                 resolve_configs(study), said.append)
+    records = [done[e.id] for e in study.experiments if e.id in done]
+    for line in said if records else []:  # with nothing to analyse, the one error line says it all
+        log(line)
+    if not records:
+        why = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
+        raise UserError(f"no {'readable ' if skipped else ''}experiment results of this study in {study_dir}"
+                        + (f" ({why})" if why else ""))
+    return write_outputs(study_dir, study, records, log=log, skipped=[s["file"] for s in skipped], stored=stored)

@@ -102,20 +102,24 @@ def _settings(e: ExperimentSpec) -> str:
     return ", ".join(f"{k}={v}" for k, v in e.overrides.items() if k != "train.seed") or "base settings"
 
 
-def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None = None) -> dict[str, dict]:
-    """Finished experiment records by id; unreadable files are reported and treated as unfinished."""
-    done: dict[str, dict] = {}
+def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None = None,
+                  study: Study | None = None, configs: dict[str, ExperimentConfig] | None = None) -> dict[str, dict]:
+    """Finished experiment records by id (``records.read_records``: only what this study would have written;
+    the rest is said and treated as unfinished). Interrupted runs (stopped by a signal) run again."""
+    from .records import read_records
+
     exp_dir = exp_dir or study_dir / EXPERIMENTS_DIR
-    if not exp_dir.is_dir():
-        return done
-    for f in sorted(exp_dir.glob("*.json")):
-        try:
-            rec = json.loads(f.read_text(encoding="utf-8"))
-            if rec.get("status") != "interrupted":  # stopped by a signal: it runs again
-                done[rec["experiment_id"]] = rec
-        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
-            log(f"skipping unreadable experiment file {f.name}")
-    return done
+    specs = {e.id: e for e in study.experiments} if study is not None else None
+    if specs is None:  # no stored study to check against: readable records by their own ids
+        specs = {}
+        for f in sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []:
+            try:
+                rec = json.loads(f.read_text(encoding="utf-8"))
+                specs[f.stem] = ExperimentSpec(f.stem, {}, rec.get("config_id") or f.stem, stage=rec.get("stage", "grid"))
+            except (ValueError, UnicodeDecodeError, OSError, AttributeError, TypeError):
+                pass
+    done, _ = read_records(exp_dir, specs, configs, log, set_aside=study is not None)
+    return {k: r for k, r in done.items() if r.get("status") != "interrupted"}
 
 
 def set_aside_crashes(study_dir: Path, log: Log = default_log) -> list[str]:
@@ -277,7 +281,7 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
     wanted = subset if subset is not None else study.experiments
     exp_dir = out_dir or study_dir / EXPERIMENTS_DIR
     exp_dir.mkdir(parents=True, exist_ok=True)
-    done = load_finished(study_dir, log, exp_dir)
+    done = load_finished(study_dir, log, exp_dir, study, configs)
     pending = [e for e in wanted if e.id not in done or e.id in rerun_from]
     if len(pending) < len(wanted):
         log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")

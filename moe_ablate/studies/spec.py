@@ -146,9 +146,17 @@ def load_study(path_or_name: str | Path) -> StudySpec:
 
 
 def safe_name(name: str, what: str) -> str:
-    """A study or folder name: one path component, so that nothing is written outside --output-dir."""
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise UserError(f"{what} must be a plain folder name (no '/', not '..'), got {name!r}")
+    """The one gate for every name that becomes a file or folder name (a study folder, a strategy, an experiment
+    id): one path component that is not hidden, printable and encodable, so that nothing is written outside
+    --output-dir and no later step fails on the name after the work is done."""
+    if not isinstance(name, str) or not name or name in (".", "..") or name.startswith(".") or len(name) > 200 \
+            or any(c in name for c in "/\\\0") or not name.isprintable():
+        raise UserError(f"{what} must be a plain folder name (one path component: no '/', not '..', not hidden, "
+                        f"printable), got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"{what} must be valid text, got {name!r}") from None
     return name
 
 

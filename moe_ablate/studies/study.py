@@ -82,6 +82,25 @@ def save_study(study_dir: Path, study: Study, data: dict[str, dict] | None = Non
         "created": old.get("created") or time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
+def _check_stored(study: Study, path: Path) -> None:
+    """The stored study passes the checks its TOML passed (its kind is checked where it is looked up): a metric the analysis can minimise,
+    each experiment listed once under a name that is a plain file name, and bounded stage settings."""
+    from .schema import check_metric
+
+    check_metric(study.metric, str(path))
+    ids = [e.id for e in study.experiments]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise UserError(f"{path} lists experiment(s) {', '.join(twice[:3])} more than once; it was edited by hand")
+    bad = [i for i in ids if not isinstance(i, str) or not i or i != Path(i).name or i.startswith(".")]
+    if bad:
+        raise UserError(f"{path}: experiment id {bad[0]!r} is not a plain file name")
+    for name, value, hi in (("confirm", study.confirm, 100), ("confirm_max", study.confirm_max, 10_000),
+                            ("halving", study.halving, 1_000), ("min_steps", study.min_steps, 10 ** 9)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
+            raise UserError(f"{path}: {name} = {value!r} is not an integer in [0, {hi}]")
+
+
 def load_study(study_dir: Path) -> tuple[Study, dict[str, Any]]:
     """The stored study and the whole config.json; a missing or foreign file is a UserError."""
     path = Path(study_dir) / STUDY_FILE
@@ -89,7 +108,9 @@ def load_study(study_dir: Path) -> tuple[Study, dict[str, Any]]:
         raise UserError(f"{study_dir} is not a study folder: no {STUDY_FILE} there")
     stored = read_json(path)
     try:
-        return Study.from_dict(stored["study"]), stored
+        study = Study.from_dict(stored["study"])
+        _check_stored(study, path)
+        return study, stored
     except KeyError as e:
         raise UserError(f"{path} is not a moe-ablate study file (missing {e})") from None
     except (TypeError, AttributeError, ValueError) as e:

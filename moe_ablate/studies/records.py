@@ -1,0 +1,99 @@
+"""Reading a study's experiment records: the one gate every record passes before it counts.
+
+A record is evidence only when it is what the study would have written for one of its experiments: the file
+is ``experiments/<experiment_id>.json`` (a file manager's ``exp_002 copy.json`` is not a second seed), the id is
+an experiment of the stored study, its ``config_id`` is that experiment's configuration, its status is one the
+tool writes, and the settings it was trained with are the ones the experiment resolves to now (a base setting
+edited in ``config.json``, or a record copied in from another study, would otherwise be ranked beside runs made
+otherwise). Anything else is skipped with its reason, said once, and never ranked; on ``--resume`` such an
+experiment runs again and the record it had is moved to ``experiments/set_aside/`` (kept, never deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import ExperimentConfig
+
+STATUSES = ("ok", "diverged", "oom", "error", "pruned", "interrupted")
+SET_ASIDE_DIR = "set_aside"
+# resolved when the run starts, so a record legitimately differs from its experiment's config here
+RESOLVED_AT_RUN = {("model", "vocab_size")}
+
+
+def _flat(d: Any, prefix: tuple = ()) -> dict[tuple, Any]:
+    if isinstance(d, dict):
+        out: dict[tuple, Any] = {}
+        for k, v in d.items():
+            out.update(_flat(v, prefix + (k,)))
+        return out
+    return {prefix: d}
+
+
+def config_differences(recorded: Any, expected: ExperimentConfig) -> list[str]:
+    """Settings where a record's ``config`` differs from what its experiment resolves to ("train.steps 2 != 4")."""
+    if not isinstance(recorded, dict):
+        return ["config is not a table"]
+    want = _flat(json.loads(json.dumps(expected.to_dict())))
+    got = _flat(recorded)
+    return [f"{'.'.join(k)} {got.get(k)!r} != {want.get(k)!r}" for k in sorted(set(want) | set(got))
+            if k not in RESOLVED_AT_RUN and got.get(k) != want.get(k)]
+
+
+def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfig] | None) -> str | None:
+    """Why ``rec`` (read from ``<stem>.json``) is not evidence for this study, or None when it is."""
+    if not isinstance(rec, dict):
+        return "not an experiment record"
+    eid = rec.get("experiment_id")
+    if not isinstance(eid, str):
+        return "no experiment_id"
+    if eid != stem:
+        return f"holds experiment {eid!r} under another file name (a copy?)"
+    if rec.get("status") not in STATUSES:
+        return f"unknown status {rec.get('status')!r}"
+    spec = specs.get(eid)
+    if spec is None:
+        return f"{eid!r} is not an experiment of this study"
+    if rec.get("config_id", spec.config_id) != spec.config_id:
+        return f"names configuration {rec.get('config_id')!r}; the study's {eid} belongs to {spec.config_id!r}"
+    if not isinstance(rec.get("hyperparameters", {}), dict):
+        return "hyperparameters is not a table"
+    if rec.get("stage", spec.stage) != spec.stage:
+        return f"stage {rec.get('stage')!r}; the study's {eid} is a {spec.stage} run"
+    if configs is not None and "config" in rec:
+        diff = config_differences(rec["config"], configs[eid])
+        if diff:
+            return f"made with other settings ({'; '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})"
+    return None
+
+
+def read_records(exp_dir: Path, specs: dict, configs: dict[str, ExperimentConfig] | None,
+                 log: Callable[[str], None], set_aside: bool = False) -> tuple[dict[str, dict], list[dict[str, str]]]:
+    """({experiment id: record} for the records that pass ``problem``, [{file, reason}] for the others).
+    ``set_aside``: a record at its own experiment's path that fails (other settings, another configuration)
+    moves to ``experiments/set_aside/`` so that the experiment can run again without overwriting it."""
+    done: dict[str, dict] = {}
+    skipped: list[dict[str, str]] = []
+    if not exp_dir.is_dir():
+        return done, skipped
+    for f in sorted(exp_dir.glob("*.json")):
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+            why = problem(rec, f.stem, specs, configs)
+        except (ValueError, UnicodeDecodeError, OSError) as e:
+            why = f"unreadable ({type(e).__name__})"
+        if why is None:
+            done[f.stem] = rec
+            continue
+        skipped.append({"file": f.name, "reason": why})
+        log(f"skipped experiment file {f.name}: {why}")
+        if set_aside and f.stem in specs and why.startswith(("made with", "names configuration", "stage",
+                                                               "unknown status", "hyperparameters")):
+            (exp_dir / SET_ASIDE_DIR).mkdir(exist_ok=True)
+            os.replace(f, exp_dir / SET_ASIDE_DIR / f"{f.stem}.{int(time.time())}.json")
+            log(f"{f.stem} runs again; the record it had is kept in {exp_dir.name}/{SET_ASIDE_DIR}/")
+    return done, skipped

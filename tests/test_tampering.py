@@ -1,0 +1,138 @@
+"""A stored study is validated like an input (issue 36): copies, foreign and tampered records, and a hand-edited
+config.json are skipped with their reason or refused in one line; never ranked, never a traceback."""
+
+import json
+import shutil
+
+import pytest
+
+from moe_ablate.cli import main
+
+from .test_study import write_study
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_dir):
+    """A finished 4-configuration study (one seed each), made once and copied per test."""
+    tmp = tmp_path_factory.mktemp("tamper")
+    cfg = write_study(tmp, cache_dir, steps=4, lrs="[0.01, 0.05]")
+    assert main(["run", "--config", str(cfg), "--output-dir", str(tmp / "out"), "--name", "s", "--no-progress"]) == 0
+    return tmp / "out" / "s"
+
+
+@pytest.fixture
+def study(finished, tmp_path):
+    d = tmp_path / "s"
+    shutil.copytree(finished, d)
+    return d
+
+
+def analysis(d):
+    return json.loads((d / "analysis.json").read_text())
+
+
+def edit(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def test_a_file_managers_copy_of_a_record_is_not_a_second_seed(study, capsys):
+    """Before: 'better than every other configuration ... CI [+0.2031, +0.2031], adjusted p = 0' from a copy."""
+    shutil.copy(study / "experiments" / "exp_000.json", study / "experiments" / "exp_000 copy.json")
+    assert main(["analyze", "--results-dir", str(study)]) == 0
+    a = analysis(study)
+    assert a["n_experiments"] == 4 and "exp_000 copy.json" in a["skipped_files"]
+    assert a["recommendation"]["verdict"] == "cannot_tell"  # one seed each: no noise estimate, no claim
+    assert "another file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, reason", [
+    (lambda r: r.update(config_id="exp_002"), "names configuration"),
+    (lambda r: r.update(status="weird"), "unknown status"),
+    (lambda r: r.pop("status"), "unknown status"),
+    (lambda r: r.update(hyperparameters="lr=0.1"), "hyperparameters is not a table"),
+    (lambda r: r.update(config_id=["a", "b"]), "names configuration"),
+    (lambda r: r["config"]["data"].update(num_documents=999), "made with other settings (data.num_documents"),
+    (lambda r: r["config"]["train"].update(steps=40), "made with other settings (train.steps"),
+])
+def test_a_tampered_or_foreign_record_is_skipped_with_its_reason(study, capsys, change, reason):
+    edit(study / "experiments" / "exp_001.json", change)
+    assert main(["analyze", "--results-dir", str(study)]) == 0
+    a = analysis(study)
+    assert a["n_experiments"] == 3 and a["skipped_files"] == ["exp_001.json"]
+    assert "exp_001" not in {c["config_id"] for c in a["configurations"]}
+    err = capsys.readouterr().err
+    assert "skipped experiment file exp_001.json" in err and reason in err
+
+
+def test_a_base_setting_edited_in_config_json_never_mixes_runs_made_otherwise(study, capsys):
+    """Before: the resume reran one missing experiment with the new steps and ranked it against the old runs."""
+    edit(study / "config.json", lambda c: c["study"]["base"]["train"].update(steps=6))
+    (study / "experiments" / "exp_003.json").unlink()
+    assert main(["run", "--resume", str(study), "--no-progress"]) == 0
+    records = [json.loads(p.read_text()) for p in sorted((study / "experiments").glob("*.json"))]
+    assert len(records) == 4 and {r["steps"] for r in records} == {6}
+    assert len(list((study / "experiments" / "set_aside").glob("*.json"))) == 3  # kept, not overwritten
+    assert "made with other settings (train.steps 4 != 6)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["study"]["experiments"].append(c["study"]["experiments"][0]), "more than once"),
+    (lambda c: c["study"].update(metric="val_accuracy"), "higher-is-better"),
+    (lambda c: c["study"].update(metric="nonsense"), "unknown metric"),
+    (lambda c: c["study"].update(confirm="two"), "confirm = 'two'"),
+    (lambda c: c["study"].update(halving=10 ** 400), "halving ="),
+    (lambda c: c["study"]["experiments"][0].update(id="../../escaped"), "not a plain file name"),
+])
+def test_a_hand_edited_config_json_is_one_line(study, capsys, change, message):
+    edit(study / "config.json", change)
+    before = {p.name: p.read_bytes() for p in (study / "experiments").iterdir()}
+    for args in (["analyze", "--results-dir", str(study)], ["run", "--resume", str(study), "--no-progress"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert {p.name: p.read_bytes() for p in (study / "experiments").iterdir()} == before
+
+
+def test_a_huge_integer_flag_is_one_line(capsys):
+    """Before: OverflowError inside the argparse type (any integer flag with 309+ digits)."""
+    with pytest.raises(SystemExit) as e:  # argparse's exit
+        main(["train", "--steps", "9" * 400, "--no-progress"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "below 2**63" in err[0]
+
+
+def test_a_lock_that_is_a_symlink_truncates_nothing(study, tmp_path, capsys):
+    """Before: os.open followed the planted .lock symlink and truncated the file it points to."""
+    precious = tmp_path / "notes.txt"
+    precious.write_text("a user's notes")
+    (study / ".lock").unlink(missing_ok=True)
+    (study / ".lock").symlink_to(precious)
+    assert main(["analyze", "--results-dir", str(study)]) == 2
+    assert precious.read_text() == "a user's notes"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a lock file this tool made" in err[0]
+
+
+def test_a_strategy_name_cannot_leave_the_output_folder(tmp_path, cache_dir, capsys):
+    """Before: [[strategy]] name = "../../../../escaped" wrote its record above --output-dir."""
+    cfg = tmp_path / "bs.toml"
+    cfg.write_text('[study]\nname = "bs"\nlrs = [0.01]\n[[strategy]]\nname = "../../escaped"\nbatch_size = 4\n'
+                   'seq_len = 32\n')
+    out = tmp_path / "deep" / "out"
+    assert main(["batch-seqlen", "--config", str(cfg), "--preset", "tiny", "--steps", "2", "--output-dir", str(out),
+                 "--cache-dir", str(cache_dir), "--no-progress"]) == 2
+    assert "must be a plain folder name" in capsys.readouterr().err
+    assert not (tmp_path / "escaped").exists() and not list(tmp_path.rglob("*escaped*"))
+
+
+def test_analyze_waits_for_the_writer(study, capsys):
+    """Before: analyze wrote report.md beside a study that was still writing (no lock)."""
+    from moe_ablate.studies.lock import study_lock
+
+    before = (study / "report.md").read_bytes()
+    with study_lock(study):
+        assert main(["analyze", "--results-dir", str(study)]) == 2
+    assert "in use by" in capsys.readouterr().err and (study / "report.md").read_bytes() == before
