@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import interrupt
+from . import failpoints, interrupt
 from .config import ExperimentConfig, validate
 from .data import TokenData
 from .evaluate import autocast_context, evaluate
@@ -229,6 +229,7 @@ def train(
                                          "lr": schedulers[0].get_last_lr()[0], "tokens": state["tokens"],
                                          "time": state["train_time"]})
                 bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tok_s:,.0f}")
+                failpoints.reached("train:logged")
                 if tracker is not None:
                     tracker.log({"train/loss": train_loss, "train/accuracy": train_acc, "train/tokens_per_s": tok_s,
                                  "train/lr": history["train"][-1]["lr"]}, step)

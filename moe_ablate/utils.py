@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from . import failpoints
 from .errors import UserError
 
 TMP_SUFFIX = ".moe-ablate.tmp"  # temporaries are ".<name>.<random>.moe-ablate.tmp": only these are ever removed
@@ -52,7 +53,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
+        failpoints.reached("write:before_rename")
         os.replace(tmp, path)
+        failpoints.reached("write:after_rename")
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -5,7 +5,8 @@
 
 Generators (``hypothesis`` strategies) make study TOML files (sections, keys and values: misspelt,
 mistyped, empty, NaN/inf, huge, duplicated, seed as an axis), flag values for every experiment flag,
-HellaSwag items, and data files. In-process checks run the real parsers and validators
+HellaSwag items, data files, and tampered study folders (a finished study's records and config.json edited,
+copied, repeated or replaced by junk: read through the gate of ``studies/records.py`` and analysed). In-process checks run the real parsers and validators
 (``grid.make_study`` + ``resolve_configs``, the CLI parser + ``validate``, ``hellaswag.load_items``);
 ``--cli N`` also runs N end-to-end ``moe-ablate`` commands in subprocesses with a timeout (hangs), a
 one-step tiny study for the inputs that are valid, and a sentinel folder that must stay unchanged.
@@ -260,6 +261,113 @@ def _experiment_flags() -> list[str]:
     return list(EXPERIMENT_FLAGS)
 
 
+# ---------------------------------------------------------------- tampered study folders (issue 36)
+JSON_VALUE = st.recursive(st.one_of(st.none(), SCALAR), lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=6)
+RECORD_KEYS = st.sampled_from(["experiment_id", "config_id", "status", "stage", "hyperparameters", "val_loss",
+                               "best_val_loss", "config", "seed", "history", "steps", "error", "tokens"])
+RECORD_OP = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 3), RECORD_KEYS, JSON_VALUE),
+    st.tuples(st.just("drop"), st.integers(0, 3), RECORD_KEYS, st.none()),
+    st.tuples(st.just("copy"), st.integers(0, 3), st.sampled_from(["exp_000 copy", "exp_9", "x", "EXP_001"]), st.none()),
+    st.tuples(st.just("junk"), st.integers(0, 3), st.none(), st.binary(max_size=30)),
+    st.tuples(st.just("config"), st.integers(0, 3), st.sampled_from(
+        ["metric", "confirm", "halving", "min_steps", "kind", "experiments", "base", "params", "name", "id",
+         "overrides", "config_id", "stage", "train.steps", "data.num_documents"]), JSON_VALUE),
+    st.tuples(st.just("repeat"), st.integers(0, 3), st.none(), st.none()))
+
+
+def base_study(work: Path) -> Path:
+    """A finished 4-experiment study (a 2-step tiny grid), trained once; the tampered folders copy it."""
+    import kill_resume
+    from moe_ablate.cli import main as cli
+
+    toml = work / "base.toml"
+    toml.write_text(kill_resume.study_toml(2, "[0.01, 0.05]", 0, str(work / "cache"), name="base"))
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert cli(["run", "--config", str(toml), "--output-dir", str(work / "studies"), "--name", "base",
+                    "--no-progress"]) == 0
+    return work / "studies" / "base"
+
+
+def tamper(d: Path, ops: list) -> bool:
+    """Apply ``ops`` to the study folder ``d``; True when config.json was changed."""
+    exp = d / "experiments"
+    files = sorted(exp.glob("exp_*.json"))
+    stored = False
+    for op, i, key, value in ops:
+        f = files[i % len(files)]
+        if op in ("set", "drop"):
+            try:
+                rec = json.loads(f.read_text())
+                rec[key] = value if op == "set" else rec.pop(key, None)
+                if op == "drop":
+                    rec.pop(key, None)
+                f.write_text(json.dumps(rec))
+            except (ValueError, TypeError, AttributeError):
+                pass
+        elif op == "copy":
+            (exp / f"{key}.json").write_bytes(f.read_bytes())
+        elif op == "junk":
+            f.write_bytes(value)
+        else:
+            cfg = json.loads((d / "config.json").read_text())
+            study = cfg["study"]
+            if op == "repeat":
+                study["experiments"].append(study["experiments"][i % len(study["experiments"])])
+            elif key in ("id", "overrides", "config_id", "stage"):
+                study["experiments"][i % len(study["experiments"])][key] = value
+            elif "." in key:
+                section, field = key.split(".")
+                study["base"][section][field] = value
+            else:
+                study[key] = value
+            (d / "config.json").write_text(json.dumps(cfg))
+            stored = True
+    return stored
+
+
+def check_tampered(base: Path, ops: list, work: Path) -> str:
+    """The gate's contract on a tampered copy of ``base``: a result or one line, never a traceback; a record is
+    counted only under its own file name, as an experiment of the study, with a known status and settings."""
+    import shutil
+
+    from moe_ablate.analysis.stats import analyze
+    from moe_ablate.studies.records import STATUSES, read_records
+    from moe_ablate.studies.runner import resolve_configs
+    from moe_ablate.studies.study import load_study
+
+    d = work / "tampered"
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "experiments").mkdir(parents=True)
+    shutil.copy(base / "config.json", d / "config.json")
+    for f in (base / "experiments").glob("*.json"):
+        shutil.copy(f, d / "experiments" / f.name)
+    tamper(d, ops)
+    try:
+        study, _ = load_study(d)
+        specs = {e.id: e for e in study.experiments}
+        done, _ = read_records(d / "experiments", specs, resolve_configs(study), lambda m: None)
+        records = [done[e.id] for e in study.experiments if e.id in done]
+        for eid, rec in done.items():
+            if (rec.get("experiment_id") != eid or eid not in specs or rec.get("status") not in STATUSES
+                    or rec.get("config_id", specs[eid].config_id) != specs[eid].config_id):
+                raise Broken(f"wrong result: {eid} counted as evidence ({ops})")
+        if records:
+            json.dumps(analyze(records, study.metric), default=str)
+        return "ok" if records else "nothing counted"
+    except UserError as e:
+        if "\n" in str(e):
+            raise Broken(f"multi-line error: {e}") from None
+        return "refused"
+    except Broken:
+        raise
+    except Exception as e:  # noqa: BLE001  (the contract: nothing but UserError)
+        import traceback
+
+        raise Broken(f"{type(e).__name__}: {e}\nops: {ops}\n{traceback.format_exc()[-1500:]}") from e
+
+
 def fuzz_in_process(cases: int, work: Path) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
 
@@ -285,7 +393,14 @@ def fuzz_in_process(cases: int, work: Path) -> dict[str, dict[str, int]]:
     def hellaswag(items, junk):
         tally("HellaSwag files", check_hellaswag(items, work, junk))
 
-    for run in (study_files, flags, hellaswag):
+    base = base_study(work)
+
+    @common
+    @given(ops=st.lists(RECORD_OP, min_size=1, max_size=3))
+    def tampered(ops):
+        tally("tampered study", check_tampered(base, ops, work))
+
+    for run in (study_files, flags, hellaswag, tampered):
         run()
     return counts
 

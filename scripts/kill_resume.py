@@ -174,14 +174,32 @@ def compare(reference: Path, other: Path) -> list[str]:
     return problems
 
 
-def trial(kind: str, kills: int, seed: int, work: Path, steps: int = 20, cache: Path | None = None) -> dict:
-    """One kind: an uninterrupted reference run, then a run killed ``kills`` times and resumed."""
+def killed_at(fresh: list[str], resume: list[str], out: Path, env: dict, at: str) -> tuple[Path, int]:
+    """Run with the failpoint ``at`` ("<point>:<n>", ``moe_ablate/failpoints.py``): the process SIGKILLs itself
+    there; then resume to the end. Returns (study folder, 1 if the kill happened else 0)."""
+    proc = _popen(fresh, {**env, "MOE_ABLATE_KILL_AT": at})
+    _, err = proc.communicate(timeout=1200)
+    landed = int(proc.returncode == -signal.SIGKILL)
+    if not landed and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(fresh)} exited {proc.returncode}: {err.decode()[-1500:]}")
+    d, _, _ = run_to_end(fresh, resume, out, env)
+    return d, landed
+
+
+def trial(kind: str, kills: int, seed: int, work: Path, steps: int = 20, cache: Path | None = None,
+          at: str | None = None) -> dict:
+    """One kind: an uninterrupted reference run, then a run killed ``kills`` times at random moments (or once
+    at the failpoint ``at``) and resumed."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env.pop("MOE_ABLATE_KILL_AT", None)
     cache = cache or work / "cache"
     fresh, resume = commands(kind, work, work / "reference", steps, cache)
     ref, _, seconds = run_to_end(fresh, resume, work / "reference", env)
     fresh, resume = commands(kind, work, work / "killed", steps, cache)
-    got, landed, _ = run_to_end(fresh, resume, work / "killed", env, kills, random.Random(seed), max_delay=seconds)
+    if at:
+        got, landed = killed_at(fresh, resume, work / "killed", env, at)
+    else:
+        got, landed, _ = run_to_end(fresh, resume, work / "killed", env, kills, random.Random(seed), max_delay=seconds)
     problems = compare(ref, got)
     return {"kind": kind, "kills": landed, "experiments": len(records(got)), "problems": problems,
             "reference_seconds": round(seconds, 1)}
@@ -193,11 +211,13 @@ def main() -> int:
     p.add_argument("--kills", type=int, default=10, help="SIGKILLs per study kind (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per experiment")
+    p.add_argument("--at", default=None, help="kill once at a failpoint instead, e.g. write:before_rename:3 "
+                                               "(moe_ablate/failpoints.py lists them)")
     args = p.parse_args()
     failed = 0
     for kind in KINDS if args.kind == "all" else (args.kind,):
         with tempfile.TemporaryDirectory() as tmp:
-            r = trial(kind, args.kills, args.seed, Path(tmp), args.steps)
+            r = trial(kind, args.kills, args.seed, Path(tmp), args.steps, at=args.at)
         ok = not r["problems"]
         failed += not ok
         print(f"{kind:14s} {'ok  ' if ok else 'FAIL'} {r['kills']} kills landed, {r['experiments']} experiments, "

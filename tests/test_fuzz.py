@@ -6,6 +6,7 @@ tests/test_bad_input.py."""
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -39,3 +40,15 @@ def test_the_generators_make_sound_inputs_too(tmp_path):
     assert fuzz.check_study_file(find(fuzz.STUDY_FILE, lambda raw: fuzz.check_study_file(raw, tmp_path) == "ok"),
                                  tmp_path) == "ok"
     assert find(fuzz.HELLASWAG_ITEM, lambda i: fuzz.check_hellaswag([i], tmp_path) == "ok")
+
+
+@pytest.fixture(scope="module")
+def base_study(tmp_path_factory):
+    return fuzz.base_study(tmp_path_factory.mktemp("base"))
+
+
+@BUDGET
+@given(ops=st.lists(fuzz.RECORD_OP, min_size=1, max_size=3))
+def test_a_tampered_study_folder_is_analysed_or_refused_in_one_line_and_never_counts_what_it_should_not(
+        ops, base_study, tmp_path_factory):
+    fuzz.check_tampered(base_study, ops, tmp_path_factory.mktemp("t"))

@@ -246,8 +246,9 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
     if runs[lr_axis].nunique() < 2:
         return None
     others = [a for a in axes if a != lr_axis]
-    setting = (runs[others].astype(str).agg("\x1f".join, axis=1) if others else pd.Series("", index=runs.index))
-    config = setting + "\x1e" + runs[lr_axis].astype(str)
+    setting = pd.Series(["\x1f".join(map(str, row)) for row in runs[others].itertuples(index=False)]
+                        if others else [""] * len(runs), index=runs.index)
+    config = setting + "\x1e" + runs[lr_axis].map(str)
     cfg_codes, cfg_names = pd.factorize(config)
     set_of_cfg = pd.factorize(pd.Series(cfg_names).str.split("\x1e").str[0])[0]
     first = runs.groupby(cfg_codes).first()  # the other axes' values of each configuration

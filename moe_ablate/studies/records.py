@@ -60,8 +60,10 @@ def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfi
         return f"{eid!r} is not an experiment of this study"
     if rec.get("config_id", spec.config_id) != spec.config_id:
         return f"names configuration {rec.get('config_id')!r}; the study's {eid} belongs to {spec.config_id!r}"
-    if not isinstance(rec.get("hyperparameters", {}), dict):
+    if not isinstance(rec.get("hyperparameters"), dict):
         return "hyperparameters is not a table"
+    if json.loads(json.dumps(rec["hyperparameters"], default=str)) != json.loads(json.dumps(spec.hyperparameters)):
+        return f"hyperparameters {rec['hyperparameters']} differ from the study's {eid}: {spec.hyperparameters}"
     if rec.get("stage", spec.stage) != spec.stage:
         return f"stage {rec.get('stage')!r}; the study's {eid} is a {spec.stage} run"
     if configs is not None and "config" in rec:

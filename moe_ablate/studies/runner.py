@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .. import interrupt, tracking
+from .. import failpoints, interrupt, tracking
 from ..config import DataConfig, ExperimentConfig, validate
 from ..data import TokenData, prepare_data
 from ..errors import UserError
@@ -295,6 +295,7 @@ def run_experiments(study_dir: Path, study: Study, executor: Executor | None = N
             path = exp_dir / f"{job.spec.id}.json"
             atomic_write_json(path, record)
             done[job.spec.id] = read_json(path)
+            failpoints.reached("runner:recorded")
             bar.update(1)
             log(one_line(record))
             if on_record is not None:

@@ -88,6 +88,12 @@ def _check_stored(study: Study, path: Path) -> None:
     from .schema import check_metric
 
     check_metric(study.metric, str(path))
+    for e in study.experiments:
+        if not (isinstance(e.overrides, dict) and all(isinstance(k, str) for k in e.overrides)
+                and isinstance(e.config_id, str) and e.stage in ("grid", "confirm")
+                and (e.labels is None or isinstance(e.labels, dict))):
+            raise UserError(f"{path}: experiment {e.id!r} is not an experiment this tool wrote (overrides, "
+                            "config_id, labels or stage of the wrong kind)")
     ids = [e.id for e in study.experiments]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
