@@ -153,14 +153,16 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
         lines += ["## Learning-rate sensitivity", "",
                   f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; each "
                   f"failed seed counts at {sens['cap']:.3f}, the loss of a uniform prediction, within its "
-                  f"configuration's mean). Lower = more forgiving. Overall: {num(sens.get('overall_corrected'))} "
-                  f"corrected, 95% CI {ci(sens.get('overall_ci95'))} (plug-in {sens['overall']:.4f}, which reads "
-                  f"above zero even on a flat curve). {sens.get('method', '')}.{pruned}", ""]
+                  f"configuration's mean). Lower = more forgiving. Overall: {sens['overall']:.4f}, 95% CI "
+                  f"{ci(sens.get('overall_ci95'))} (bias-corrected: on a nearly flat curve it sits below the plug-in); "
+                  f"cross-fitted {num(sens.get('overall_corrected'))} (the loss "
+                  "above the LR the other seeds chose: zero on a flat curve, where the plug-in reads above zero; "
+                  f"n/a where the LRs of a setting share fewer than 2 seeds). {sens.get('method', '')}.{pruned}", ""]
         for axis, rows in sens["per_axis"].items():
             order = sens.get("order", {}).get(axis)
-            lines += [f"### per {axis}", "", table([{"value": r["value"], "corrected": num(r.get("corrected")),
-                                                     "95% CI": ci(r.get("ci95")), "plug-in": r["sensitivity"]}
-                                                    for r in rows], ["value", "corrected", "95% CI", "plug-in"])]
+            lines += [f"### per {axis}", "", table([{"value": r["value"], "sensitivity": r["sensitivity"],
+                                                     "95% CI": ci(r.get("ci95")), "cross-fitted": num(r.get("corrected"))}
+                                                    for r in rows], ["value", "sensitivity", "95% CI", "cross-fitted"])]
             if order:
                 lines += ["", order["text"] + "."]
     if a["effects"]:

@@ -290,7 +290,9 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
 
     def summary(value: float, reps: np.ndarray | None, cols: list[int]) -> dict[str, Any]:
         reps = reps[np.isfinite(reps)] if reps is not None else np.array([])
-        fixed = float(np.nanmean(corrected[cols])) if corrected is not None and np.isfinite(corrected[cols]).any() \
+        # the cross-fitted value of a group only when every setting in it has one (a mean over some of them
+        # would be another quantity)
+        fixed = float(np.mean(corrected[cols])) if corrected is not None and np.isfinite(corrected[cols]).all() \
             else None
         if len(reps) < 20:
             return {"sensitivity": value, "corrected": fixed, "ci95": None}
