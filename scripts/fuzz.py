@@ -313,15 +313,18 @@ def tamper(d: Path, ops: list) -> bool:
         else:
             cfg = json.loads((d / "config.json").read_text())
             study = cfg["study"]
-            if op == "repeat":
-                study["experiments"].append(study["experiments"][i % len(study["experiments"])])
-            elif key in ("id", "overrides", "config_id", "stage"):
-                study["experiments"][i % len(study["experiments"])][key] = value
-            elif "." in key:
-                section, field = key.split(".")
-                study["base"][section][field] = value
-            else:
-                study[key] = value
+            try:  # an earlier op may have replaced what this one edits: then it has nothing to edit
+                if op == "repeat":
+                    study["experiments"].append(study["experiments"][i % len(study["experiments"])])
+                elif key in ("id", "overrides", "config_id", "stage"):
+                    study["experiments"][i % len(study["experiments"])][key] = value
+                elif "." in key:
+                    section, field = key.split(".")
+                    study["base"][section][field] = value
+                else:
+                    study[key] = value
+            except (TypeError, AttributeError, KeyError, IndexError, ZeroDivisionError):
+                continue
             (d / "config.json").write_text(json.dumps(cfg))
             stored = True
     return stored
