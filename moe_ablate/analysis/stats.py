@@ -227,6 +227,51 @@ def _cross_fitted(runs: pd.DataFrame, cfg_codes: np.ndarray, settings: list[np.n
     return out
 
 
+def _lr_curves(runs: pd.DataFrame, others: list[str], lr_axis: str) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray]]:
+    """(each run's configuration code, each configuration's first run, the configurations of each setting of
+    the other axes that has 2+ LRs). Settings are keyed by their values' text, whatever their types."""
+    setting = pd.Series(["\x1f".join(map(str, row)) for row in runs[others].itertuples(index=False)]
+                        if others else [""] * len(runs), index=runs.index)
+    cfg_codes, cfg_names = pd.factorize(setting + "\x1e" + runs[lr_axis].map(str))
+    set_of_cfg = pd.factorize(pd.Series(cfg_names).str.split("\x1e").str[0])[0]
+    settings = [np.flatnonzero(set_of_cfg == k) for k in range(set_of_cfg.max() + 1)]
+    # a setting with one LR left (pruning) has no curve
+    return cfg_codes, runs.groupby(cfg_codes).first(), [c for c in settings if len(c) >= 2]
+
+
+def _nanavg(cols: list[int], of: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(of[..., cols], axis=-1)
+
+
+def _basic_ci(value: float, reps: np.ndarray) -> list[float] | None:
+    """The basic bootstrap interval [2v - q97.5, 2v - q2.5]: it corrects the bias the replicates show."""
+    reps = reps[np.isfinite(reps)]
+    if len(reps) < 20:
+        return None
+    lo, hi = np.percentile(reps, [2.5, 97.5])
+    return [2 * value - float(hi), 2 * value - float(lo)]
+
+
+def _order(axis: str, rows: list[dict], of_value: dict, boot: np.ndarray | None) -> dict[str, Any]:
+    """Whether the least and the most sensitive values of ``axis`` differ: only when the interval of their
+    difference excludes 0 is one called more forgiving."""
+    lo_r, hi_r = min(rows, key=lambda r: r["sensitivity"]), max(rows, key=lambda r: r["sensitivity"])
+    lo_v, hi_v = lo_r["value"], hi_r["value"]
+    diff = hi_r["sensitivity"] - lo_r["sensitivity"]
+    ci = _basic_ci(diff, _nanavg(of_value[hi_v], boot) - _nanavg(of_value[lo_v], boot)) if boot is not None else None
+    told = ci is not None and ci[0] > 0
+    if told:
+        text = (f"{axis} = {lo_v} is more forgiving of the LR than {axis} = {hi_v} (difference {diff:.3g}, 95% CI "
+                f"[{ci[0]:.3g}, {ci[1]:.3g}])")
+    else:
+        text = (f"cannot tell which {axis} is more forgiving of the LR (the difference between {lo_v} and {hi_v}, "
+                f"{diff:.3g}, " + (f"has a 95% CI [{ci[0]:.3g}, {ci[1]:.3g}])" if ci else
+                                   "has no interval: it needs 2+ seeds)"))
+    return {"more_forgiving": lo_v if told else None, "less_forgiving": hi_v if told else None,
+            "difference": diff, "ci95": ci, "text": text}
+
+
 def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_axis: str, cap: float, metric: str,
                    n_boot: int = SENSITIVITY_BOOT, seed: int = 0) -> dict[str, Any] | None:
     """Wortsman et al. (2023): the loss above the best, averaged over the LRs tried, for each setting of
@@ -236,27 +281,21 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
     other axis (mean over the settings with that value), and overall.
 
     The plug-in value subtracts the *minimum* of noisy means, so it reads above zero on a flat curve (0.012 in
-    the issue's simulation). A bootstrap over seeds (a seed's runs move together: they share data order and
-    initialisation) gives a 95% interval (the basic bootstrap interval, which removes the same bias) and the
-    bias-corrected value 2 x plug-in - mean of the replicates, both floored at 0. Two values of an axis are
-    called more or less forgiving only when the bootstrap interval of their difference excludes 0."""
+    the issue's simulation). Its 95% interval is the basic interval of a parametric bootstrap of the
+    configuration means (seed-blocked run noise, its chi-square redrawn; floored at 0); a seed bootstrap
+    under-states the noise with 2-5 seeds (it ordered two identical curves in 9 of 25 simulated studies).
+    ``corrected`` is cross-fitted (``_cross_fitted``): zero in expectation on a flat curve. One value of an
+    axis is called more forgiving than another only when the interval of their difference excludes 0."""
     runs = df[df.status.isin(("ok",) + ranking.FAILED)]
     runs = runs.assign(capped=np.where(runs.status == "ok", runs[metric], cap))
     runs = runs[np.isfinite(runs["capped"].to_numpy(float))]
     if runs[lr_axis].nunique() < 2:
         return None
     others = [a for a in axes if a != lr_axis]
-    setting = pd.Series(["\x1f".join(map(str, row)) for row in runs[others].itertuples(index=False)]
-                        if others else [""] * len(runs), index=runs.index)
-    config = setting + "\x1e" + runs[lr_axis].map(str)
-    cfg_codes, cfg_names = pd.factorize(config)
-    set_of_cfg = pd.factorize(pd.Series(cfg_names).str.split("\x1e").str[0])[0]
-    first = runs.groupby(cfg_codes).first()  # the other axes' values of each configuration
-    settings = [np.flatnonzero(set_of_cfg == k) for k in range(set_of_cfg.max() + 1)]
-    settings = [c for c in settings if len(c) >= 2]  # a setting with one LR left (pruning) has no curve
+    cfg_codes, first, settings = _lr_curves(runs, others, lr_axis)
     if not settings:
         return None
-    onehot = np.zeros((len(runs), len(cfg_names)))
+    onehot = np.zeros((len(runs), len(first)))
     onehot[np.arange(len(runs)), cfg_codes] = 1.0
     is_ok = (runs.status == "ok").to_numpy(float)
     n_ok, n_all = is_ok @ onehot, onehot.sum(axis=0)
@@ -270,14 +309,10 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
             means = (np.where(n_ok > 0, np.minimum(means_ok, cap) * n_ok, 0.0) + cap * (n_all - n_ok)) / n_all
         out = np.full((len(means), len(settings)), np.nan)
         for j, c in enumerate(settings):
-            m = means[:, c]
-            out[:, j] = np.nanmean(m - np.nanmin(m, axis=1, keepdims=True), axis=1)
+            out[:, j] = np.nanmean(means[:, c] - np.nanmin(means[:, c], axis=1, keepdims=True), axis=1)
         return out
 
     point = sensitivities(ok_mean[None, :])[0]
-    # the interval: a parametric bootstrap of the configuration means with the seed-blocked run noise, itself
-    # redrawn from its chi-square (as analysis/scaling.py does). Resampling 2-5 seeds under-states the noise
-    # (it ordered two identical curves in 9 of 25 simulated studies).
     ok_runs = runs[runs.status == "ok"]
     fit = ranking.Fit(ok_runs, metric) if len(ok_runs) else None
     boot = None
@@ -288,57 +323,31 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
             boot = sensitivities(ok_mean + rng.normal(0, 1, (n_boot, len(ok_mean))) * np.sqrt(s2[:, None] / n_ok))
     corrected = _cross_fitted(runs, cfg_codes, settings, cap) if "seed" in runs else None
 
-    def summary(value: float, reps: np.ndarray | None, cols: list[int]) -> dict[str, Any]:
-        reps = reps[np.isfinite(reps)] if reps is not None else np.array([])
+    def summary(cols: list[int]) -> dict[str, Any]:
+        value = float(_nanavg(cols, point))
+        ci = _basic_ci(value, _nanavg(cols, boot)) if boot is not None else None
         # the cross-fitted value of a group only when every setting in it has one (a mean over some of them
         # would be another quantity)
         fixed = float(np.mean(corrected[cols])) if corrected is not None and np.isfinite(corrected[cols]).all() \
             else None
-        if len(reps) < 20:
-            return {"sensitivity": value, "corrected": fixed, "ci95": None}
-        lo, hi = np.percentile(reps, [2.5, 97.5])
-        return {"sensitivity": value, "corrected": fixed, "ci95": [max(0.0, 2 * value - hi), max(0.0, 2 * value - lo)]}
-
-    def avg(cols: list[int], of: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore"):
-            return np.nanmean(of[..., cols], axis=-1)
+        return {"sensitivity": value, "corrected": fixed, "ci95": [max(0.0, t) for t in ci] if ci else None}
 
     every = list(range(len(settings)))
+    overall = summary(every)
     out: dict[str, Any] = {
-        "axis": lr_axis, "overall": float(avg(every, point)), "cap": cap,
-        "n_seeds": int(runs["seed"].nunique()) if "seed" in runs else 0,
+        "axis": lr_axis, "overall": overall["sensitivity"], "overall_corrected": overall["corrected"],
+        "overall_ci95": overall["ci95"], "cap": cap, "n_seeds": int(runs["seed"].nunique()) if "seed" in runs else 0,
         "settings": [{**{a: ranking.plain(first.loc[c[0], a]) for a in others}, "sensitivity": float(point[j]),
                       "lrs": len(c)} for j, c in enumerate(settings)],
-        "left_out_pruned": int((table.n_pruned > 0).sum())}
-    out.update({f"overall_{k}": v for k, v in summary(out["overall"], avg(every, boot) if boot is not None else None,
-                                                      every).items() if k != "sensitivity"})
-    out["per_axis"], out["order"] = {}, {}
+        "left_out_pruned": int((table.n_pruned > 0).sum()), "per_axis": {}, "order": {}}
     for a in others:
-        of_value = {}
+        of_value: dict[Any, list[int]] = {}
         for j, c in enumerate(settings):
             of_value.setdefault(ranking.plain(first.loc[c[0], a]), []).append(j)
-        rows = [{"value": v, **summary(float(avg(of_value[v], point)), avg(of_value[v], boot) if boot is not None
-                                       else None, of_value[v])} for v in sorted(of_value, key=_sort_key)]
+        rows = [{"value": v, **summary(of_value[v])} for v in sorted(of_value, key=_sort_key)]
         out["per_axis"][a] = rows
-        if len(rows) < 2:
-            continue
-        lo_r, hi_r = min(rows, key=lambda r: r["sensitivity"]), max(rows, key=lambda r: r["sensitivity"])
-        diff = hi_r["sensitivity"] - lo_r["sensitivity"]
-        ci = None
-        if boot is not None:
-            d = avg(of_value[hi_r["value"]], boot) - avg(of_value[lo_r["value"]], boot)
-            d = d[np.isfinite(d)]
-            ci = [2 * diff - float(np.percentile(d, 97.5)), 2 * diff - float(np.percentile(d, 2.5))] if len(d) else None
-        told = ci is not None and ci[0] > 0
-        lo_v, hi_v = lo_r["value"], hi_r["value"]
-        out["order"][a] = {
-            "more_forgiving": lo_v if told else None, "less_forgiving": hi_v if told else None,
-            "difference": diff, "ci95": ci,
-            "text": (f"{a} = {lo_v} is more forgiving of the LR than {a} = {hi_v} (difference {diff:.3g}, 95% CI "
-                     f"[{ci[0]:.3g}, {ci[1]:.3g}])" if told and ci else
-                     f"cannot tell which {a} is more forgiving of the LR (the difference between {lo_v} and {hi_v}, "
-                     f"{diff:.3g}, " + (f"has a 95% CI [{ci[0]:.3g}, {ci[1]:.3g}])" if ci else
-                                        "has no interval: it needs 2+ seeds)"))}
+        if len(rows) >= 2:
+            out["order"][a] = _order(a, rows, of_value, boot)
     out["method"] = ((f"95% interval: basic parametric bootstrap of the configuration means ({n_boot} replicates, "
                       f"seed-blocked run noise on {fit.dof} degrees of freedom)" if boot is not None else
                       "no interval: the run noise is unknown (one seed)")
