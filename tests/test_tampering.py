@@ -136,3 +136,45 @@ def test_analyze_waits_for_the_writer(study, capsys):
     with study_lock(study):
         assert main(["analyze", "--results-dir", str(study)]) == 2
     assert "in use by" in capsys.readouterr().err and (study / "report.md").read_bytes() == before
+
+
+def test_an_empty_resume_never_starts_a_new_study(tmp_path, capsys):
+    """Before: `--resume ""` (an unset shell variable) started a new study."""
+    assert main(["run", "--resume", "", "--output-dir", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--resume needs a study folder" in err[0] and not list(tmp_path.iterdir())
+
+
+def test_a_huge_scaling_bootstrap_is_refused_before_anything_trains(tmp_path, cache_dir, capsys):
+    """Before: bootstrap = 100000000 hung after the whole ladder had trained."""
+    import kill_resume
+
+    cfg = tmp_path / "scaling.toml"
+    cfg.write_text(kill_resume.scaling_toml(2, str(cache_dir)).replace("bootstrap = 200", "bootstrap = 100000000"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bootstrap" in err[0] and not (tmp_path / "out").exists()
+
+
+def test_a_fifo_as_config_is_one_line_not_a_hang(tmp_path):
+    """Before: `run --config` naming a FIFO blocked forever."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "study.toml"
+    os.mkfifo(fifo)
+    r = subprocess.run([sys.executable, "-m", "moe_ablate", "run", "--config", str(fifo), "--output-dir",
+                        str(tmp_path / "out"), "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "not a regular file" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hellaswag_output_never_overwrites_its_checkpoint(tmp_path, capsys):
+    """Before: `hellaswag --output` equal to `--checkpoint` replaced the model with the JSON result."""
+    model = tmp_path / "final_model.pt"
+    model.write_bytes(b"the user's model")
+    assert main(["hellaswag", "--checkpoint", str(model), "--data", str(tmp_path / "h.jsonl"),
+                 "--output", str(model)]) == 2
+    assert model.read_bytes() == b"the user's model"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would overwrite the --checkpoint input" in err[0]

@@ -195,7 +195,9 @@ def tracking_kwargs(args) -> dict:
 
 def study_dir_for(args, default_name: str) -> Path:
     """The study folder: --resume DIR, --name, or a new timestamped folder (never an existing one)."""
-    if args.resume:
+    if args.resume is not None:
+        if not str(args.resume).strip():  # an empty --resume (an unset shell variable) never starts a new study
+            raise UserError("--resume needs a study folder, got an empty name")
         return Path(args.resume)
     if getattr(args, "study_folder", None) is not None:
         from ..studies.spec import safe_name

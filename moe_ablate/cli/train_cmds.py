@@ -87,6 +87,13 @@ def cmd_hellaswag(args) -> int:
     from ..hellaswag import PROTOCOL, HellaSwagEvaluator
     from ..utils import atomic_write_json, resolve_device
 
+    if args.output:
+        out = Path(args.output).resolve()
+        for name, given in (("--checkpoint", args.checkpoint), ("--data", args.data)):
+            if out == Path(given).resolve():
+                raise UserError(f"--output {args.output} would overwrite the {name} input; choose another file")
+        if out.exists() and not out.is_file():
+            raise UserError(f"--output {args.output} exists and is not a regular file")
     device = resolve_device(args.device or "auto")
     model, tok, cfg = load_model(args.checkpoint, device)
     ev = HellaSwagEvaluator(args.data, tok, cfg.model.max_seq_len, args.limit, args.batch_size, device)

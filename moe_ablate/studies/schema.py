@@ -64,7 +64,8 @@ class ScalingSection(_Strict):
     target_exp: Literal[3, 9] = 3
     target_preset: StrictStr | None = None  # size the target model with this preset instead of the exp's
     target_steps: PositiveInt | None = None  # default: the long run's 10,000
-    bootstrap: PositiveInt = 1000  # bootstrap replicates per scale
+    # bootstrap replicates per scale: 100,000 is already ~100x what a 95% interval needs; 10^8 hung after the ladder
+    bootstrap: int = Field(default=1000, ge=100, le=100_000)
 
 
 class StudyFile(_Strict):

@@ -123,6 +123,8 @@ def load_study(path_or_name: str | Path) -> StudySpec:
         path = CONFIG_DIR / f"{path_or_name}.toml"
     if not path.exists():
         raise UserError(f"study config not found: {path_or_name}")
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise UserError(f"study config {path} is not a regular file")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
