@@ -2,7 +2,7 @@
 
 Every file holds the experiment config, the model state and the tokenizer, so any of them can be
 loaded on its own (``moe-ablate hellaswag``, ``train --resume``); training checkpoints add the
-optimizer, scheduler, RNG and loop state on top (``train.py``).
+optimizer, scheduler, RNG and loop state on top (``training/``).
 """
 
 from __future__ import annotations

@@ -175,12 +175,12 @@ def test_long_documents_reach_the_tokenizer_in_pieces_that_tokenise_the_same():
 
 # ---------------------------------------------------------------- exit codes and messages that tell the truth
 def test_a_study_whose_every_experiment_failed_exits_1_naming_the_cause(tmp_path, cache_dir, capsys, monkeypatch):
-    import moe_ablate.train
+    import moe_ablate.training
 
     def broken(*a, **k):
         raise RuntimeError("a bug in the model")
 
-    monkeypatch.setattr(moe_ablate.train, "train", broken)
+    monkeypatch.setattr(moe_ablate.training, "train", broken)
     cfg = write_study(tmp_path, cache_dir, steps=4, lrs="[0.01]")
     code = cli("run", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "f", "--no-progress")
     line = one_line(capsys, code, expected_code=1)

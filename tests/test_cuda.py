@@ -20,7 +20,7 @@ import torch
 
 from moe_ablate.cli import main
 from moe_ablate.config import apply_overrides
-from moe_ablate.train import train
+from moe_ablate.training import train
 
 from .test_study import write_study
 from .test_wsd import wsd_study
@@ -53,7 +53,7 @@ def deterministic():
 def test_fp32_resume_on_cuda_is_bit_exact(small_cfg, small_data, tmp_path, model, deterministic):
     cfg = _cuda(small_cfg, **{"model.name": model, "train.amp": "off", "train.steps": 10, "train.log_every": 1})
     straight, _ = train(cfg, small_data, **QUIET)
-    train(cfg, small_data, checkpoint_dir=tmp_path, stop_after=5, **QUIET)
+    train(cfg, small_data, checkpoint_dir=tmp_path, stop_at=5, **QUIET)
     resumed, _ = train(cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
     assert resumed["status"] == straight["status"] == "ok"
     assert _losses(resumed) == _losses(straight)
@@ -64,7 +64,7 @@ def test_fp32_resume_on_cuda_is_bit_exact(small_cfg, small_data, tmp_path, model
 def test_bf16_resume_on_cuda_lands_within_bf16_tolerance(small_cfg, small_data, tmp_path, model):
     cfg = _cuda(small_cfg, **{"model.name": model, "train.amp": "bf16", "train.steps": 10, "train.log_every": 1})
     straight, _ = train(cfg, small_data, **QUIET)
-    train(cfg, small_data, checkpoint_dir=tmp_path, stop_after=5, **QUIET)
+    train(cfg, small_data, checkpoint_dir=tmp_path, stop_at=5, **QUIET)
     resumed, _ = train(cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
     assert resumed["amp"] == "bfloat16" and resumed["steps"] == 10
     assert _losses(resumed)[:5] == _losses(straight)[:5]  # before the checkpoint: the same run

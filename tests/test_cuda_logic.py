@@ -6,7 +6,7 @@ import torch
 from moe_ablate.models import build_model
 from moe_ablate.models.moe import grouped_mm_supported
 from moe_ablate.optim import Muon, build_optimizers
-from moe_ablate.train import amp_dtype_for
+from moe_ablate.training import amp_dtype_for
 
 from .test_models import small_model_cfg
 

@@ -10,7 +10,7 @@ import pytest
 from moe_ablate.cli import main
 from moe_ablate.config import DataConfig
 from moe_ablate.data import prepare_data
-from moe_ablate.train import train
+from moe_ablate.training import train
 
 from .conftest import small_config
 

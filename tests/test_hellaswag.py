@@ -14,7 +14,7 @@ from moe_ablate.data.corpus import builtin_documents
 from moe_ablate.errors import UserError
 from moe_ablate.hellaswag import HellaSwagEvaluator, choose, load_items, preprocess
 from moe_ablate.models import build_model
-from moe_ablate.train import train
+from moe_ablate.training import train
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "hellaswag_mini.jsonl")
 

@@ -10,7 +10,7 @@ from moe_ablate.config import apply_overrides
 from moe_ablate.models import build_model
 from moe_ablate.models.base import DEAD_FRACTION, RoutingLoad
 from moe_ablate.optim import Muon
-from moe_ablate.train import train
+from moe_ablate.training import train
 
 from .test_models import small_model_cfg
 from .test_optim import _run, problem  # noqa: F401  (the fixture)

@@ -86,7 +86,7 @@ def test_without_power_the_answer_says_cannot_tell_and_what_it_could_have_seen()
 
 
 def test_a_crashed_run_is_retried_in_the_study(tmp_path, cache_dir, monkeypatch):
-    import moe_ablate.train as train_mod
+    import moe_ablate.training as train_mod
 
     real, calls = train_mod.train, {"n": 0}
 

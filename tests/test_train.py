@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moe_ablate.config import apply_overrides
-from moe_ablate.train import train
+from moe_ablate.training import train
 
 QUIET = dict(progress=False, log=lambda m: None)
 
@@ -42,7 +42,7 @@ def test_resume_reproduces_the_uninterrupted_run(small_cfg, small_data, tmp_path
     cfg = apply_overrides(small_cfg, {"model.name": model, "train.steps": 10, "train.log_every": 1,
                                       "train.eval_every": 5, "model.dropout": 0.1})
     straight, _ = train(cfg, small_data, **QUIET)
-    half, _ = train(cfg, small_data, checkpoint_dir=tmp_path, stop_after=5, **QUIET)
+    half, _ = train(cfg, small_data, checkpoint_dir=tmp_path, stop_at=5, **QUIET)
     assert half["steps"] == 5
     resumed, _ = train(cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
     losses = lambda r: [h["loss"] for h in r["history"]["train"]]
@@ -79,6 +79,6 @@ def test_out_of_memory_ends_as_oom_and_the_model_stays_usable(small_cfg, small_d
 
 def test_resumed_run_reports_the_routing_load_of_the_whole_run(small_cfg, small_data, tmp_path):
     straight, _ = train(small_cfg, small_data, **QUIET)
-    train(small_cfg, small_data, checkpoint_dir=tmp_path, stop_after=5, **QUIET)
+    train(small_cfg, small_data, checkpoint_dir=tmp_path, stop_at=5, **QUIET)
     resumed, _ = train(small_cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
     assert resumed["routing"]["load_fraction"] == straight["routing"]["load_fraction"]

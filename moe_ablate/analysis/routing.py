@@ -2,7 +2,7 @@
 
 Per configuration (means over its successful seeds): MaxVio at the end of training and its peak,
 dead experts, router entropy and the aux-loss-free bias norm, from the records' ``routing_*`` fields
-(``train.routing_summary``); configurations with dead experts or severe imbalance are named next to
+(``training.routing_summary``); configurations with dead experts or severe imbalance are named next to
 their loss. Compute: whether the configurations were matched in FLOPs per token (active parameters
 and attention, ``TransformerLM.flops_per_token``) and, where they were not, each configuration's
 validation loss at the training FLOPs every one of them reached (read off its validation curve by

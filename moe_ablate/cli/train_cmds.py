@@ -23,7 +23,7 @@ def cmd_train(args) -> int:
     from ..checkpoint import save_model
     from ..config import apply_overrides, preset_config, validate
     from ..data import prepare_data
-    from ..train import train
+    from ..training import train
     from ..resources import check_fits
     from ..utils import atomic_write_json, resolve_device
 

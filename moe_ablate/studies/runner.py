@@ -188,7 +188,7 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
 
 def _attempt(job: Job, *, log: Log, progress: bool, cache: ModelCache | None) -> dict:
     from ..checkpoint import save_model
-    from ..train import train
+    from ..training import train
 
     spec, cfg = job.spec, result_config(job.cfg, job.data)
     t0 = time.perf_counter()
