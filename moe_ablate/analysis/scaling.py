@@ -148,7 +148,6 @@ def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.
     configuration means redrawn with the run noise ``var`` (on ``dof`` degrees of freedom, ``_noise_var``)."""
     ok = sub[sub.status == "ok"]
     groups = ok.groupby([axis] + ([other] if other else []))[metric].agg(["mean", "count"]).reset_index()
-    failed = np.log(np.asarray(sorted(set(sub[axis]) - set(ok[axis])), float))
     logx, mean = np.log(groups[axis].to_numpy(float)), groups["mean"].to_numpy(float)
     se1 = 1.0 / np.sqrt(groups["count"].to_numpy(float))
     oth = groups[other].to_numpy() if other else None

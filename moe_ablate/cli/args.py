@@ -62,6 +62,29 @@ def lr_or_auto(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a positive number, 'auto' or scaling:DIR, got {text!r}") from None
 
 
+# flag types by name: a study kind declares its flags without importing argparse (``StudyKind.add_flags``)
+FLAG_TYPES = {"pos_int": pos_int, "pos_float": pos_float, "nonneg_int": nonneg_int, "nonneg_float": nonneg_float,
+              "fraction": fraction, "seed_int": seed_int, "lr_float": lr_float, "lr_or_auto": lr_or_auto}
+
+
+def _typed(kw: dict) -> dict:
+    if isinstance(kw.get("type"), str):
+        if kw["type"] not in FLAG_TYPES:
+            raise ValueError(f"unknown flag type {kw['type']!r} (known: {', '.join(FLAG_TYPES)})")
+        kw = {**kw, "type": FLAG_TYPES[kw["type"]]}
+    return kw
+
+
+class Flags:
+    """Flags that do not define the study (``add`` takes argparse's arguments; a ``type`` may be a FLAG_TYPES name)."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+
+    def add(self, *flags, **kw) -> argparse.Action:
+        return self.parser.add_argument(*flags, **_typed(kw))
+
+
 class Defining:
     """An argument group whose flags define the study (see the module docstring)."""
 
@@ -69,7 +92,7 @@ class Defining:
         self.parser, self.group = parser, parser.add_argument_group(title)
 
     def add(self, *flags, **kw) -> argparse.Action:
-        action = self.group.add_argument(*flags, **kw)
+        action = self.group.add_argument(*flags, **_typed(kw))
         self.parser.set_defaults(defining=(*(self.parser.get_default("defining") or ()), action.dest))
         return action
 

@@ -1,36 +1,32 @@
-"""Study commands: ``run``, ``analyze``, ``batch-seqlen``, ``lr-search``, ``expert-search`` and the
-long run ``train --exp``. Each parses its flags into a ``Study`` (or none, to continue a stored one)
-and calls ``studies.pipeline.run_study``."""
+"""Study commands: one per registered study kind (``studies/kinds.py``: ``run``, ``scaling``, ``batch-seqlen``,
+``lr-search``, ``expert-search``, and any kind registered before ``main`` runs), ``analyze``, and the long run
+``train --exp``. Each parses its flags into a ``Study`` (the kind's ``build``; or none, to continue a stored
+one) and calls ``studies.pipeline.run_study``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from collections import Counter
 from pathlib import Path
 
-from ..config import apply_overrides
 from ..errors import StudyFailed, UserError
-from ..studies import batch_seqlen, expert_search, grid, long_train, lr_search, scaling
+from ..studies import kinds, long_train
+from ..studies.kind import StudyKind
 from ..studies.pipeline import StudyResult, run_study
 from ..studies.study import load_study
-from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, add_experiment_flags, add_study_flags, defining_given, executor,
-                   experiment_overrides, log, lr_or_auto, nonneg_int, notes_on_unused_flags, pos_float, pos_int,
-                   study_dir_for,
+from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, Flags, add_experiment_flags, add_study_flags, defining_given,
+                   executor, experiment_overrides, log, lr_or_auto, nonneg_int, notes_on_unused_flags, study_dir_for,
                    tracking_kwargs)
-
-
-# which stored study kinds each command resumes, and the command for each kind
-COMMAND_KINDS = {"run": ("grid", "lr_transfer", "scaling"), "scaling": ("scaling",), "batch-seqlen": ("batch_seqlen",), "lr-search": ("lr_search",),
-                 "expert-search": ("expert_search",), "train": ("long_train",)}
 
 
 def check_resumable_by(command: str, folder) -> None:
     """``lr-search --resume`` of a ``run`` study (and the like) is one line naming the right command."""
     stored, _ = load_study(Path(folder))
-    if stored.kind not in COMMAND_KINDS[command]:
-        right = next((c for c, kinds in COMMAND_KINDS.items() if stored.kind in kinds), "run")
+    if stored.kind not in kinds.resumable_by(command):
+        right = kinds.command_for(stored.kind) if stored.kind in kinds.KINDS else "run"
         raise UserError(f"{folder} is a {stored.kind} study; resume it with `moe-ablate {right} --resume {folder}`")
 
 
@@ -135,24 +131,16 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
         print(f"study wall time {wall:.1f}s (training+evaluation {train_eval:.1f}s)")
 
 
-# ---------------------------------------------------------------- run (LR ablation and any TOML grid)
-def cmd_run(args) -> int:
-    def build(args):
-        return grid.make_study(args.config or "lr_ablation", preset=args.preset, overrides=experiment_overrides(args),
-                               quick=args.quick, max_experiments=args.max_experiments, seeds=args.seeds,
-                               confirm=args.confirm)
-
-    _run(args, build)
-    return 0
-
-
-def cmd_scaling(args) -> int:
-    def build(args):
-        return scaling.make_study(args.config or "scaling_tiny", preset=args.preset,
-                                  overrides=experiment_overrides(args), quick=args.quick, seeds=args.seeds,
-                                  confirm=args.confirm, target_steps=args.target_steps, target_model=args.target_model)
-
-    _run(args, build)
+# ---------------------------------------------------------------- one command per study kind
+def cmd_study(kind: StudyKind, args) -> int:
+    """Any kind's command: build (or resume) its study, run it, print its files, run its follow-up."""
+    result = _run(args, lambda a: kind.build(a, experiment_overrides(a)), extend=getattr(args, "extend", False))
+    for name in kind.result_files:
+        print(f"results: {result.study_dir / name}")
+    more = kind.follow_up(result.study_dir, result.study, result.records, result.analysis, args)
+    if more is not None:
+        _print_long(run_study(more.study, more.folder, log=log, progress=not args.no_progress,
+                              **tracking_kwargs(args)))
     return 0
 
 
@@ -161,68 +149,6 @@ def cmd_analyze(args) -> int:
 
     d = Path(args.results_dir)
     _print_outcome(StudyResult(d, None, [], analyze_folder(d, log=log)))
-    return 0
-
-
-def cmd_batch_seqlen(args) -> int:
-    def build(args):
-        custom = {"batch_size": args.batch, "seq_len": args.seqlen, "lr": args.lr, "grad_accum": args.grad_accum,
-                  "name": args.name}
-        is_custom = any(v is not None for k, v in custom.items() if k != "name")
-        if is_custom and (args.batch is None or args.seqlen is None):
-            raise UserError("a custom run needs at least --batch and --seqlen")
-        return batch_seqlen.make_study(args.config or "batch_seqlen", preset=args.preset,
-                                       overrides=experiment_overrides(args), custom=custom if is_custom else None,
-                                       confirm=args.confirm)
-
-    _run(args, build)
-    return 0
-
-
-# ---------------------------------------------------------------- Experiments 9 and 3
-def _auto_lr(output_dir: str, exp: int) -> tuple[float, str]:
-    found = lr_search.find_recommendation(output_dir, "lr_recommendation.json", exp)
-    if found is None:
-        raise UserError(f"--lr auto: no lr_recommendation.json for exp {exp} under {output_dir}; "
-                        f"run `moe-ablate lr-search --exp {exp} --output-dir {output_dir}` first")
-    rec, path = found
-    return rec["best_learning_rate"], str(path)
-
-
-def cmd_lr_search(args) -> int:
-    if args.exp is None and not args.resume:
-        raise UserError("lr-search needs --exp 9 or --exp 3 (or --resume DIR)")
-
-    def build(args):
-        return lr_search.make_study(args.exp, lrs=args.lrs, full=args.full, preset=args.preset,
-                                    overrides=experiment_overrides(args), confirm=args.confirm)
-
-    result = _run(args, build, extend=args.extend)
-    rec = lr_search.KIND.recommendation(result.study, result.records, result.analysis)
-    print(f"results: {result.study_dir / 'lr_recommendation.json'}")
-    if args.then_train:
-        if rec.get("best_learning_rate") is None:
-            raise UserError("no successful LR to train with")
-        # the search's --steps/--eval-every/--patience were for the search; the long run has its own
-        cfg = apply_overrides(result.study.base, {**long_train.long_run_settings(args.long_steps, args.hellaswag),
-                                                  "train.muon_lr": rec["best_learning_rate"]})
-        exp = result.study.params["exp"]
-        long = long_train.make_study(exp, cfg, {"lr_recommendation": str(result.study_dir / "lr_recommendation.json")})
-        _print_long(run_study(long, result.study_dir / "long_term", log=log, progress=not args.no_progress,
-                              **tracking_kwargs(args)))
-    return 0
-
-
-def cmd_expert_search(args) -> int:
-    def build(args):
-        if args.lr == "auto":
-            lr, source = _auto_lr(args.output_dir, 3)
-        else:
-            lr, source = (args.lr, "--lr") if args.lr is not None else (1e-3, "the default 1e-3")
-        return expert_search.make_study(lr=lr, lr_source=source, preset=args.preset,
-                                        overrides=experiment_overrides(args), confirm=args.confirm)
-
-    _run(args, build)
     return 0
 
 
@@ -259,73 +185,23 @@ def cmd_train_exp(args) -> int:
         _print_long(run_study(None, folder, resume=True, log=log, rerun_from=rerun, progress=not args.no_progress,
                               **tracking_kwargs(args)))
         return 0
-    exp, output = args.exp, args.output_dir or DEFAULT_OUTPUT
-    settings_from: dict = {}
-    overrides = long_train.long_run_settings(hellaswag=args.hellaswag)
-    for name in ("checkpoint_every", "hellaswag_every"):
-        if getattr(args, name) is not None:
-            overrides[f"train.{name}"] = getattr(args, name)
-    if args.lr == "auto":
-        lr, src = _auto_lr(output, exp)
-        overrides["train.muon_lr"], settings_from["lr_recommendation"] = lr, src
-        if exp == 3:
-            found = lr_search.find_recommendation(output, "expert_recommendation.json", 3)
-            if found:
-                rec, path = found
-                overrides.update({"model.num_experts": rec["num_experts"], "model.top_k": rec["top_k"]})
-                settings_from["expert_recommendation"] = str(path)
-            else:
-                log("no expert_recommendation.json found: using the preset's experts/top-k")
-    elif args.lr is not None and not str(args.lr).startswith("scaling:"):
-        overrides["train.muon_lr"] = args.lr
-    # long-run defaults < recommendations < explicit flags
-    cfg = lr_search.experiment_base(exp, args.preset, overrides, experiment_overrides(args))
-    if str(args.lr).startswith("scaling:"):  # the law's LR at this run's own compute (its model and steps)
-        lr, settings_from["lr_scaling_law"] = scaling.lr_from_law(args.lr[len("scaling:"):], cfg)
-        iv = settings_from["lr_scaling_law"].get("interval80") or (float("nan"),) * 2
-        log(f"--lr {args.lr}: Muon LR {lr:.4g} (80% interval {iv[0]:.4g}-{iv[1]:.4g}) at "
-            f"{settings_from['lr_scaling_law']['compute']:.3g} FLOPs")
-        cfg = lr_search.experiment_base(exp, args.preset, {**overrides, "train.muon_lr": lr}, experiment_overrides(args))
-    out = Path(output) / f"exp{exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
-    _print_long(run_study(long_train.make_study(exp, cfg, settings_from), out, log=log, progress=not args.no_progress,
-                          **tracking_kwargs(args)))
+    output = args.output_dir or DEFAULT_OUTPUT
+    request = long_train.LongRunRequest(args.exp, output, args.preset, args.lr, args.hellaswag, args.checkpoint_every,
+                                        args.hellaswag_every, experiment_overrides(args))
+    study = long_train.compose(request, log)
+    out = Path(output) / f"exp{args.exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
+    _print_long(run_study(study, out, log=log, progress=not args.no_progress, **tracking_kwargs(args)))
     return 0
 
 
 def register(sub) -> None:
-    r = sub.add_parser(
-        "run", help="run an ablation study (default: the 270-experiment learning-rate grid)",
-        description="Run every experiment of a study grid (configs/lr_ablation.toml unless --config), "
-                    "one after another, each writing experiments/<id>.json, then analyse the results.")
-    d = Defining(r, "the study")
-    d.add("--config", default=None, help="study TOML file or preset name in configs/ (default lr_ablation)")
-    d.add("--quick", action="store_true", help="run the file's [quick] grid (4 experiments for lr_ablation)")
-    d.add("--max-experiments", type=pos_int, default=None,
-          help="run N configurations chosen to span every value of every axis (seeded, not the first N)")
-    d.add("--seeds", type=pos_int, default=None, help="run each configuration with K seeds (N x K runs)")
-    add_study_flags(r, "<study name>")
-    add_experiment_flags(r)
-    r.set_defaults(func=cmd_run)
-
-    sc = sub.add_parser(
-        "scaling", help="fit how the optimal LR (and batch size) scale with compute; predict them for the long run",
-        description="A ladder of scales (model widths/depths and/or token horizons, the file's non-LR axes) with an "
-                    "LR grid and seeds at each: the optimum at each scale (minimum of a cubic in log LR, bootstrap "
-                    "CI), a power law in compute (WLS in log-log, bootstrap CIs, a bend test), a held-out check on "
-                    "the largest scale, and the predicted LR for the target run. Writes scaling_law.json and "
-                    "scaling_law.png beside the usual report; `train --exp N --lr scaling:DIR` uses the law.")
-    d = Defining(sc, "the study")
-    d.add("--config", default=None, help="scaling TOML file or preset name in configs/ (default scaling_tiny, a "
-                                         "CPU-sized ladder; scaling is the GPU-sized one)")
-    d.add("--quick", action="store_true", help="run the file's [quick] grid")
-    d.add("--seeds", type=pos_int, default=None, help="seeds per configuration (default: the file's)")
-    d.add("--target-steps", type=pos_int, default=None,
-          help="steps of the run to predict for (default: the file's [scaling] target_steps, else 10,000)")
-    d.add("--target-model", default=None, metavar="PRESET",
-          help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")
-    add_study_flags(sc, "<study name>")
-    add_experiment_flags(sc)
-    sc.set_defaults(func=cmd_scaling)
+    """One command per study kind that has one (the registry's order), then ``analyze``."""
+    for kind in kinds.with_commands():
+        p = sub.add_parser(kind.command, help=kind.help, description=kind.description)
+        kind.add_flags(Defining(p, "the study"), Flags(p))
+        add_study_flags(p, kind.folder_name, name_flag=kind.name_flag)
+        add_experiment_flags(p, skip=kind.skip_flags)
+        p.set_defaults(func=functools.partial(cmd_study, kind))
 
     a = sub.add_parser("analyze", help="(re)analyse a study folder of any kind: statistics, plots, report.md",
                        description="Analyse a study folder's experiments/*.json (never modifies them) and write "
@@ -333,49 +209,6 @@ def register(sub) -> None:
                                    "and the study kind's own files.")
     a.add_argument("--results-dir", required=True, help="the study folder")
     a.set_defaults(func=cmd_analyze)
-
-    b = sub.add_parser("batch-seqlen", help="batch size vs sequence length at equal tokens per step",
-                       description="Run the strategies of configs/batch_seqlen.toml (large batch + short sequences, "
-                                   "balanced, small batch + long sequences) x LRs, or one custom configuration.")
-    d = Defining(b, "the study")
-    d.add("--config", default=None, help="study TOML (default configs/batch_seqlen.toml)")
-    d.add("--batch", type=pos_int, default=None, help="custom run: sequences per micro-batch")
-    d.add("--seqlen", type=pos_int, default=None, help="custom run: tokens per sequence")
-    d.add("--lr", type=pos_float, default=None, help="custom run: Muon learning rate")
-    d.add("--grad-accum", type=pos_int, default=None, help="custom run: micro-batches per step")
-    d.add("--name", default=None, help="custom run: its name (used in the folder name)")
-    add_study_flags(b, "batch_seqlen", name_flag=False)
-    add_experiment_flags(b, skip=("--batch-size", "--seq-len", "--grad-accum", "--muon-lr"))
-    b.set_defaults(func=cmd_batch_seqlen)
-
-    lr = sub.add_parser("lr-search", help="learning-rate search for Experiment 9 or 3 (early stopping, recommendation)",
-                        description="Train the experiment's model once per LR (warmup 5% + cosine to 10%, early "
-                                    "stopping on validation loss) and recommend the LR with the lowest best "
-                                    "validation loss. Quick: 4 LRs x 1000 steps; --full: 7 LRs x 2000 steps.")
-    d = Defining(lr, "the study")
-    d.add("--exp", type=int, choices=sorted(lr_search.EXPERIMENTS), default=None,
-          help="9: deepseek_mlp (preset exp9); 3: deepseek_glm4_moe (preset exp3); required unless --resume")
-    d.add("--full", action="store_true", help="7 LRs 1e-5..1e-2, 2000 steps, eval every 100, patience 5")
-    d.add("--lrs", type=pos_float, nargs="+", default=None, help="the LRs to try (Muon LR)")
-    lr.add_argument("--extend", action="store_true",
-                    help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1); works with --resume")
-    lr.add_argument("--then-train", action="store_true", help="then train long (train --exp) with the best LR")
-    lr.add_argument("--long-steps", type=pos_int, default=10000, help="with --then-train: steps of the long run")
-    lr.add_argument("--hellaswag", default=None, help="with --then-train: HellaSwag source for the long run")
-    add_study_flags(lr, "lr_search_exp<N>")
-    add_experiment_flags(lr, skip=("--model", "--muon-lr"))
-    lr.set_defaults(func=cmd_lr_search)
-
-    ex = sub.add_parser("expert-search", help="experts {4,8,16} x top-k {1,2} for Experiment 3",
-                        description="Train Experiment 3's model with each expert configuration (800 steps) and "
-                                    "recommend one; records routing balance and total/active parameters.")
-    d = Defining(ex, "the study")
-    d.add("--exp", type=int, choices=[3], default=None, help="only 3 (the GLM4-MoE model)")
-    d.add("--lr", type=lr_or_auto, default=None,
-          help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation found under --output-dir (default 1e-3)")
-    add_study_flags(ex, "expert_search_exp3")
-    add_experiment_flags(ex, skip=("--model", "--muon-lr", "--num-experts", "--top-k"))
-    ex.set_defaults(func=cmd_expert_search)
 
 
 def add_long_run_flags(t) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..utils import atomic_write_json
-from .kind import StudyKind
+from .kind import StudyKind, register
 from .spec import ExperimentSpec, StudySpec, load_study
 from .study import Study
 
@@ -113,6 +113,31 @@ def best_per_strategy(analysis: dict) -> list[dict]:
 class BatchSeqlenKind(StudyKind):
     name = "batch_seqlen"
     title = "Batch size vs sequence length"
+    command = "batch-seqlen"
+    help = "batch size vs sequence length at equal tokens per step"
+    description = ("Run the strategies of configs/batch_seqlen.toml (large batch + short sequences, balanced, small "
+                   "batch + long sequences) x LRs, or one custom configuration.")
+    folder_name = "batch_seqlen"
+    name_flag = False
+    skip_flags = ("--batch-size", "--seq-len", "--grad-accum", "--muon-lr")
+
+    def add_flags(self, defining, other):
+        d = defining
+        d.add("--config", default=None, help="study TOML (default configs/batch_seqlen.toml)")
+        d.add("--batch", type="pos_int", default=None, help="custom run: sequences per micro-batch")
+        d.add("--seqlen", type="pos_int", default=None, help="custom run: tokens per sequence")
+        d.add("--lr", type="pos_float", default=None, help="custom run: Muon learning rate")
+        d.add("--grad-accum", type="pos_int", default=None, help="custom run: micro-batches per step")
+        d.add("--name", default=None, help="custom run: its name (used in the folder name)")
+
+    def build(self, args, overrides):
+        custom = {"batch_size": args.batch, "seq_len": args.seqlen, "lr": args.lr, "grad_accum": args.grad_accum,
+                  "name": args.name}
+        is_custom = any(v is not None for k, v in custom.items() if k != "name")
+        if is_custom and (args.batch is None or args.seqlen is None):
+            raise UserError("a custom run needs at least --batch and --seqlen")
+        return make_study(args.config or "batch_seqlen", preset=args.preset, overrides=overrides,
+                          custom=custom if is_custom else None, confirm=args.confirm)
 
     def answer(self, study, records, analysis):
         strats = {s["name"]: s for s in study.params["strategies"]}
@@ -159,7 +184,7 @@ class BatchSeqlenKind(StudyKind):
         return [plot(study_dir, records, analysis)]
 
 
-KIND = BatchSeqlenKind()
+KIND = register(BatchSeqlenKind())
 
 
 def _strategy_of(analysis: dict, config_id: str) -> str:

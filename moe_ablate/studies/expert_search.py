@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from ..utils import atomic_write_json
-from .kind import StudyKind
-from .lr_search import METRIC, experiment_base
+from .kind import StudyKind, register
+from .experiments import auto_lr, experiment_base
+from .lr_search import METRIC
 from .spec import ExperimentSpec
 from .study import Study
 
@@ -34,6 +35,25 @@ def _key(r: dict) -> str:
 class ExpertSearchKind(StudyKind):
     name = "expert_search"
     title = "Expert search"
+    command = "expert-search"
+    help = "experts {4,8,16} x top-k {1,2} for Experiment 3"
+    description = ("Train Experiment 3's model with each expert configuration (800 steps) and recommend one; "
+                   "records routing balance and total/active parameters.")
+    folder_name = "expert_search_exp3"
+    skip_flags = ("--model", "--muon-lr", "--num-experts", "--top-k")
+
+    def add_flags(self, defining, other):
+        defining.add("--exp", type=int, choices=[3], default=None, help="only 3 (the GLM4-MoE model)")
+        defining.add("--lr", type="lr_or_auto", default=None,
+                     help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation found under --output-dir "
+                          "(default 1e-3)")
+
+    def build(self, args, overrides):
+        if args.lr == "auto":
+            lr, source = auto_lr(args.output_dir, 3)
+        else:
+            lr, source = (args.lr, "--lr") if args.lr is not None else (1e-3, "the default 1e-3")
+        return make_study(lr=lr, lr_source=source, preset=args.preset, overrides=overrides, confirm=args.confirm)
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         rec = analysis["recommendation"]
@@ -79,7 +99,7 @@ class ExpertSearchKind(StudyKind):
         return [plot_expert_search(study_dir, records)]
 
 
-KIND = ExpertSearchKind()
+KIND = register(ExpertSearchKind())
 
 
 def compute_note(analysis: dict) -> str:

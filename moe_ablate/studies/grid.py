@@ -1,19 +1,32 @@
-"""``run``: a grid from a TOML preset (the 270-experiment LR ablation, or any file of your own)."""
+"""``run``: a grid from a TOML preset (the 270-experiment LR ablation, or any file of your own), and the LR
+transfer kind (a grid over width x LR). ``make_study`` (``toml_study.py``) builds any TOML study."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from ..errors import UserError
-from .kind import StudyKind
-from . import schema
-from .spec import configurations, load_study, sampled_subset, spanning_subset, with_seeds
-from .study import Study
+from . import scaling  # noqa: F401  (a TOML may name the scaling kind: importing it registers it)
+from .kind import StudyKind, register
+from .toml_study import make_study
 
 
 class GridKind(StudyKind):
     name = "grid"
     title = "Study report"
+    command = "run"
+    help = "run an ablation study (default: the 270-experiment learning-rate grid)"
+    description = ("Run every experiment of a study grid (configs/lr_ablation.toml unless --config), one after "
+                   "another, each writing experiments/<id>.json, then analyse the results.")
+
+    def add_flags(self, defining, other):
+        d = defining
+        d.add("--config", default=None, help="study TOML file or preset name in configs/ (default lr_ablation)")
+        d.add("--quick", action="store_true", help="run the file's [quick] grid (4 experiments for lr_ablation)")
+        d.add("--max-experiments", type="pos_int", default=None,
+              help="run N configurations chosen to span every value of every axis (seeded, not the first N)")
+        d.add("--seeds", type="pos_int", default=None, help="run each configuration with K seeds (N x K runs)")
+
+    def build(self, args, overrides):
+        return make_study(args.config or "lr_ablation", preset=args.preset, overrides=overrides, quick=args.quick,
+                          max_experiments=args.max_experiments, seeds=args.seeds, confirm=args.confirm)
 
     def answer(self, study, records, analysis):
         """With a ``steps`` (token horizon) axis and an LR axis the question is whether the optimum moves."""
@@ -32,6 +45,8 @@ class LRTransferKind(GridKind):
 
     name = "lr_transfer"
     title = "LR transfer across width"
+    command = None  # a TOML with [study] kind = "lr_transfer", run by `run`
+    resumed_by = ("run",)
 
     def answer(self, study, records, analysis):
         tr = analysis.get("lr_transfer")
@@ -40,44 +55,8 @@ class LRTransferKind(GridKind):
         return f"{tr['text'][0].upper()}{tr['text'][1:]}. Overall: {analysis['recommendation']['text']}"
 
 
-KIND = GridKind()
-TRANSFER = LRTransferKind()
+KIND = register(GridKind())
+TRANSFER = register(LRTransferKind())
 
 
-def make_study(config: str = "lr_ablation", *, preset: str | None = None, overrides: dict[str, Any] | None = None,
-               quick: bool = False, max_experiments: int | None = None, seeds: int | None = None,
-               confirm: int | None = None, kind: str | None = None, target: dict | None = None) -> Study:
-    """The study a TOML file defines: its [grid] (or [quick]) axes, ``max_experiments`` configurations
-    spanning every axis value (seeded), each run with ``seeds`` seeds."""
-    spec = load_study(config)
-    base = spec.base_config(preset, None, overrides or {})
-    if quick and not spec.quick:
-        raise UserError(f"study {spec.name} defines no [quick] grid")
-    axes = spec.quick if quick else spec.grid
-    if not axes:
-        raise UserError(f"{config}: the study defines no axes: add a [grid.train] (or [grid.model], [grid.data]) "
-                        "section with at least one list of values")
-    size = schema.grid_size(axes)
-    if size > schema.MAX_CONFIGURATIONS and not max_experiments:
-        raise UserError(f"{config}: the grid has {size:,} configurations; run a subset with --max-experiments N")
-    if max_experiments and size > schema.MAX_CONFIGURATIONS:
-        configs = sampled_subset(axes, max_experiments, seed=base.train.seed)  # never enumerated whole
-    else:
-        configs = configurations(axes)
-        if max_experiments:
-            configs = spanning_subset(configs, axes, max_experiments, seed=base.train.seed)
-    params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
-              "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
-    seeds = seeds or int(spec.extra.get("seeds", 1))
-    kind = kind or spec.extra.get("kind", KIND.name)
-    if kind not in (KIND.name, TRANSFER.name, "scaling"):
-        raise UserError(f"{config}: [study] kind must be {KIND.name}, {TRANSFER.name} or scaling, got {kind!r}")
-    if confirm is None:  # a scaling study's best configuration is its largest scale: nothing to confirm
-        confirm = spec.extra.get("confirm", 0 if kind == "scaling" else None)
-    study = Study(kind=kind, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
-                  params=params, metric=spec.metric, description=spec.description, confirm=confirm)
-    if kind == "scaling":
-        from .ladder import attach_target
-
-        attach_target(study, spec.extra.get("scaling") or {}, target)
-    return study
+__all__ = ["KIND", "TRANSFER", "GridKind", "LRTransferKind", "make_study"]

@@ -25,6 +25,7 @@ from ..analysis.stats import to_frame
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
 from .study import Study
+from .kind import get_kind
 
 RUNGS_DIR = "rungs"
 
@@ -70,15 +71,9 @@ def _rank(records: list[dict], metric: str) -> list[str]:
     return list(table.config_id[table.n > 0])
 
 
-TUNED = ("train.muon_lr", "train.batch_size", "train.seed")
-
-
 def group_of(study: Study, spec) -> str:
-    """Configurations compete within their group: the whole grid, or in a scaling study its scale (pruning
-    across scales would keep only the largest, whose loss is lowest by construction)."""
-    if study.kind != "scaling":
-        return ""
-    return repr(sorted((k, repr(v)) for k, v in spec.overrides.items() if k not in TUNED))
+    """Configurations compete within their group, as the study's kind groups them (``StudyKind.halving_group``)."""
+    return get_kind(study.kind).halving_group(study, spec)
 
 
 def keep_per_group(ranked: list[str], alive: list[str], groups: dict[str, str], eta: int) -> list[str]:

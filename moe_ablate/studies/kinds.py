@@ -1,17 +1,31 @@
-"""The registry of study kinds (the only module that knows them all)."""
+"""The built-in study kinds, and what the command line asks of the registry (``kind.REGISTRY``).
+
+Each kind's file registers its kind (``KIND = register(MyKind())``); importing it here makes it built in. A kind
+of your own: a ``StudyKind`` subclass and ``register(MyKind())`` before ``moe_ablate.cli.main`` runs (or one
+more import below). ``kind.py`` says what a kind may define."""
 
 from __future__ import annotations
 
-from ..errors import UserError
-from . import batch_seqlen, expert_search, grid, long_train, lr_search, scaling
-from .kind import StudyKind
+from . import batch_seqlen, expert_search, grid, long_train, lr_search, scaling  # noqa: F401  (they register)
+from .kind import REGISTRY as KINDS
+from .kind import StudyKind, get_kind, register
 
-KINDS: dict[str, StudyKind] = {k.name: k for k in (grid.KIND, grid.TRANSFER, lr_search.KIND, expert_search.KIND,
-                                                    batch_seqlen.KIND, long_train.KIND,
-                                                    scaling.KIND)}
+__all__ = ["KINDS", "command_for", "get_kind", "register", "resumable_by", "with_commands"]
 
 
-def get_kind(name: str) -> StudyKind:
-    if name not in KINDS:
-        raise UserError(f"unknown study kind {name!r} (known: {', '.join(KINDS)})")
-    return KINDS[name]
+HELP_ORDER = ("run", "scaling", "batch-seqlen", "lr-search", "expert-search")  # then any other, as registered
+
+
+def with_commands() -> list[StudyKind]:
+    """The kinds that have a command of their own, in the order --help lists them."""
+    rank = {c: i for i, c in enumerate(HELP_ORDER)}
+    return sorted((k for k in KINDS.values() if k.command), key=lambda k: rank.get(k.command, len(rank)))
+
+
+def resumable_by(command: str) -> set[str]:
+    return {k.name for k in KINDS.values() if k.command == command or command in k.resumed_by}
+
+
+def command_for(kind_name: str) -> str:
+    kind = get_kind(kind_name)
+    return kind.command or (kind.resumed_by or ("run",))[0]

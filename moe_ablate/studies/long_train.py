@@ -8,24 +8,19 @@ given, keeps ``final_model.pt``, and writes ``long_term_results.json`` and ``tra
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..config import ExperimentConfig
 from ..utils import atomic_write_json
-from .kind import StudyKind
+from . import scaling
+from .experiments import auto_lr, experiment_base, find_recommendation, long_run_settings
+from .kind import StudyKind, register
 from .spec import ExperimentSpec
 from .study import Study
 
 RUN_ID = "long_run"
-
-
-def long_run_settings(steps: int = 10000, hellaswag: str | None = None) -> dict:
-    """The seeds' long training: evaluate every 100 steps, checkpoint every 3000, HellaSwag every
-    1000 when a source is given, no early stopping."""
-    return {"train.steps": steps, "train.eval_every": 100, "train.checkpoint_every": 3000,
-            "train.hellaswag_every": 1000 if hellaswag else 0, "train.hellaswag_source": hellaswag or "",
-            "train.patience": 0}
 
 
 def make_study(exp: int, cfg: ExperimentConfig, settings_from: dict[str, Any] | None = None) -> Study:
@@ -34,10 +29,56 @@ def make_study(exp: int, cfg: ExperimentConfig, settings_from: dict[str, Any] | 
                  description=f"Long training of Experiment {exp} ({cfg.model.name})", confirm=0)
 
 
+@dataclass
+class LongRunRequest:
+    """What ``train --exp N`` asks for; ``compose`` turns it into the long run's study."""
+
+    exp: int
+    output_dir: str
+    preset: str | None = None
+    lr: float | str | None = None  # a number, "auto" (the lr-search recommendation) or "scaling:DIR" (the law's)
+    hellaswag: str | None = None
+    checkpoint_every: int | None = None
+    hellaswag_every: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # explicit experiment flags: they win over everything
+
+
+def compose(req: LongRunRequest, log: Callable[[str], None]) -> Study:
+    """The long run's settings: long-run defaults < recommendations found under ``output_dir`` (``--lr auto``:
+    the lr-search LR, and for exp 3 the expert-search experts) or the scaling law's LR at this run's own compute
+    < explicit flags. Where each setting came from is kept in the study (``settings_from``)."""
+    exp, settings_from = req.exp, {}
+    overrides = long_run_settings(hellaswag=req.hellaswag)
+    for name in ("checkpoint_every", "hellaswag_every"):
+        if getattr(req, name) is not None:
+            overrides[f"train.{name}"] = getattr(req, name)
+    if req.lr == "auto":
+        overrides["train.muon_lr"], settings_from["lr_recommendation"] = auto_lr(req.output_dir, exp)
+        if exp == 3:
+            found = find_recommendation(req.output_dir, "expert_recommendation.json", 3)
+            if found:
+                rec, path = found
+                overrides.update({"model.num_experts": rec["num_experts"], "model.top_k": rec["top_k"]})
+                settings_from["expert_recommendation"] = str(path)
+            else:
+                log("no expert_recommendation.json found: using the preset's experts/top-k")
+    elif req.lr is not None and not str(req.lr).startswith("scaling:"):
+        overrides["train.muon_lr"] = req.lr
+    cfg = experiment_base(exp, req.preset, overrides, req.overrides)
+    if str(req.lr).startswith("scaling:"):  # the law's LR at this run's own compute (its model and steps)
+        lr, law = scaling.lr_from_law(req.lr[len("scaling:"):], cfg)
+        settings_from["lr_scaling_law"] = law
+        iv = law.get("interval80") or (float("nan"),) * 2
+        log(f"--lr {req.lr}: Muon LR {lr:.4g} (80% interval {iv[0]:.4g}-{iv[1]:.4g}) at {law['compute']:.3g} FLOPs")
+        cfg = experiment_base(exp, req.preset, {**overrides, "train.muon_lr": lr}, req.overrides)
+    return make_study(exp, cfg, settings_from)
+
+
 class LongTrainKind(StudyKind):
     name = "long_train"
     title = "Long training run"
     keeps_final_model = True
+    resumed_by = ("train",)  # `train --exp N` starts it (cli/train_cmds.py: the train command has two modes)
 
     def write_files(self, study_dir, study, records, analysis):
         for r in records:
@@ -59,7 +100,7 @@ class LongTrainKind(StudyKind):
         return text
 
 
-KIND = LongTrainKind()
+KIND = register(LongTrainKind())
 
 
 def plot_curves(out_dir: Path, result: dict) -> Path:

@@ -17,31 +17,20 @@ from typing import Any
 import pandas as pd
 
 from ..analysis import ranking
-from ..config import apply_overrides, preset_config, validate
-from ..utils import atomic_write_json, read_json
+from ..config import apply_overrides
+from ..utils import atomic_write_json
 from ..errors import UserError
 from . import schema
-from .kind import StudyKind
+from . import long_train
+from .experiments import EXPERIMENTS, experiment_base, find_recommendation  # noqa: F401  (their old home)
+from .kind import FollowUp, StudyKind, register
 from .spec import ExperimentSpec
 from .study import Study
 
-EXPERIMENTS = {  # --exp N -> (model, preset)
-    9: ("deepseek_mlp", "exp9"),
-    3: ("deepseek_glm4_moe", "exp3"),
-}
 QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
 FULL = {"lrs": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "steps": 2000, "eval_every": 100, "patience": 5}
 LR_BOUNDS = (1e-6, 1.0)
 METRIC = "best_val_loss"
-
-
-def experiment_base(exp: int, preset: str | None, defaults: dict, overrides: dict | None):
-    """Experiment model + preset, the command's defaults, then the user's settings."""
-    if exp not in EXPERIMENTS:
-        raise UserError(f"unknown experiment {exp} (choose from: {', '.join(map(str, EXPERIMENTS))})")
-    model, default_preset = EXPERIMENTS[exp]
-    cfg = apply_overrides(preset_config(preset or default_preset, model), defaults)
-    return validate(apply_overrides(cfg, overrides or {}))
 
 
 def lr_id(lr: float) -> str:
@@ -105,6 +94,48 @@ def _best_lr(records: list[dict], analysis: dict) -> float | None:
 class LRSearchKind(StudyKind):
     name = "lr_search"
     title = "Learning-rate search"
+    command = "lr-search"
+    help = "learning-rate search for Experiment 9 or 3 (early stopping, recommendation)"
+    description = ("Train the experiment's model once per LR (warmup 5% + cosine to 10%, early stopping on "
+                   "validation loss) and recommend the LR with the lowest best validation loss. Quick: 4 LRs x "
+                   "1000 steps; --full: 7 LRs x 2000 steps.")
+    folder_name = "lr_search_exp<N>"
+    skip_flags = ("--model", "--muon-lr")
+    result_files = ("lr_recommendation.json",)
+
+    def add_flags(self, defining, other):
+        d = defining
+        d.add("--exp", type=int, choices=sorted(EXPERIMENTS), default=None,
+              help="9: deepseek_mlp (preset exp9); 3: deepseek_glm4_moe (preset exp3); required unless --resume")
+        d.add("--full", action="store_true", help="7 LRs 1e-5..1e-2, 2000 steps, eval every 100, patience 5")
+        d.add("--lrs", type="pos_float", nargs="+", default=None, help="the LRs to try (Muon LR)")
+        other.add("--extend", action="store_true",
+                            help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1); works "
+                                 "with --resume")
+        other.add("--then-train", action="store_true",
+                            help="then train long (train --exp) with the best LR")
+        other.add("--long-steps", type="pos_int", default=10000, help="with --then-train: steps of the long run")
+        other.add("--hellaswag", default=None, help="with --then-train: HellaSwag source for the long run")
+
+    def build(self, args, overrides):
+        if args.exp is None:
+            raise UserError("lr-search needs --exp 9 or --exp 3 (or --resume DIR)")
+        return make_study(args.exp, lrs=args.lrs, full=args.full, preset=args.preset, overrides=overrides,
+                          confirm=args.confirm)
+
+    def follow_up(self, study_dir, study, records, analysis, args):
+        """--then-train: the long run (``train --exp``) with the best LR, in ``long_term/``."""
+        if not getattr(args, "then_train", False):
+            return None
+        rec = self.recommendation(study, records, analysis)
+        if rec.get("best_learning_rate") is None:
+            raise UserError("no successful LR to train with")
+        # the search's --steps/--eval-every/--patience were for the search; the long run has its own
+        cfg = apply_overrides(study.base, {**long_train.long_run_settings(args.long_steps, args.hellaswag),
+                                           "train.muon_lr": rec["best_learning_rate"]})
+        exp = study.params["exp"]
+        long = long_train.make_study(exp, cfg, {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
+        return FollowUp(long, study_dir / "long_term")
 
     def extension(self, study, records, analysis):
         """One more LR beyond the side where the optimum is open: the best LR at an edge, a near-optimal LR
@@ -181,7 +212,7 @@ class LRSearchKind(StudyKind):
         return [plot_lr_search(study_dir, records)]
 
 
-KIND = LRSearchKind()
+KIND = register(LRSearchKind())
 
 
 def plot_lr_search(study_dir: Path, records: list[dict]) -> Path:
@@ -212,19 +243,3 @@ def plot_lr_search(study_dir: Path, records: list[dict]) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     return save_figure(fig, study_dir / "lr_search_comparison.png")
-
-
-def find_recommendation(output_dir: str | Path, filename: str, exp: int) -> tuple[dict, Path] | None:
-    """The newest ``filename`` under ``output_dir`` made for experiment ``exp``."""
-    found = []
-    for p in Path(output_dir).glob(f"**/{filename}"):
-        try:
-            rec = read_json(p)
-        except UserError:
-            continue
-        if rec.get("exp", exp) == exp and (rec.get("best_learning_rate") or rec.get("num_experts")):
-            found.append((p.stat().st_mtime, p, rec))
-    if not found:
-        return None
-    _, path, rec = max(found, key=lambda t: t[0])
-    return rec, path

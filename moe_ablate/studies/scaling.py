@@ -15,17 +15,65 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis.scaling import N_BOOT, analyze_scaling, predict
-from ..config import ExperimentConfig, apply_overrides, preset_config
+from ..config import PRESETS, ExperimentConfig, apply_overrides, preset_config
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
-from .kind import StudyKind
+from .experiments import EXPERIMENTS, long_run_settings
+from .kind import StudyKind, register
+from .toml_study import make_study as toml_study
 
 LAW_FILE = "scaling_law.json"
+MIN_SCALES = 3
+TUNED = ("train.muon_lr", "train.batch_size", "train.seed")  # tuned at each scale; every other axis is the scale
 
 
 class ScalingKind(StudyKind):
     name = "scaling"
     title = "Hyperparameter scaling law"
+    command = "scaling"
+    resumed_by = ("run",)
+    help = "fit how the optimal LR (and batch size) scale with compute; predict them for the long run"
+    description = ("A ladder of scales (model widths/depths and/or token horizons, the file's non-LR axes) with an "
+                   "LR grid and seeds at each: the optimum at each scale (minimum of a cubic in log LR, bootstrap "
+                   "CI), a power law in compute (WLS in log-log, bootstrap CIs, a bend test), a held-out check on "
+                   "the largest scale, and the predicted LR for the target run. Writes scaling_law.json and "
+                   "scaling_law.png beside the usual report; `train --exp N --lr scaling:DIR` uses the law.")
+    toml_section = "scaling"
+    default_confirm = 0  # its best configuration is its largest scale: nothing to confirm
+
+    def add_flags(self, defining, other):
+        d = defining
+        d.add("--config", default=None, help="scaling TOML file or preset name in configs/ (default scaling_tiny, a "
+                                             "CPU-sized ladder; scaling is the GPU-sized one)")
+        d.add("--quick", action="store_true", help="run the file's [quick] grid")
+        d.add("--seeds", type="pos_int", default=None, help="seeds per configuration (default: the file's)")
+        d.add("--target-steps", type="pos_int", default=None,
+              help="steps of the run to predict for (default: the file's [scaling] target_steps, else 10,000)")
+        d.add("--target-model", default=None, metavar="PRESET",
+              help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")
+
+    def build(self, args, overrides):
+        return make_study(args.config or "scaling_tiny", preset=args.preset, overrides=overrides, quick=args.quick,
+                          seeds=args.seeds, confirm=args.confirm, target_steps=args.target_steps,
+                          target_model=args.target_model)
+
+    def from_toml(self, study, section, flags):
+        """The target run ([scaling] section < command-line flags) and the ladder's soundness, before anything runs."""
+        if flags.get("preset") is not None and flags["preset"] not in PRESETS:
+            raise UserError(f"--target-model must be a preset ({' | '.join(PRESETS)}), got {flags['preset']!r}")
+        if section.get("target_preset") is not None and section["target_preset"] not in PRESETS:
+            raise UserError(f"[scaling] target_preset must be a preset ({' | '.join(PRESETS)}), got "
+                            f"{section['target_preset']!r}")
+        study.params["target"] = {"exp": section.get("target_exp", 3),
+                                  "preset": flags.get("preset") or section.get("target_preset"),
+                                  "steps": flags.get("steps") or section.get("target_steps"),
+                                  "bootstrap": section.get("bootstrap", N_BOOT)}
+        check_ladder(study)
+
+    def halving_group(self, study, spec):
+        """A configuration competes within its scale: pruning across scales would keep only the largest, whose
+        loss is lowest by construction."""
+        return repr(sorted((k, repr(v)) for k, v in spec.overrides.items() if k not in TUNED))
 
     def analyze(self, study, records, analysis) -> None:
         target = study.params.get("target") or {}
@@ -54,7 +102,24 @@ class ScalingKind(StudyKind):
         return scaling_sections(analysis.get("scaling") or {})
 
 
-KIND = ScalingKind()
+KIND = register(ScalingKind())
+
+
+def check_ladder(study) -> None:
+    """A scaling study needs an LR axis and at least ``MIN_SCALES`` scales (say so before anything runs)."""
+    axes: dict[str, set] = {}
+    for e in study.experiments:
+        for k, v in e.overrides.items():
+            if k != "train.seed":
+                axes.setdefault(k, set()).add(repr(v))
+    if len(axes.get("train.muon_lr", ())) < 3:
+        raise UserError("a scaling study needs at least 3 values of train.muon_lr at every scale ([grid.train] "
+                        "muon_lr = [...]) to locate an optimum")
+    scale_keys = [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
+    scales = {tuple(repr(e.overrides.get(k)) for k in scale_keys) for e in study.experiments}
+    if len(scales) < MIN_SCALES:
+        raise UserError(f"a scaling study needs at least {MIN_SCALES} scales (a grid axis such as model.d_model or "
+                        f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")
 
 
 # ---------------------------------------------------------------- the target run
@@ -67,9 +132,6 @@ def target_label(target: dict) -> str:
 def target_config(study, records: list[dict] | None = None) -> ExperimentConfig:
     """The run the law predicts for: the ``train --exp N`` long run (its model, 10,000 steps), or the preset /
     steps the study was given."""
-    from .long_train import long_run_settings
-    from .lr_search import EXPERIMENTS
-
     target = study.params.get("target") or {}
     model, preset = EXPERIMENTS[int(target.get("exp", 3))]
     if target.get("preset"):  # the ladder's architecture at the preset's size
@@ -254,8 +316,6 @@ def scaling_sections(law: dict) -> list[str]:
 def make_study(config: str, *, preset: str | None = None, overrides: dict | None = None, quick: bool = False,
                seeds: int | None = None, confirm: int | None = None, target_steps: int | None = None,
                target_model: str | None = None):
-    """A scaling study from a TOML file (``moe-ablate scaling``): ``grid.make_study`` with this kind."""
-    from . import grid
-
-    return grid.make_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
+    """A scaling study from a TOML file (``moe-ablate scaling``): ``toml_study.make_study`` with this kind."""
+    return toml_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
                            kind=KIND.name, target={"steps": target_steps, "preset": target_model})
