@@ -21,7 +21,6 @@ to the study's executor as usual.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +29,7 @@ from ..config import ExperimentConfig
 from ..optim import decay_start, schedule_fn
 from ..utils import atomic_write_json
 from .spec import ExperimentSpec
+from .folder import checkpoint_dir, checkpoint_name, checkpoint_step, checkpoints_in, drop_checkpoints, keep_newest
 
 BRANCHING_FILE = "branching.json"
 
@@ -97,17 +97,17 @@ def run_families(study_dir: Path, fams: list[Family], done: Callable[[str], bool
     returning the run's record; ``branch(spec, checkpoint, origin)`` and ``finish(trunk)`` train and record
     an experiment; ``done(id)`` says whether its record exists; ``stop()`` whether a signal asked to stop."""
     for fam in fams:
-        trunk_dir = study_dir / "checkpoints" / fam.trunk.id
+        trunk_dir = checkpoint_dir(study_dir, fam.trunk.id)
         broken = False
         for spec, point in fam.branches:
             if stop():
                 return
             if done(spec.id) or broken:
                 continue
-            ckpt = trunk_dir / f"checkpoint_step_{point}.pt"
+            ckpt = trunk_dir / checkpoint_name(point)
             if not ckpt.exists():
-                for later in trunk_dir.glob("checkpoint_step_*.pt"):  # never continue from beyond the point
-                    if int(later.stem.rsplit("_", 1)[1]) > point:
+                for later in checkpoints_in(trunk_dir):  # never continue from beyond the point
+                    if checkpoint_step(later) > point:
                         later.unlink()
                 rec = segment(fam.trunk, point)
                 if stop():
@@ -118,7 +118,7 @@ def run_families(study_dir: Path, fams: list[Family], done: Callable[[str], bool
                         "the remaining horizons of this family run on their own")
                     broken = True
                     continue
-                _keep_newest(trunk_dir)
+                keep_newest(trunk_dir)
             log(f"{spec.id}: branching off {fam.trunk.id} at step {point}")
             branch(spec, ckpt, {"experiment_id": fam.trunk.id, "step": point})
             if stop():
@@ -126,16 +126,8 @@ def run_families(study_dir: Path, fams: list[Family], done: Callable[[str], bool
         if not done(fam.trunk.id) and not stop():
             finish(fam.trunk)
         if done(fam.trunk.id) and all(done(s.id) for s, _ in fam.branches):
-            shutil.rmtree(trunk_dir, ignore_errors=True)
-    parent = study_dir / "checkpoints"
-    if parent.is_dir() and not any(parent.iterdir()):
-        parent.rmdir()
-
-
-def _keep_newest(folder: Path) -> None:
-    found = sorted(folder.glob("checkpoint_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    for old in found[:-1]:
-        old.unlink(missing_ok=True)
+            drop_checkpoints(study_dir, fam.trunk.id)
+    drop_checkpoints(study_dir)
 
 
 def summary(fams: list[Family], records: dict[str, dict]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ resume, so a study killed anywhere continues to the same result.
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +24,7 @@ from ..analysis.stats import to_frame
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
 from .study import Study
+from .folder import checkpoint_bytes, checkpoint_dir, drop_checkpoints, keep_newest, record_path
 from .kind import get_kind
 
 RUNGS_DIR = "rungs"
@@ -132,18 +132,17 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
                     continue
                 for e in configs[c]:
                     rec = by_id[e.id]
-                    final = study_dir / "experiments" / f"{e.id}.json"
+                    final = record_path(study_dir, e.id)
                     if not final.exists():
                         status = "pruned" if rec["status"] == "ok" else rec["status"]
                         atomic_write_json(final, {**rec, "status": status, "pruned_at_rung": r, "pruned_at_step": s})
-                    shutil.rmtree(study_dir / "checkpoints" / e.id, ignore_errors=True)
+                    drop_checkpoints(study_dir, e.id)
             alive = keep
         summary["rungs"].append(rung_info)
         prev = s
     for e in study.experiments:  # finished or pruned: no checkpoint is kept
-        shutil.rmtree(study_dir / "checkpoints" / e.id, ignore_errors=True)
-    if (study_dir / "checkpoints").is_dir() and not any((study_dir / "checkpoints").iterdir()):
-        (study_dir / "checkpoints").rmdir()
+        drop_checkpoints(study_dir, e.id)
+    drop_checkpoints(study_dir)
     if (study_dir / "halving.json").exists():  # resumed: the peak of the earlier runs stands
         peak_disk = max(peak_disk, read_json(study_dir / "halving.json").get("peak_checkpoint_bytes", 0))
     summary.update(trained_steps=trained, share_of_full_grid=trained / max(1, summary["full_grid_steps"]),
@@ -168,26 +167,15 @@ class _EarlyRelease:
     def __call__(self, record: dict) -> None:
         self.peak = max(self.peak, checkpoint_bytes(self.study_dir))
         self.records[record["experiment_id"]] = record
-        keep_newest(self.study_dir / "checkpoints" / record["experiment_id"])  # the last rung's is not needed
+        keep_newest(checkpoint_dir(self.study_dir, record["experiment_id"]))  # the last rung's is not needed
         complete = [c for c in self.alive if all(e.id in self.records for e in self.configs[c])]
         recs = [self.records[e.id] for c in complete for e in self.configs[c]]
         ranked = _rank(recs, self.study.metric)
         top = set(keep_per_group(ranked, self.alive_list, self.groups, self.study.halving))
         for c in set(complete) - top - self.released:
             for e in self.configs[c]:
-                shutil.rmtree(self.study_dir / "checkpoints" / e.id, ignore_errors=True)
+                drop_checkpoints(self.study_dir, e.id)
             self.released.add(c)
-
-
-def keep_newest(folder: Path) -> None:
-    found = sorted(folder.glob("checkpoint_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
-    for old in found[:-1]:
-        old.unlink(missing_ok=True)
-
-
-def checkpoint_bytes(study_dir: Path) -> int:
-    d = study_dir / "checkpoints"
-    return sum(p.stat().st_size for p in d.rglob("*.pt")) if d.is_dir() else 0
 
 
 def halving_analysis(study_dir: Path, records: list[dict], analysis: dict) -> dict[str, Any] | None:

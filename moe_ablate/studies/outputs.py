@@ -19,7 +19,8 @@ from .kinds import get_kind
 from . import branching
 from .lock import study_lock
 from .records import read_records
-from .runner import EXPERIMENTS_DIR, Log, default_log, own_seconds, resolve_configs
+from .folder import experiments_dir
+from .runner import Log, default_log, own_seconds, resolve_configs
 from ..errors import UserError
 from .study import Study, load_study
 
@@ -79,7 +80,7 @@ def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, A
 
 def _analyze_locked(study_dir: Path, study: Study, stored: dict, log: Log) -> dict[str, Any]:
     said: list[str] = []
-    done, skipped = read_records(study_dir / EXPERIMENTS_DIR, {e.id: e for e in study.experiments},
+    done, skipped = read_records(experiments_dir(study_dir), {e.id: e for e in study.experiments},
                                  resolve_configs(study), said.append)
     records = [done[e.id] for e in study.experiments if e.id in done]
     for line in said if records else []:  # with nothing to analyse, the one error line says it all

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,13 +20,14 @@ from ..errors import UserError
 from ..resources import check_fits
 from ..interrupt import graceful_signals
 from ..tracking import TrackingSpec, attach_study_outputs
-from ..utils import TMP_SUFFIX, resolve_device
-from .lock import LOCK_FILE, study_lock
+from ..utils import resolve_device
 from . import branching, halving
+from .folder import checkpoint_dir, record_path, remove_stale_temporaries, set_aside_crashes
 from .kinds import get_kind
+from .lock import LOCK_FILE, study_lock
 from .outputs import write_outputs
-from .runner import (EXPERIMENTS_DIR, DataSets, Executor, Job, LocalExecutor, Log, ModelCache, default_log,
-                     resolve_configs, run_experiments, run_one, set_aside_crashes)
+from .runner import (Batch, DataSets, Executor, Job, LocalExecutor, Log, ModelCache, StudyRun, default_log,
+                     resolve_configs, run_experiments, run_one)
 from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
 
@@ -74,22 +74,22 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
         load_study(study_dir)  # one clear line, before anything, when it is not a study folder
         with study_lock(study_dir):
             study = open_study(study_dir, study, resume=True)
-            kind, datasets = _prepare(study, log)
-            check_same_data(study_dir, datasets)
+            ctx = _prepare(study_dir, study, executor, log, progress, tracking_spec)
+            check_same_data(study_dir, ctx.datasets)
             set_aside_crashes(study_dir, log)
-            return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from,
-                            tracking_spec)
+            return _execute(ctx, extend, rerun_from)
     study = open_study(study_dir, study, resume=False)
-    kind, datasets = _prepare(study, log)
+    ctx = _prepare(study_dir, study, executor, log, progress, tracking_spec)
     with study_lock(study_dir):
         if any(p.name != LOCK_FILE for p in study_dir.iterdir()):  # another process created it meanwhile
             raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
-        return _execute(study, study_dir, kind, datasets, executor, extend, log, progress, rerun_from,
-                        tracking_spec)
+        return _execute(ctx, extend, rerun_from)
 
 
-def _prepare(study: Study, log: Log):
-    kind = get_kind(study.kind)
+def _prepare(study_dir: Path, study: Study, executor: Executor | None, log: Log, progress: bool,
+             tracking_spec: TrackingSpec | None) -> StudyRun:
+    """The study's run context, once every check that needs no folder has passed (nothing is written yet)."""
+    get_kind(study.kind)
     configs = resolve_configs(study)  # an impossible combination stops here, before anything is written
     sizes = {json.dumps([c.model.__dict__, c.train.batch_size, c.train.seq_len, c.train.device, c.data.vocab_size,
                          c.data.tokenizer], sort_keys=True, default=str): c for c in configs.values()}
@@ -100,13 +100,14 @@ def _prepare(study: Study, log: Log):
     if resolve_device(study.base.train.device) == "cpu" and study.base.model.d_model >= 384:
         log(f"note: a {study.base.model.d_model}-wide model on CPU is slow; --preset tiny gives a CPU-sized study")
     datasets = DataSets(log)
-    for e in study.experiments:  # tokenise each distinct dataset once, before the folder is written
-        datasets.get(e.config(study.base).data)
-    return kind, datasets
+    for cfg in configs.values():  # tokenise each distinct dataset once, before the folder is written
+        datasets.get(cfg.data)
+    return StudyRun(study_dir, study, datasets, executor, log, progress, tracking_spec, configs)
 
 
-def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, extend: bool, log: Log,
-             progress: bool, rerun_from, tracking_spec: TrackingSpec | None = None) -> StudyResult:
+def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) -> StudyResult:
+    study, study_dir, datasets, log = ctx.study, ctx.folder, ctx.datasets, ctx.log
+    kind = get_kind(study.kind)
     removed = remove_stale_temporaries(study_dir)
     if removed:
         log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
@@ -118,23 +119,21 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
 
     def run() -> list[dict]:
         if not study.halving:
-            run_wsd_families(study_dir, study, datasets, log, progress, tracking_spec)
-        return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
-                               final_model=final_model, rerun_from=rerun_from, tracking_spec=tracking_spec)
+            run_wsd_families(ctx)
+        return run_experiments(ctx, Batch(final_model=final_model, rerun_from=rerun_from or {}))
 
     def grow(more: list[ExperimentSpec], why: str) -> list[dict]:
         study.experiments.extend(more)
         for e in more:
-            datasets.get(e.config(study.base).data)
+            datasets.get(ctx.config(e).data)
         save_study(study_dir, study, datasets.provenance())  # stored first: a resume continues the grown study
         log(f"{why}: adding {len(more)} experiment(s)")
         return run()
 
     def run_rung(specs: list[ExperimentSpec], stop_at: int | None, out_dir: Path | None,
                  on_record=None) -> list[dict]:
-        return run_experiments(study_dir, study, executor, datasets=datasets, log=log, progress=progress,
-                               tracking_spec=tracking_spec, subset=specs, stop_at=stop_at, out_dir=out_dir,
-                               checkpoints=not study.halving_restart, on_record=on_record)
+        return run_experiments(ctx, Batch(specs, stop_at, out_dir, checkpoints=not study.halving_restart,
+                                          on_record=on_record))
 
     with graceful_signals():
         records = halving.run_halving(study_dir, study, run_rung, log) if study.halving else run()
@@ -149,47 +148,43 @@ def _execute(study: Study, study_dir: Path, kind, datasets: DataSets, executor, 
                 records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
                                      f"{len({e.config_id for e in more})} top configuration(s)")
         analysis = write_outputs(study_dir, study, records, log=log)
-        attach_study_outputs(tracking_spec, study_dir, log)
+        attach_study_outputs(ctx.tracking, study_dir, log)
         if (signum := interrupt.requested()) is not None:
             raise interrupt.Interrupted(signum)
     return StudyResult(study_dir, study, records, analysis)
 
 
-def run_wsd_families(study_dir: Path, study: Study, datasets: DataSets, log: Log, progress: bool,
-                     tracking_spec: TrackingSpec | None = None) -> None:
+def run_wsd_families(ctx: StudyRun) -> None:
     """WSD horizons that differ only in ``train.steps`` share a trunk (``branching.py``); they run here,
     in this process, before the executor takes the rest."""
-    configs = resolve_configs(study)
-    fams = branching.families(study.experiments, configs, log)
+    study, folder, log = ctx.study, ctx.folder, ctx.log
+    fams = branching.families(study.experiments, {e.id: ctx.config(e) for e in study.experiments}, log)
     if not fams:
         return
     cache = ModelCache()
     local = LocalExecutor(cache)
-    exp_dir = study_dir / EXPERIMENTS_DIR
 
     def done(exp_id: str) -> bool:
         try:
-            return json.loads((exp_dir / f"{exp_id}.json").read_text(encoding="utf-8")).get("status") != "interrupted"
+            return json.loads(record_path(folder, exp_id).read_text(encoding="utf-8")).get("status") != "interrupted"
         except (OSError, ValueError, AttributeError):
             return False
 
     def segment(trunk: ExperimentSpec, point: int) -> dict:
-        cfg = configs[trunk.id]
+        cfg = ctx.config(trunk)
         log(f"{trunk.id}: trunk to step {point} (a branch point)")
-        return run_one(Job(trunk, cfg, datasets.get(cfg.data), study_dir / "checkpoints" / trunk.id, stop_at=point),
-                       log=log, progress=progress, cache=cache)
+        return run_one(Job(trunk, cfg, ctx.datasets.get(cfg.data), checkpoint_dir(folder, trunk.id), stop_at=point),
+                       log=log, progress=ctx.progress, cache=cache)
 
     def branch(spec: ExperimentSpec, ckpt: Path, origin: dict) -> None:
-        run_experiments(study_dir, study, local, datasets=datasets, log=log, progress=progress, subset=[spec],
-                        rerun_from={spec.id: ckpt}, origins={spec.id: origin}, tracking_spec=tracking_spec)
+        run_experiments(ctx, Batch([spec], rerun_from={spec.id: ckpt}, origins={spec.id: origin}), executor=local)
 
     def finish(trunk: ExperimentSpec) -> None:
-        run_experiments(study_dir, study, local, datasets=datasets, log=log, progress=progress, subset=[trunk],
-                        checkpoints=True, tracking_spec=tracking_spec)
+        run_experiments(ctx, Batch([trunk], checkpoints=True), executor=local)
 
     n = sum(len(f.members) for f in fams)
     log(f"WSD horizons: {n} experiments in {len(fams)} famil{'y' if len(fams) == 1 else 'ies'} share a trunk each")
-    branching.run_families(study_dir, fams, done, segment, branch, finish, lambda: interrupt.requested() is not None,
+    branching.run_families(folder, fams, done, segment, branch, finish, lambda: interrupt.requested() is not None,
                            log)
 
 
@@ -206,16 +201,6 @@ def check_same_data(study_dir: Path, datasets: DataSets) -> None:
                 f"{new.get('source_identity', {}).get('sha256', '?')[:12]}" if new else "it is no longer used")
         raise UserError(f"cannot resume {study_dir}: its data changed since it started ({old['source']}: {what}); "
                         "resume with the original data, or start a new study")
-
-
-def remove_stale_temporaries(study_dir: Path) -> int:
-    """Temporary files of atomic writes whose writer died (only called while holding the lock)."""
-    n = 0
-    for p in study_dir.rglob(f".*{TMP_SUFFIX}"):
-        with contextlib.suppress(OSError):
-            p.unlink()
-            n += 1
-    return n
 
 
 def _analysis(study: Study, records: list[dict]) -> dict:

@@ -1,12 +1,6 @@
 """Run a study's unfinished experiments into its folder: resumable, failure-isolated, one writer.
 
-Study folder::
-
-    config.json              the stored study (studies/study.py), data provenance, versions, commit
-    experiments/<id>.json    one per finished experiment, written atomically the moment it ends
-    checkpoints/<id>/        full training state, for experiments that checkpoint (long runs)
-
-A study killed at any moment resumes: every experiment with a readable JSON is kept, the rest run
+The study folder's layout is ``folder.py``'s. A study killed at any moment resumes: every experiment with a readable JSON is kept, the rest run
 (from their newest checkpoint when they have one). An experiment that diverges, runs out of
 memory or raises is recorded with its status and the study goes on. Whatever the executor, this
 process alone writes the records, so no shared filesystem is needed.
@@ -15,11 +9,10 @@ process alone writes the records, so no shared filesystem is needed.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
@@ -32,11 +25,11 @@ from ..data import TokenData, prepare_data
 from ..errors import UserError
 from ..tracking import TrackingSpec
 from ..utils import atomic_write_json, read_json
+from .folder import checkpoint_dir, checkpoint_step, experiments_dir, latest_checkpoint
 from .spec import ExperimentSpec
 from .study import Study
 
 Log = Callable[[str], None]
-EXPERIMENTS_DIR = "experiments"
 
 
 def default_log(msg: str) -> None:
@@ -84,11 +77,11 @@ class DataSets:
         return {d.provenance["cache_key"]: d.provenance for d in self.by_key.values()}
 
 
-def resolve_configs(study: Study) -> dict[str, ExperimentConfig]:
-    """Every experiment's config, validated up front: an impossible combination is one clear line
-    before anything runs, not a study of error records."""
+def resolve_configs(study: Study, specs: list[ExperimentSpec] | None = None) -> dict[str, ExperimentConfig]:
+    """Every experiment's config (or ``specs``'), validated up front: an impossible combination is one clear
+    line before anything runs, not a study of error records."""
     out = {}
-    for e in study.experiments:
+    for e in study.experiments if specs is None else specs:
         cfg = e.config(study.base)
         try:
             validate(cfg)
@@ -108,7 +101,7 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
     the rest is said and treated as unfinished). Interrupted runs (stopped by a signal) run again."""
     from .records import read_records
 
-    exp_dir = exp_dir or study_dir / EXPERIMENTS_DIR
+    exp_dir = exp_dir or experiments_dir(study_dir)
     specs = {e.id: e for e in study.experiments} if study is not None else None
     if specs is None:  # no stored study to check against: readable records by their own ids
         specs = {}
@@ -120,42 +113,6 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
                 pass
     done, _ = read_records(exp_dir, specs, configs, log, set_aside=study is not None)
     return {k: r for k, r in done.items() if r.get("status") != "interrupted"}
-
-
-def set_aside_crashes(study_dir: Path, log: Log = default_log) -> list[str]:
-    """On --resume: records of crashed runs (``error``: no evidence about their settings) move to
-    ``experiments/crashed/`` (kept, never deleted), so those experiments run again."""
-    exp_dir = study_dir / EXPERIMENTS_DIR
-    moved = []
-    for f in sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []:
-        try:
-            rec = json.loads(f.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-            continue
-        if isinstance(rec, dict) and rec.get("status") == "error":
-            (exp_dir / "crashed").mkdir(exist_ok=True)
-            os.replace(f, exp_dir / "crashed" / f"{f.stem}.{int(time.time())}.json")
-            moved.append(f.stem)
-    if moved:
-        log(f"{len(moved)} crashed experiment(s) run again (their records kept in experiments/crashed/): "
-            f"{', '.join(moved[:5])}{' ...' if len(moved) > 5 else ''}")
-    return moved
-
-
-def latest_checkpoint(folder: Path | None, log: Log = default_log) -> Path | None:
-    """The newest readable training checkpoint in ``folder`` (unreadable ones are skipped, said once)."""
-    from ..checkpoint import read_checkpoint
-
-    if folder is None or not folder.is_dir():
-        return None
-    found = sorted(folder.glob("checkpoint_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[1]), reverse=True)
-    for path in found:
-        try:
-            if "optimizers" in read_checkpoint(path):
-                return path
-        except UserError as e:
-            log(f"skipping {path.name}: {e}")
-    return None
 
 
 class ModelCache:
@@ -197,7 +154,7 @@ def _attempt(job: Job, *, log: Log, progress: bool, cache: ModelCache | None) ->
         resume = job.resume_from or latest_checkpoint(job.checkpoint_dir, log)
         if resume is not None:
             log(f"{spec.id}: resuming from {resume}")
-        start = int(Path(resume).stem.rsplit("_", 1)[1]) if resume is not None else 0
+        start = checkpoint_step(resume) if resume is not None else 0
         tracker = tracking.open_run(job.tracking, spec.id, spec.hyperparameters, start, log)
         result, model = train(cfg, job.data, model=cache.get(key) if cache else None, log=log, progress=progress,
                               desc=spec.id, checkpoint_dir=job.checkpoint_dir, resume_from=resume,
@@ -263,50 +220,78 @@ class LocalExecutor:
             yield job, run_one(job, log=log, progress=progress, cache=cache)
 
 
-def run_experiments(study_dir: Path, study: Study, executor: Executor | None = None, *,
-                    datasets: DataSets | None = None, log: Log = default_log, progress: bool = True,
-                    final_model: Path | None = None, rerun_from: dict[str, Path] | None = None,
-                    tracking_spec: TrackingSpec | None = None, subset: list[ExperimentSpec] | None = None,
-                    stop_at: int | None = None, out_dir: Path | None = None,
-                    checkpoints: bool = False, on_record: Callable[[dict], None] | None = None,
-                    origins: dict[str, dict] | None = None) -> list[dict]:
-    """Run every unfinished experiment of ``study``; return all records (earlier + now) in study order.
-    ``rerun_from`` {id: checkpoint}: continue those experiments from that checkpoint even if finished
-    (their record is replaced when the continued run ends); ``origins`` {id: {experiment_id, step}}: they
-    are WSD branches of that trunk (``branching.py``), said in their records."""
-    rerun_from = rerun_from or {}
-    executor = executor or LocalExecutor()
-    datasets = datasets or DataSets(log)
-    configs = resolve_configs(study)
-    wanted = subset if subset is not None else study.experiments
-    exp_dir = out_dir or study_dir / EXPERIMENTS_DIR
+@dataclass
+class StudyRun:
+    """What every run of one study shares, built once by the pipeline: its folder, the study, the resolved
+    configs (validated once; experiments added while it runs are validated when first run), the prepared
+    data, the executor, the log, progress bars and live tracking."""
+
+    folder: Path
+    study: Study
+    datasets: DataSets
+    executor: Executor | None = None  # None: LocalExecutor
+    log: Log = default_log
+    progress: bool = True
+    tracking: TrackingSpec | None = None
+    configs: dict[str, ExperimentConfig] = field(default_factory=dict)
+
+    def config(self, spec: ExperimentSpec) -> ExperimentConfig:
+        if spec.id not in self.configs:
+            self.configs.update(resolve_configs(self.study, [spec]))
+        return self.configs[spec.id]
+
+
+@dataclass
+class Batch:
+    """Which experiments one call runs, and how: the whole study, a halving rung, a WSD branch or trunk."""
+
+    subset: list[ExperimentSpec] | None = None  # None: every experiment of the study
+    stop_at: int | None = None  # stop (and checkpoint) there: a rung, a branch point
+    out_dir: Path | None = None  # records elsewhere than experiments/ (a rung's)
+    checkpoints: bool = False  # checkpoint every run (to be continued), not only those whose config asks
+    final_model: Path | None = None  # save the trained model there (long runs)
+    rerun_from: dict[str, Path] = field(default_factory=dict)  # continue these from that checkpoint, even if done
+    origins: dict[str, dict] = field(default_factory=dict)  # WSD branches: the trunk and step (in their records)
+    on_record: Callable[[dict], None] | None = None  # called with each new record
+
+
+def run_experiments(ctx: StudyRun, batch: Batch | None = None, executor: Executor | None = None) -> list[dict]:
+    """Run every unfinished experiment of ``batch`` (default: the whole study); return all records (earlier + now)
+    in study order. ``executor`` overrides the study's for this call (WSD families run here, in this process)."""
+    batch, study = batch or Batch(), ctx.study
+    configs = {e.id: ctx.config(e) for e in study.experiments}
+    wanted = batch.subset if batch.subset is not None else study.experiments
+    exp_dir = batch.out_dir or experiments_dir(ctx.folder)
     exp_dir.mkdir(parents=True, exist_ok=True)
-    done = load_finished(study_dir, log, exp_dir, study, configs)
-    pending = [e for e in wanted if e.id not in done or e.id in rerun_from]
+    done = load_finished(ctx.folder, ctx.log, exp_dir, study, configs)
+    pending = [e for e in wanted if e.id not in done or e.id in batch.rerun_from]
     if len(pending) < len(wanted):
-        log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
-    jobs = [Job(e, configs[e.id], datasets.get(configs[e.id].data), study_dir / "checkpoints" / e.id
-                if configs[e.id].train.checkpoint_every or checkpoints else None, final_model, rerun_from.get(e.id),
-                tracking_spec, stop_at, (origins or {}).get(e.id)) for e in pending]
+        ctx.log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
+    jobs = [_job(ctx, e, configs[e.id], batch) for e in pending]
     bar = tqdm(total=len(wanted), initial=len(wanted) - len(pending), desc="experiments",
-               unit="exp", disable=None if progress else True, dynamic_ncols=True, file=sys.stderr)
+               unit="exp", disable=None if ctx.progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
-        for job, record in executor.run(jobs, log, progress):
+        for job, record in (executor or ctx.executor or LocalExecutor()).run(jobs, ctx.log, ctx.progress):
             path = exp_dir / f"{job.spec.id}.json"
             atomic_write_json(path, record)
             done[job.spec.id] = read_json(path)
             failpoints.reached("runner:recorded")
             bar.update(1)
-            log(one_line(record))
-            if on_record is not None:
-                on_record(done[job.spec.id])
+            ctx.log(one_line(record))
+            if batch.on_record is not None:
+                batch.on_record(done[job.spec.id])
             if interrupt.requested() is not None:
                 break
     finally:
         bar.close()
-    if out_dir is not None:
-        return [done[e.id] for e in wanted if e.id in done]
-    return [done[e.id] for e in study.experiments if e.id in done]
+    order = wanted if batch.out_dir is not None else study.experiments
+    return [done[e.id] for e in order if e.id in done]
+
+
+def _job(ctx: StudyRun, e: ExperimentSpec, cfg: ExperimentConfig, batch: Batch) -> Job:
+    keeps = cfg.train.checkpoint_every or batch.checkpoints
+    return Job(e, cfg, ctx.datasets.get(cfg.data), checkpoint_dir(ctx.folder, e.id) if keeps else None,
+               batch.final_model, batch.rerun_from.get(e.id), ctx.tracking, batch.stop_at, batch.origins.get(e.id))
 
 
 def own_seconds(r: dict) -> float:

@@ -12,8 +12,16 @@ from .setup import Run
 from .state import History, TrainState
 
 
+CHECKPOINT_GLOB = "checkpoint_step_*.pt"
+
+
 def checkpoint_name(step: int) -> str:
     return f"checkpoint_step_{step}.pt"
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint file was saved at, from its name."""
+    return int(Path(path).stem.rsplit("_", 1)[1])
 
 
 class Checkpointer:
