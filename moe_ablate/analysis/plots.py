@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ..record import config_id
 from .stats import is_lr_axis, is_numeric_axis, log_scale, sorted_values  # noqa: E402
 
 sns.set_theme(style="whitegrid", context="notebook")
@@ -111,7 +112,7 @@ def validation_curves(records: list[dict], best: str | None, out: Path) -> Path:
         ev = r.get("history", {}).get("eval", [])
         if not ev:
             continue
-        is_best = r.get("config_id", r["experiment_id"]) == best
+        is_best = config_id(r) == best
         ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], color="tab:red" if is_best else "0.6",
                 lw=2.2 if is_best else 0.8, alpha=1 if is_best else 0.6, zorder=3 if is_best else 1,
                 ls="-" if r["status"] == "ok" else ":")
@@ -119,7 +120,7 @@ def validation_curves(records: list[dict], best: str | None, out: Path) -> Path:
     ax.plot([], [], color="0.6", lw=0.8, label="other runs (dotted: failed)")
     ax.set(xlabel="step", ylabel="validation loss", title="validation loss over training, every run")
     ax.legend(fontsize=8)
-    shown = [r for r in records if r.get("config_id", r["experiment_id"]) == best] or records
+    shown = [r for r in records if config_id(r) == best] or records
     tr = shown[0].get("history", {}).get("train", [])
     ax2.plot([t["step"] for t in tr], [t["lr"] for t in tr], color="tab:blue")
     ax2.set(xlabel="step", ylabel="learning rate", title="LR schedule of the best configuration")
@@ -206,7 +207,7 @@ def routing_plot(records: list[dict], a: dict, axes: list[str], out: Path) -> Pa
     seed; one panel per layer, at most 4). Right: MaxVio at the end of training against the study's most
     important axis, one point per configuration (red: dead experts)."""
     best = a["recommendation"].get("best")
-    run = next((r for r in records if r.get("config_id", r["experiment_id"]) == best and r["status"] == "ok"
+    run = next((r for r in records if config_id(r) == best and r["status"] == "ok"
                 and r.get("history", {}).get("routing")), None)
     windows = run["history"]["routing"] if run else []
     n_layers = min(4, len(windows[0]["layers"])) if windows else 0

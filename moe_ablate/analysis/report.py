@@ -45,7 +45,7 @@ def _data_lines(stored: dict) -> list[str]:
 
 def render(name: str, title: str, description: str, stored: dict, a: dict, figures: list[Path],
            extra: list[str]) -> str:
-    metric, rec = a["metric"], a["recommendation"]
+    rec = a["recommendation"]
     lines = [f"# {title}: {name}", ""]
     if description:
         lines += [description, ""]
@@ -56,7 +56,16 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
         share = 100 * conf["seconds"] / conf["grid_seconds"] if conf.get("grid_seconds") else float("nan")
         lines.append(f"- Confirmation stage: {conf['runs']} extra runs of {', '.join(conf['configurations'])} "
                      f"({conf['seconds']:.1f} s of training, {share:.0f}% on top of the grid's {conf['grid_seconds']:.1f} s).")
-    lines += ["", *extra, "## Evidence", "",
+    lines += ["", *extra, *_evidence(stored, a), *_configurations(a), *_routing_and_compute(a), *_lr_sections(a),
+              *_effects_and_tail(a, figures)]
+    return "\n".join(lines) + "\n"
+
+
+def _evidence(stored: dict, a: dict) -> list[str]:
+    """Run counts, metric, corrections, noise, data and code: what the numbers rest on."""
+    metric, rec = a["metric"], a["recommendation"]
+    lines = []
+    lines += ["## Evidence", "",
               f"- Experiments: {a['n_ok']} ok, {a['n_failed']} failed, {a['n_experiments']} recorded of "
               f"{a.get('n_expected', a['n_experiments'])} planned, in {a['n_configurations']} configurations",
               f"- Metric: `{metric}` on held-out validation tokens (lower is better); configurations are ranked by "
@@ -80,6 +89,12 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                      "losses on repeated data flatter the model; use more data or fewer steps")
     if stored.get("git_commit"):
         lines.append(f"- Code: commit `{stored['git_commit'][:10]}`")
+    return lines
+
+
+def _configurations(a: dict) -> list[str]:
+    """The configuration table and the comparisons with the best."""
+    metric, rec, lines = a["metric"], a["recommendation"], []
     axes = a["axes"]
     configs = a["configurations"]
     lines += ["", "## Configurations (seeds folded in)", "",
@@ -102,6 +117,12 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                   (f"Near-optimal set (not significantly worse than the best): {', '.join(rec['near_optimal'])}."
                    if known else "Near-optimal set: cannot tell (no configuration ran twice, so the noise is "
                                  "unknown)."), ""]
+    return lines
+
+
+def _routing_and_compute(a: dict) -> list[str]:
+    """MoE routing health, successive halving and WSD branching, when the study has them."""
+    metric, axes, lines = a["metric"], a["axes"], []
     rt = a.get("routing")
     if rt:
         lines += routing_text(rt, metric)
@@ -132,6 +153,12 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                           "branch points": ", ".join(str(p) for p in f["branch_points"].values()),
                           "steps trained": f["trained_steps"], "separate runs": f["separate_steps"]}
                          for f in b["families"][:MAX_ROWS]])]
+    return lines
+
+
+def _lr_sections(a: dict) -> list[str]:
+    """Whether the optimal LR moves (with width, with the horizon) and how forgiving the LR is."""
+    lines = []
     for tr in (a.get("lr_transfer"), a.get("lr_by_horizon")):
         if not tr:
             continue
@@ -165,6 +192,12 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
                                                     for r in rows], ["value", "sensitivity", "95% CI", "cross-fitted"])]
             if order:
                 lines += ["", order["text"] + "."]
+    return lines
+
+
+def _effects_and_tail(a: dict, figures: list[Path]) -> list[str]:
+    """Per-axis effects, importance, summary statistics, failures and figures."""
+    metric, lines = a["metric"], []
     if a["effects"]:
         lines += ["## Effect of each hyperparameter", "",
                   f"Mean `{metric}` per value, pooled over the other axes and seeds of the configurations that "
@@ -192,4 +225,5 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
         lines += ["## Figures", ""]
         for f in figures:
             lines += [f"![{f.stem}]({f.name})", "", f"_{figure_caption(f.name)}_", ""]
-    return "\n".join(lines) + "\n"
+    return lines
+

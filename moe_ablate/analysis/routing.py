@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..record import config_id
+
 SEVERE_MAXVIO = 1.0  # the busiest expert got more than twice its fair share of the window's tokens
 MATCHED = 0.01  # FLOPs per token within 1% count as matched
 
@@ -26,7 +28,7 @@ def analyze_routing(records: list[dict], table: pd.DataFrame, axes: list[str], m
     ok = [r for r in records if r.get("status") == "ok"]
     if not any(r.get("routing_maxvio") is not None for r in ok):
         return None
-    df = pd.DataFrame([{"config_id": r.get("config_id", r["experiment_id"]),
+    df = pd.DataFrame([{"config_id": config_id(r),
                         **{c: r.get(c) for c in COLUMNS}} for r in ok])
     per = df.groupby("config_id")[[c for c in COLUMNS if df[c].notna().any()]].mean()
     loss = table.set_index("config_id")["mean"]
@@ -43,7 +45,7 @@ def analyze_routing(records: list[dict], table: pd.DataFrame, axes: list[str], m
 
 def compute_matching(ok: list[dict], metric: str) -> dict[str, Any]:
     """Whether FLOPs per token were matched, and if not, the loss of each configuration at equal FLOPs."""
-    fpt = {r.get("config_id", r["experiment_id"]): r.get("flops_per_token") for r in ok if r.get("flops_per_token")}
+    fpt = {config_id(r): r.get("flops_per_token") for r in ok if r.get("flops_per_token")}
     if not fpt:
         return {"matched": None}
     lo, hi = min(fpt.values()), max(fpt.values())
@@ -60,7 +62,7 @@ def compute_matching(ok: list[dict], metric: str) -> dict[str, Any]:
         losses = np.array([e["loss"] for e in ev], float)
         if flops[0] > budget:  # its first evaluation is already past the budget: no reading
             continue
-        at_budget.setdefault(r.get("config_id", r["experiment_id"]), []).append(float(np.interp(budget, flops, losses)))
+        at_budget.setdefault(config_id(r), []).append(float(np.interp(budget, flops, losses)))
     rows = sorted(({"config_id": c, "flops_per_token": fpt[c], "val_loss_at_budget": float(np.mean(v)), "n": len(v)}
                    for c, v in at_budget.items()), key=lambda row: row["val_loss_at_budget"])
     out.update(budget_flops=budget, equal_compute=rows)

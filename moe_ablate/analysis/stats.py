@@ -317,10 +317,7 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
     fit = ranking.Fit(ok_runs, metric) if len(ok_runs) else None
     boot = None
     if fit is not None and fit.sigma is not None:
-        rng = np.random.default_rng(seed)
-        s2 = fit.sigma ** 2 * rng.chisquare(fit.dof, n_boot) / fit.dof
-        with np.errstate(invalid="ignore", divide="ignore"):
-            boot = sensitivities(ok_mean + rng.normal(0, 1, (n_boot, len(ok_mean))) * np.sqrt(s2[:, None] / n_ok))
+        boot = sensitivities(_noisy_means(ok_mean, n_ok, fit, n_boot, seed))
     corrected = _cross_fitted(runs, cfg_codes, settings, cap) if "seed" in runs else None
 
     def summary(cols: list[int]) -> dict[str, Any]:
@@ -341,19 +338,32 @@ def lr_sensitivity(df: pd.DataFrame, table: pd.DataFrame, axes: list[str], lr_ax
                       "lrs": len(c)} for j, c in enumerate(settings)],
         "left_out_pruned": int((table.n_pruned > 0).sum()), "per_axis": {}, "order": {}}
     for a in others:
-        of_value: dict[Any, list[int]] = {}
-        for j, c in enumerate(settings):
-            of_value.setdefault(ranking.plain(first.loc[c[0], a]), []).append(j)
-        rows = [{"value": v, **summary(of_value[v])} for v in sorted(of_value, key=_sort_key)]
-        out["per_axis"][a] = rows
-        if len(rows) >= 2:
-            out["order"][a] = _order(a, rows, of_value, boot)
+        out["per_axis"][a], order = _per_value(a, settings, first, summary, boot)
+        if order is not None:
+            out["order"][a] = order
     out["method"] = ((f"95% interval: basic parametric bootstrap of the configuration means ({n_boot} replicates, "
                       f"seed-blocked run noise on {fit.dof} degrees of freedom)" if boot is not None else
                       "no interval: the run noise is unknown (one seed)")
                      + "; corrected: the loss above the LR chosen on the other seeds, averaged over held-out seeds "
                        "(zero on a flat curve; below the truth when the best LR is uncertain)")
     return out
+
+
+def _per_value(axis: str, settings: list, first: pd.DataFrame, summary, boot) -> tuple[list[dict], dict | None]:
+    """One axis's rows (the sensitivity of the settings with each value) and, with two or more values, their order."""
+    of_value: dict[Any, list[int]] = {}
+    for j, c in enumerate(settings):
+        of_value.setdefault(ranking.plain(first.loc[c[0], axis]), []).append(j)
+    rows = [{"value": v, **summary(of_value[v])} for v in sorted(of_value, key=_sort_key)]
+    return rows, (_order(axis, rows, of_value, boot) if len(rows) >= 2 else None)
+
+
+def _noisy_means(ok_mean: np.ndarray, n_ok: np.ndarray, fit, n_boot: int, seed: int) -> np.ndarray:
+    """Replicates x configurations of the means redrawn with the seed-blocked run noise (its chi-square redrawn)."""
+    rng = np.random.default_rng(seed)
+    s2 = fit.sigma ** 2 * rng.chisquare(fit.dof, n_boot) / fit.dof
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return ok_mean + rng.normal(0, 1, (n_boot, len(ok_mean))) * np.sqrt(s2[:, None] / n_ok)
 
 
 WIDTH_AXES = ("d_model",)

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from ..config import Amp, DecayShape, ModelName, Schedule, choices
-from ..tracking import TrackerName
 from ..errors import UserError
+from ..tracking import TrackerName
 
 DEFAULT_OUTPUT = "ablation_results"
 

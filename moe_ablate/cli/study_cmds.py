@@ -17,9 +17,23 @@ from ..studies import kinds, long_train
 from ..studies.kind import StudyKind
 from ..studies.pipeline import StudyResult, run_study
 from ..studies.study import load_study
-from .args import (DEFAULT_OUTPUT, EXPERIMENT_FLAGS, Defining, Flags, add_experiment_flags, add_study_flags, defining_given,
-                   executor, experiment_overrides, log, lr_or_auto, nonneg_int, notes_on_unused_flags, study_dir_for,
-                   tracking_kwargs)
+from .args import (
+    DEFAULT_OUTPUT,
+    EXPERIMENT_FLAGS,
+    Defining,
+    Flags,
+    add_experiment_flags,
+    add_study_flags,
+    defining_given,
+    executor,
+    experiment_overrides,
+    log,
+    lr_or_auto,
+    nonneg_int,
+    notes_on_unused_flags,
+    study_dir_for,
+    tracking_kwargs,
+)
 
 
 def check_resumable_by(command: str, folder) -> None:

@@ -8,8 +8,17 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .args import (DEFAULT_OUTPUT, add_experiment_flags, add_tracking_flags, experiment_overrides, fresh_dir, log,
-                   notes_on_unused_flags, pos_int, writable)
+from .args import (
+    DEFAULT_OUTPUT,
+    add_experiment_flags,
+    add_tracking_flags,
+    experiment_overrides,
+    fresh_dir,
+    log,
+    notes_on_unused_flags,
+    pos_int,
+    writable,
+)
 from .study_cmds import add_long_run_flags, cmd_train_exp, summary
 
 
@@ -19,12 +28,12 @@ def cmd_train(args) -> int:
     if args.lr is not None or args.hellaswag:
         raise UserError("--lr and --hellaswag go with --exp (use --muon-lr for a plain run)")
     notes_on_unused_flags(args, log)
-    from ..tracking import TrackingSpec, open_run, summary_metrics
     from ..checkpoint import save_model
     from ..config import apply_overrides, preset_config, validate
     from ..data import prepare_data
-    from ..training import train
     from ..resources import check_fits
+    from ..tracking import TrackingSpec, open_run, summary_metrics
+    from ..training import train
     from ..utils import atomic_write_json, resolve_device
 
     extra = {f"train.{n}": getattr(args, n) for n in ("checkpoint_every", "hellaswag_every")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 from ..config import DataConfig

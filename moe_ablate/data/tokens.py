@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import UserError
-from tqdm.auto import tqdm
-
 from ..utils import atomic_write, atomic_write_json
 from .sources import Caps, caps_for, iter_documents, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
@@ -153,31 +152,10 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
 
     t0 = time.perf_counter()
     docs = _Docs(cfg, caps)
-    # pass 1: how much text, where the split goes, what the caps drop
-    lengths, chars_dropped, more_documents = [], 0, False
-    peek = Caps(caps.num_documents + 1, None, None) if caps.num_documents else Caps(None, None, None)
-    for batch in iter_documents(cfg, peek):
-        for d in batch:
-            if caps.num_documents and len(lengths) == caps.num_documents:
-                more_documents = True
-                break
-            keep = min(len(d), caps.max_doc_chars) if caps.max_doc_chars else len(d)
-            chars_dropped += len(d) - keep
-            lengths.append(keep)
-    batch = d = None  # noqa: F841  (release the last document: it may be 200 MB)
-    if not lengths:
-        raise UserError(f"data source {cfg.source!r} has no text")
-    lengths = np.asarray(lengths, dtype=np.int64)
+    lengths, dropped = _count(cfg, caps)  # pass 1: how much text, where the split goes, what the caps drop
     plan = plan_split(lengths, cfg.val_fraction)
     t_count = time.perf_counter()
-    dropped: dict[str, Any] = {}
-    if more_documents and cfg.source != "builtin":  # builtin: num_documents is the generator's size
-        dropped["documents"] = f"read the first {len(lengths):,} documents (num_documents cap); the source has more"
-    if chars_dropped:
-        dropped["characters"] = (f"{chars_dropped:,} characters past max_doc_chars={caps.max_doc_chars:,} "
-                                 f"({100 * chars_dropped / (chars_dropped + lengths.sum()):.1f}% of the text read)")
-    # pass 2: the tokenizer, from training text only
-    if cfg.tokenizer == "bpe":
+    if cfg.tokenizer == "bpe":  # pass 2: the tokenizer, from training text only
         tok, sampled = _train_tokenizer(docs, plan, cfg, key)
         if sampled:
             log(f"BPE trained on a sample of the training text (the first {BPE_SAMPLE_CHARS:,} characters, of which at "
@@ -185,34 +163,8 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
     else:
         tok = load_hub_tokenizer(cfg.tokenizer)
     t_tok = time.perf_counter()
-    # pass 3: tokenise in batches straight to disk
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
-    counts = {"train": 0, "val": 0}
-    bar = tqdm(unit="tok", unit_scale=True, desc="tokenising", disable=None if progress else True, file=sys.stderr,
-               dynamic_ncols=True, leave=False)
-
-    hard_cuts = [0]
-
-    def write(f) -> None:
-        for part in ("train", "val"):
-            for batch in _chunk_batches(_part(docs, plan, part), hard_cuts):
-                encs = tok.tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
-                ids = [enc.ids + [tok.eos_id] if last else enc.ids for enc, (_, last) in zip(encs, batch)]
-                arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype)
-                f.write(arr.tobytes())
-                counts[part] += len(arr)
-                bar.update(len(arr))
-
-    try:
-        atomic_write(bin_path, write)
-    finally:
-        bar.close()
-    if hard_cuts[0]:
-        dropped_note = (f"{hard_cuts[0]:,} cut(s) inside runs of text without a space: such runs are tokenised in "
-                        f"{HARD_CUT_CHARS:,}-character pieces (every character kept; tokens may split differently at "
-                        "those cuts)")
-        log(f"data {cfg.source}: {dropped_note}")
-    train_n, val_n = counts["train"], counts["val"]
+    train_n, val_n = _tokenize_to(bin_path, docs, plan, tok, dtype, progress, lambda m: log(f"data {cfg.source}: {m}"))
     keep_train, keep_val = train_n, val_n
     if caps.max_tokens and train_n + val_n > caps.max_tokens:
         keep_train = min(train_n, int(caps.max_tokens * (1 - cfg.val_fraction)))
@@ -239,6 +191,59 @@ def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData
     atomic_write_json(tok_path, tok.to_dict())
     atomic_write_json(meta_path, meta)  # last: its presence marks a complete cache entry
     return _load(bin_path, meta, tok, cached=False)
+
+
+def _count(cfg: DataConfig, caps: Caps) -> tuple[np.ndarray, dict[str, Any]]:
+    """Pass 1: each kept document's length in characters, and what the caps drop (said and recorded)."""
+    lengths, chars_dropped, more_documents = [], 0, False
+    peek = Caps(caps.num_documents + 1, None, None) if caps.num_documents else Caps(None, None, None)
+    for batch in iter_documents(cfg, peek):
+        for d in batch:
+            if caps.num_documents and len(lengths) == caps.num_documents:
+                more_documents = True
+                break
+            keep = min(len(d), caps.max_doc_chars) if caps.max_doc_chars else len(d)
+            chars_dropped += len(d) - keep
+            lengths.append(keep)
+    batch = d = None  # noqa: F841  (release the last document: it may be 200 MB)
+    if not lengths:
+        raise UserError(f"data source {cfg.source!r} has no text")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    dropped: dict[str, Any] = {}
+    if more_documents and cfg.source != "builtin":  # builtin: num_documents is the generator's size
+        dropped["documents"] = f"read the first {len(lengths):,} documents (num_documents cap); the source has more"
+    if chars_dropped:
+        dropped["characters"] = (f"{chars_dropped:,} characters past max_doc_chars={caps.max_doc_chars:,} "
+                                 f"({100 * chars_dropped / (chars_dropped + lengths.sum()):.1f}% of the text read)")
+    return lengths, dropped
+
+
+def _tokenize_to(bin_path: Path, docs: _Docs, plan: SplitPlan, tok: LoadedTokenizer, dtype, progress: bool,
+                 log) -> tuple[int, int]:
+    """Pass 3: tokenise in batches straight to disk (train, then validation); (train, validation) token counts."""
+    counts = {"train": 0, "val": 0}
+    bar = tqdm(unit="tok", unit_scale=True, desc="tokenising", disable=None if progress else True, file=sys.stderr,
+               dynamic_ncols=True, leave=False)
+    hard_cuts = [0]
+
+    def write(f) -> None:
+        for part in ("train", "val"):
+            for batch in _chunk_batches(_part(docs, plan, part), hard_cuts):
+                encs = tok.tokenizer.encode_batch([text for text, _ in batch], add_special_tokens=False)
+                ids = [enc.ids + [tok.eos_id] if last else enc.ids for enc, (_, last) in zip(encs, batch)]
+                arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype)
+                f.write(arr.tobytes())
+                counts[part] += len(arr)
+                bar.update(len(arr))
+
+    try:
+        atomic_write(bin_path, write)
+    finally:
+        bar.close()
+    if hard_cuts[0]:
+        log(f"{hard_cuts[0]:,} cut(s) inside runs of text without a space: such runs are tokenised in "
+            f"{HARD_CUT_CHARS:,}-character pieces (every character kept; tokens may split differently at those cuts)")
+    return counts["train"], counts["val"]
 
 
 def _part(docs: _Docs, plan: SplitPlan, part: str):

@@ -14,7 +14,6 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 
-
 DEAD_FRACTION = 0.1  # an expert getting under 10% of its fair share (1/E) of a window's tokens is "dead"
 
 

@@ -39,7 +39,10 @@ def _deepseek_config(cfg: ModelConfig):
 class DeepSeekBlock(nn.Module):
     def __init__(self, cfg: ModelConfig, hf_cfg, layer_idx: int, ffn: nn.Module):
         super().__init__()
-        from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Attention, DeepseekV3RotaryEmbedding
+        from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+            DeepseekV3Attention,
+            DeepseekV3RotaryEmbedding,
+        )
 
         self.input_norm = nn.RMSNorm(cfg.d_model, eps=1e-6)
         self.attn = DeepseekV3Attention(hf_cfg, layer_idx)
@@ -130,7 +133,9 @@ class DeepSeekLM(TransformerLM):
         if moe:
             ffns = [Glm4MoEFeedForward(cfg) for _ in range(cfg.n_layers)]
         else:
-            from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3MLP
+            from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+                DeepseekV3MLP,
+            )
 
             ffns = [DeepseekV3MLP(hf) for _ in range(cfg.n_layers)]
         self.is_moe = moe

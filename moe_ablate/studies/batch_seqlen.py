@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..record import config_id
 from ..utils import atomic_write_json
 from .kind import StudyKind, register
 from .spec import ExperimentSpec, StudySpec, load_study
@@ -211,7 +212,7 @@ def plot(study_dir: Path, records: list[dict], analysis: dict) -> Path:
     best = best_per_strategy(analysis)
     best_ids = {c["config_id"] for c in best}
     for r in records:
-        if r.get("config_id", r["experiment_id"]) not in best_ids:
+        if config_id(r) not in best_ids:
             continue
         ev = r.get("history", {}).get("eval", [])
         axs[0, 0].plot([e["tokens"] for e in ev], [e["loss"] for e in ev], marker="o", label=r["experiment_id"])
@@ -221,7 +222,7 @@ def plot(study_dir: Path, records: list[dict], analysis: dict) -> Path:
     for ax in axs[0]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    ok = [r for r in records if r["status"] == "ok" and r.get("config_id", r["experiment_id"]) in best_ids]
+    ok = [r for r in records if r["status"] == "ok" and config_id(r) in best_ids]
     names = sorted({r["hyperparameters"]["strategy"] for r in ok})
     for i, (key, ax, title, unit) in enumerate([("tokens_per_s", axs[1, 0], "throughput", "tokens/s"),
                                                 ("peak_memory_gb", axs[1, 1], "peak memory", "GB")]):

@@ -28,8 +28,15 @@ from typing import Any, Callable
 from ..config import ExperimentConfig
 from ..optim import decay_start, schedule_fn
 from ..utils import atomic_write_json
+from .folder import (
+    checkpoint_dir,
+    checkpoint_name,
+    checkpoint_step,
+    checkpoints_in,
+    drop_checkpoints,
+    keep_newest,
+)
 from .spec import ExperimentSpec
-from .folder import checkpoint_dir, checkpoint_name, checkpoint_step, checkpoints_in, drop_checkpoints, keep_newest
 
 BRANCHING_FILE = "branching.json"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..record import config_id
 from ..utils import atomic_write_json
-from .kind import StudyKind, register
 from .experiments import auto_lr, experiment_base
+from .kind import StudyKind, register
 from .lr_search import METRIC
 from .spec import ExperimentSpec
 from .study import Study
@@ -26,10 +27,6 @@ def make_study(*, lr: float = 1e-3, lr_source: str = "the default 1e-3", preset:
     return Study(kind=KIND.name, name="expert_search_exp3", base=base, experiments=expert_experiments(),
                  params={"exp": 3, "lr": lr, "lr_source": lr_source, "preset": preset}, metric=METRIC,
                  description=f"Experts x top-k for Experiment 3 at Muon LR {lr:.2e} ({lr_source})", confirm=confirm)
-
-
-def _key(r: dict) -> str:
-    return r.get("config_id", r["experiment_id"])
 
 
 class ExpertSearchKind(StudyKind):
@@ -61,7 +58,7 @@ class ExpertSearchKind(StudyKind):
         if rec.get("best") is None:
             return {"exp": 3, "best": None, "failed": failed,
                     "recommendation": "every configuration failed; nothing to recommend"}
-        b = next(r for r in records if _key(r) == rec["best"] and r.get("status") == "ok")
+        b = next(r for r in records if config_id(r) == rec["best"] and r.get("status") == "ok")
         m = b["config"]["model"]
         out = {"exp": 3, "num_experts": m["num_experts"], "top_k": m["top_k"], "best_val_loss": rec[METRIC],
                "learning_rate": b["config"]["train"]["muon_lr"], "params": b.get("params"),
@@ -75,7 +72,7 @@ class ExpertSearchKind(StudyKind):
     def write_files(self, study_dir, study, records, analysis):
         summary = []  # one entry per configuration, its seeds folded in (means over successful runs)
         for c in analysis["configurations"]:
-            runs = [r for r in records if _key(r) == c["config_id"]]
+            runs = [r for r in records if config_id(r) == c["config_id"]]
             ok = [r for r in runs if r["status"] == "ok"]
             first = (ok or runs)[0]
 

@@ -67,7 +67,9 @@ def checkpoint_bytes(study_dir: Path) -> int:
 
 def latest_checkpoint(folder: Path | None, log: Callable[[str], None]) -> Path | None:
     """The newest readable training checkpoint in ``folder`` (unreadable ones are skipped, said once)."""
-    from ..checkpoint import read_checkpoint  # torch.load: only when a folder has checkpoints
+    from ..checkpoint import (
+        read_checkpoint,  # torch.load: only when a folder has checkpoints
+    )
 
     if folder is None:
         return None

@@ -23,9 +23,15 @@ from ..analysis import ranking
 from ..analysis.stats import to_frame
 from ..errors import UserError
 from ..utils import atomic_write_json, read_json
-from .study import Study
-from .folder import checkpoint_bytes, checkpoint_dir, drop_checkpoints, keep_newest, record_path
+from .folder import (
+    checkpoint_bytes,
+    checkpoint_dir,
+    drop_checkpoints,
+    keep_newest,
+    record_path,
+)
 from .kind import get_kind
+from .study import Study
 
 RUNGS_DIR = "rungs"
 

@@ -15,7 +15,12 @@ from typing import Any, Callable
 from ..config import ExperimentConfig
 from ..utils import atomic_write_json
 from . import scaling
-from .experiments import auto_lr, experiment_base, find_recommendation, long_run_settings
+from .experiments import (
+    auto_lr,
+    experiment_base,
+    find_recommendation,
+    long_run_settings,
+)
 from .kind import StudyKind, register
 from .spec import ExperimentSpec
 from .study import Study

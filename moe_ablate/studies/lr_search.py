@@ -18,10 +18,10 @@ import pandas as pd
 
 from ..analysis import ranking
 from ..config import apply_overrides
-from ..utils import atomic_write_json
 from ..errors import UserError
-from . import schema
-from . import long_train
+from ..record import config_id
+from ..utils import atomic_write_json
+from . import long_train, schema
 from .experiments import EXPERIMENTS, experiment_base, find_recommendation  # noqa: F401  (their old home)
 from .kind import FollowUp, StudyKind, register
 from .spec import ExperimentSpec
@@ -74,7 +74,7 @@ def _ended_worse(records: list[dict], rec: dict) -> dict | None:
     ok = [r for r in records if r.get("status") == "ok" and r.get("val_loss") is not None]
 
     def final(c: str) -> float | None:
-        v = [r["val_loss"] for r in ok if r.get("config_id", r["experiment_id"]) == c]
+        v = [r["val_loss"] for r in ok if config_id(r) == c]
         return sum(v) / len(v) if v else None
 
     best_end, runner_end = final(rec["best"]), final(runner)
@@ -88,7 +88,7 @@ def _ended_worse(records: list[dict], rec: dict) -> dict | None:
 
 def _best_lr(records: list[dict], analysis: dict) -> float | None:
     best = analysis["recommendation"].get("best")
-    return next((_lr(r) for r in records if r.get("config_id", r["experiment_id"]) == best), None)
+    return next((_lr(r) for r in records if config_id(r) == best), None)
 
 
 class LRSearchKind(StudyKind):
@@ -166,7 +166,7 @@ class LRSearchKind(StudyKind):
             return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
                     "recommendation": "every run failed; no learning rate to recommend"}
         side = self._bracket(analysis)
-        by_id = {r.get("config_id", r["experiment_id"]): r for r in records}
+        by_id = {config_id(r): r for r in records}
         best_run = by_id[rec["best"]]
         out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
                "best_step": best_run.get("best_step"), "tried": tried,

@@ -13,15 +13,15 @@ from typing import Any
 
 from ..analysis import plots, report
 from ..analysis.stats import analyze, to_frame
+from ..errors import UserError
 from ..utils import atomic_write_json, atomic_write_text
+from . import branching
+from .folder import experiments_dir
 from .halving import halving_analysis
 from .kinds import get_kind
-from . import branching
 from .lock import study_lock
 from .records import read_records
-from .folder import experiments_dir
 from .runner import Log, default_log, own_seconds, resolve_configs
-from ..errors import UserError
 from .study import Study, load_study
 
 

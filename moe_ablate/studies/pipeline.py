@@ -17,20 +17,36 @@ from typing import Any
 
 from .. import interrupt
 from ..errors import UserError
-from ..resources import check_fits
 from ..interrupt import graceful_signals
+from ..resources import check_fits
 from ..tracking import TrackingSpec, attach_study_outputs
 from ..utils import resolve_device
 from . import branching, halving
-from .folder import checkpoint_dir, record_path, remove_stale_temporaries, set_aside_crashes
+from .folder import (
+    checkpoint_dir,
+    record_path,
+    remove_stale_temporaries,
+    set_aside_crashes,
+)
 from .kinds import get_kind
 from .lock import LOCK_FILE, study_lock
 from .outputs import write_outputs
-from .runner import (Batch, DataSets, Executor, Job, LocalExecutor, Log, ModelCache, StudyRun, default_log,
-                     resolve_configs, run_experiments, run_one)
+from .runner import (
+    Batch,
+    DataSets,
+    Executor,
+    Job,
+    LocalExecutor,
+    Log,
+    ModelCache,
+    StudyRun,
+    default_log,
+    resolve_configs,
+    run_experiments,
+    run_one,
+)
 from .spec import ExperimentSpec
 from .study import Study, load_study, save_study
-
 
 
 @dataclass

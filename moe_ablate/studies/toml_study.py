@@ -8,7 +8,13 @@ from typing import Any
 from ..errors import UserError
 from . import schema
 from .kind import REGISTRY, StudyKind
-from .spec import configurations, load_study, sampled_subset, spanning_subset, with_seeds
+from .spec import (
+    configurations,
+    load_study,
+    sampled_subset,
+    spanning_subset,
+    with_seeds,
+)
 from .study import Study
 
 

@@ -11,7 +11,6 @@ from .metrics import TrainMetrics
 from .setup import Run
 from .state import History, TrainState
 
-
 CHECKPOINT_GLOB = "checkpoint_step_*.pt"
 
 
