@@ -70,7 +70,8 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location=device, weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError, IndexError,
-            TypeError, UnicodeDecodeError, pickle.UnpicklingError, zipfile.BadZipFile) as e:  # truncated, corrupt or foreign files fail in many ways
+            TypeError, UnicodeDecodeError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
+        # truncated, corrupt or foreign files fail in many ways
         raise UserError(f"{path} is not a moe-ablate checkpoint ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a moe-ablate checkpoint (format {FORMAT})")

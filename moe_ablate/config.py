@@ -142,7 +142,7 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentConfig:
         return cls(
             model=_build(ModelConfig, d.get("model", {}), "model"),
             train=_build(TrainConfig, d.get("train", {}), "train"),

@@ -61,4 +61,5 @@ def check_fits(cfg: ExperimentConfig, device: str, what: str = "this run") -> No
             f"({e['params']:,} parameters: {e['state_bytes'] / gib:,.1f} GiB with gradients and optimizer state; "
             f"activations of batch {cfg.train.batch_size} x seq_len {cfg.train.seq_len}: "
             f"{e['activation_bytes'] / gib:,.1f} GiB) and {have / gib:,.1f} GiB is free (d_model {m.d_model}, "
-            f"{m.n_layers} layers, {m.num_experts} experts, vocabulary {cfg.data.vocab_size if cfg.data.tokenizer == 'bpe' else m.vocab_size})")
+            f"{m.n_layers} layers, {m.num_experts} experts, vocabulary "
+            f"{cfg.data.vocab_size if cfg.data.tokenizer == 'bpe' else m.vocab_size})")

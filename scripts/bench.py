@@ -35,16 +35,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from moe_ablate.config import PRESETS, ModelConfig, preset_config  # noqa: E402
-from moe_ablate.training.evaluate import autocast_context  # noqa: E402
 from moe_ablate.models import MODEL_NAMES, build_model  # noqa: E402
 from moe_ablate.optim import build_optimizers  # noqa: E402
 from moe_ablate.training import amp_dtype_for  # noqa: E402
+from moe_ablate.training.evaluate import autocast_context  # noqa: E402
 from moe_ablate.utils import resolve_device  # noqa: E402
 
 PRESET_MODEL = {"seed": "moe", "tiny": "moe", "exp9": "deepseek_mlp", "exp3": "deepseek_glm4_moe"}
 # profiler op names -> the categories the GPU-readiness issue asks about (first match wins)
 CATEGORIES = (("muon newton-schulz", ("muon",)), ("adamw", ("adamw",)),
-              ("attention", ("attention", "sdpa", "flash", "efficient_attention", "cudnn_attention", "softmax_backward")),
+              ("attention", ("attention", "sdpa", "flash", "efficient_attention", "cudnn_attention",
+                             "softmax_backward")),
               ("experts grouped_mm", ("grouped_mm", "_grouped")),
               ("router", ("topk", "sort", "bincount", "cumsum", "scatter", "gather", "index")),
               ("matmul (dense)", ("mm", "gemm", "matmul", "linear", "bmm")))

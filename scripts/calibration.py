@@ -11,7 +11,8 @@ effect. Scenarios (each ``--studies`` times):
   unequal        30 equal configurations, seeds dropped at random (unequal seed sets): false positives and
                  backwards verdicts
   failures       30 configurations; some diverge on a seed, and the lucky survivor is not recommended
-  confirmation   30 configurations whose truths differ a little (sd 0.5) with one grid seed, then a confirmation stage of K seeds for
+  confirmation   30 configurations whose truths differ a little (sd 0.5) with one grid seed, then a confirmation stage
+  of K seeds for
                  the top 3 as the pipeline picks them: coverage of the reported 95% CI of the recommended one
   uneven         6 or 12 equal configurations, one at 7x or 10x the run noise (as near divergence): familywise
                  false alarms, simultaneous coverage, and how often the noisy one is called better than all
@@ -280,7 +281,8 @@ def interaction(studies: int, rng, seed_sd: float, planted: bool) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--studies", type=int, default=100, help="simulated studies per scenario (default 100)")
     p.add_argument("--full", action="store_true", help="500 studies per scenario (and 100 of 270 configurations)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per configuration in the null scenarios (default 3)")
@@ -315,7 +317,8 @@ def main() -> int:
                          uneven(k, 3, sd, n, rng, a.seed_sd)))
     rows.append(("power: 6 configurations, 5 seeds, one quiet winner 2 sd better, all equal noise",
                  uneven(6, 5, 1.0, n, rng, a.seed_sd, gap=2.0)))
-    rows.append(("power: the same with a 7x-noise configuration beside it", uneven(6, 5, 7.0, n, rng, a.seed_sd, gap=2.0)))
+    rows.append(("power: the same with a 7x-noise configuration beside it", uneven(6, 5, 7.0, n, rng, a.seed_sd,
+                                                                                   gap=2.0)))
     rows.append(("crash in confirmation: 10 configurations, seed 1 of 2 crashed for every confirmed one",
                  crash_in_confirmation(10, n, rng, a.seed_sd)))
     rows.append(("partial divergence: a 3 sd better configuration diverged on 1 of 4 seeds",

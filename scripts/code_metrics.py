@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "moe_ablate"
-SPELLED = {'"checkpoints"': r'"checkpoints"', 'r.get("config_id", ...)': r'\.get\("config_id", \w+\["experiment_id"\]\)',
+SPELLED = {'"checkpoints"': r'"checkpoints"',
+           'r.get("config_id", ...)': r'\.get\("config_id", \w+\["experiment_id"\]\)',
            "def keep_newest": r"def keep_newest", '"experiments"': r'"experiments"'}
 
 
@@ -27,7 +28,8 @@ def main() -> None:
         for node in ast.walk(ast.parse(src)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 a = node.args
-                n_params = len(a.posonlyargs + a.args + a.kwonlyargs) - (a.args[:1] != [] and a.args[0].arg in ("self", "cls"))
+                n_params = len(a.posonlyargs + a.args + a.kwonlyargs) - (a.args[:1] != [] and a.args[0].arg in ("self",
+                                                                                                                "cls"))
                 funcs.append((node.end_lineno - node.lineno + 1, n_params, f"{p.relative_to(ROOT.parent)}:{node.name}"))
     print(f"{len(files)} files, {sum(s.count(chr(10)) for s in text.values())} lines")
     print("longest functions:", ", ".join(f"{name} {n}" for n, _, name in sorted(funcs, reverse=True)[:6]))

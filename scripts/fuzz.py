@@ -6,7 +6,8 @@
 Generators (``hypothesis`` strategies) make study TOML files (sections, keys and values: misspelt,
 mistyped, empty, NaN/inf, huge, duplicated, seed as an axis), flag values for every experiment flag,
 HellaSwag items, data files, and tampered study folders (a finished study's records and config.json edited,
-copied, repeated or replaced by junk: read through the gate of ``studies/records.py`` and analysed). In-process checks run the real parsers and validators
+copied, repeated or replaced by junk: read through the gate of ``studies/records.py`` and analysed). In-process checks
+run the real parsers and validators
 (``grid.make_study`` + ``resolve_configs``, the CLI parser + ``validate``, ``hellaswag.load_items``);
 ``--cli N`` also runs N end-to-end ``moe-ablate`` commands in subprocesses with a timeout (hangs), a
 one-step tiny study for the inputs that are valid, and a sentinel folder that must stay unchanged.
@@ -30,12 +31,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from moe_ablate.config import DataConfig, ModelConfig, TrainConfig, apply_overrides, preset_config, validate
 from moe_ablate.errors import UserError
 
-FIELDS = {"model": [f for f in ModelConfig.__dataclass_fields__], "train": [f for f in TrainConfig.__dataclass_fields__],
+FIELDS = {"model": [f for f in ModelConfig.__dataclass_fields__],
+          "train": [f for f in TrainConfig.__dataclass_fields__],
           "data": [f for f in DataConfig.__dataclass_fields__]}
 TYPO = st.sampled_from(["grdi", "bsae", "qiuck", "", "study ", "model", "trian", "Grid"])
 SCALAR = st.one_of(st.integers(-10, 10**6), st.integers(min_value=2**62, max_value=2**64).map(lambda v: v - 2**63),
@@ -74,7 +77,8 @@ NEAR_VALID = st.builds(
     _near_valid, st.lists(st.floats(1e-4, 1.0), min_size=1, max_size=3),
     st.one_of(st.none(), st.sampled_from(list(FIELDS)).flatmap(
         lambda sec: st.tuples(st.just(sec), _field(sec), st.lists(SCALAR, min_size=1, max_size=3)))),
-    st.one_of(st.none(), st.sampled_from(list(FIELDS)).flatmap(lambda sec: st.tuples(st.just(sec), _field(sec), SCALAR))))
+    st.one_of(st.none(), st.sampled_from(list(FIELDS)).flatmap(lambda sec: st.tuples(st.just(sec), _field(sec),
+                                                                                     SCALAR))))
 
 RANDOM_STUDY_FILE = st.fixed_dictionaries({}, optional={
     "study": st.one_of(st.dictionaries(STUDY_KEYS, STUDY_VALUES, max_size=4), SCALAR),
@@ -269,7 +273,8 @@ RECORD_KEYS = st.sampled_from(["experiment_id", "config_id", "status", "stage", 
 RECORD_OP = st.one_of(
     st.tuples(st.just("set"), st.integers(0, 3), RECORD_KEYS, JSON_VALUE),
     st.tuples(st.just("drop"), st.integers(0, 3), RECORD_KEYS, st.none()),
-    st.tuples(st.just("copy"), st.integers(0, 3), st.sampled_from(["exp_000 copy", "exp_9", "x", "EXP_001"]), st.none()),
+    st.tuples(st.just("copy"), st.integers(0, 3), st.sampled_from(["exp_000 copy", "exp_9", "x", "EXP_001"]),
+              st.none()),
     st.tuples(st.just("junk"), st.integers(0, 3), st.none(), st.binary(max_size=30)),
     st.tuples(st.just("config"), st.integers(0, 3), st.sampled_from(
         ["metric", "confirm", "halving", "min_steps", "kind", "experiments", "base", "params", "name", "id",
@@ -280,6 +285,7 @@ RECORD_OP = st.one_of(
 def base_study(work: Path) -> Path:
     """A finished 4-experiment study (a 2-step tiny grid), trained once; the tampered folders copy it."""
     import kill_resume
+
     from moe_ablate.cli import main as cli
 
     toml = work / "base.toml"

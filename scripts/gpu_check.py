@@ -72,7 +72,8 @@ def step_env(out: Path, device: str, limit: float) -> dict:
             "if d.startswith('cuda'):\n"
             "    p = torch.cuda.get_device_properties(0)\n"
             "    info.update(gpu=p.name, sms=p.multi_processor_count, memory_gib=round(p.total_memory / 2**30, 1),\n"
-            "                bf16=torch.cuda.is_bf16_supported(), capability=list(torch.cuda.get_device_capability()))\n"
+            "                bf16=torch.cuda.is_bf16_supported(), "
+            "capability=list(torch.cuda.get_device_capability()))\n"
             f"n = {512 if DRY else 8192}\n"
             "info['matmul_n'] = n\n"
             "info['matmul_peak_gflops'] = bench.matmul_peak(d, n)\n"
@@ -156,7 +157,8 @@ def step_grid(out: Path, device: str, limit: float, n: int, parallel: int) -> di
               "--cache-dir", str(cache), "--max-experiments", str(n)]
     if DRY:
         common = ["--preset", "tiny", "--steps", "4", "--eval-every", "2", "--eval-batches", "1", "--batch-size", "2",
-                  "--seq-len", "32", *TINY_DATA, *[c for c in common if c not in ("50", "5", "--steps", "--eval-every")]]
+                  "--seq-len", "32", *TINY_DATA, *[c for c in common if c not in ("50", "5", "--steps",
+                                                                                  "--eval-every")]]
     else:
         common.append("--compile")
     ma = [sys.executable, "-m", "moe_ablate"]
@@ -230,14 +232,16 @@ def summary(out: Path, env: dict, tests: dict | None, bench: list[dict], grid: d
     if tests:
         lines += [f"CUDA tier: {tests['summary']} (exit {tests['exit']})", ""]
     if bench:
-        lines += ["| run | batch x seq | ms/step | tokens/s | model TFLOP/s | share of peak | peak mem GiB | Muon share "
+        lines += ["| run | batch x seq | ms/step | tokens/s | model TFLOP/s | share of peak | peak mem GiB | Muon "
+                  "share "
                   "| host syncs/step |", "|---|---|---|---|---|---|---|---|---|"]
         for r in bench:
             if r["exit"] != 0:
                 lines.append(f"| {r['run']} | failed (exit {r['exit']}) | | | | | | | |")
                 continue
             muon = (r.get("phase_share") or {}).get("muon")
-            lines.append(f"| {r['run']} | {r['batch']} x {r['seq']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:,.0f} | "
+            lines.append(f"| {r['run']} | {r['batch']} x {r['seq']} | {r['ms_per_step']:.1f} | "
+                         f"{r['tokens_per_s']:,.0f} | "
                          f"{r['model_gflops_per_s'] / 1e3:.2f} | {r.get('share_of_measured_peak', float('nan')):.1%} | "
                          f"{r.get('peak_memory_gb', float('nan')):.2f} | "
                          f"{'' if muon is None else f'{muon:.1%}'} | {r.get('host_syncs_per_step', '')} |")

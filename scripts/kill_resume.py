@@ -88,7 +88,8 @@ def commands(kind: str, work: Path, out: Path, steps: int, cache: Path) -> tuple
                 ["scaling", "--resume", "DIR", "--no-progress"])
     if kind == "lr-search":
         return (["lr-search", "--exp", "9", "--lrs", "0.003", "0.01", "0.03", "--steps", str(steps), "--eval-every",
-                 "5", "--output-dir", str(out), *SMALL, *cache_flags], ["lr-search", "--resume", "DIR", "--no-progress"])
+                 "5", "--output-dir", str(out), *SMALL, *cache_flags], ["lr-search", "--resume", "DIR",
+                                                                        "--no-progress"])
     if kind == "expert-search":
         return (["expert-search", "--lr", "0.01", "--steps", str(steps), "--eval-every", "5", "--confirm", "0",
                  "--output-dir", str(out), *SMALL, *cache_flags], ["expert-search", "--resume", "DIR", "--no-progress"])

@@ -100,7 +100,8 @@ def main() -> int:
         vcov = np.concatenate([r["vertex_covered"] for r in rows])
         print(f"{label:44s} per-scale optimum CI coverage {vcov.mean():.3f} ({len(vcov)} scales) | exponent CI "
               f"coverage {cov:.3f} (mean width {width:.3f}) | mean |log error| vertex "
-              f"{np.mean([r['vertex_err'] for r in rows]):.4f} vs argmin {np.mean([r['argmin_err'] for r in rows]):.4f}")
+              f"{np.mean([r['vertex_err'] for r in rows]):.4f} vs argmin "
+              f"{np.mean([r['argmin_err'] for r in rows]):.4f}")
     rows = [trial(rng, args.boot, seeds=args.seeds, shift={3: 30.0}) for _ in range(min(args.repeats, 50))]
     print(f"{'optimum of the largest scale planted off-grid':44s} excluded in "
           f"{np.mean([not r['bracketed'][3] for r in rows]):.3f} of studies")

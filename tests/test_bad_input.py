@@ -77,7 +77,8 @@ def test_a_bad_study_file_is_one_line_before_anything_is_written(text, message, 
 
 def test_a_grid_too_large_to_enumerate_is_sampled_not_enumerated():
     axes = "\n".join(f"{k} = {[round(0.01 * (i + 1), 3) for i in range(10)]}" for k in
-                     ("muon_lr", "adamw_lr_ratio", "weight_decay", "warmup_frac", "min_lr_frac", "grad_clip", "momentum"))
+                     ("muon_lr", "adamw_lr_ratio", "weight_decay", "warmup_frac", "min_lr_frac", "grad_clip",
+                      "momentum"))
     import tempfile
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
         f.write(f"[study]\npreset = \"tiny\"\n[grid.train]\n{axes}\n")
@@ -201,8 +202,8 @@ def test_halving_with_ray_is_refused_before_any_folder(tmp_path, capsys):
 
 
 def test_flags_without_effect_say_so(tmp_path, capsys, monkeypatch):
-    from moe_ablate.cli.args import notes_on_unused_flags
     from moe_ablate.cli import build_parser
+    from moe_ablate.cli.args import notes_on_unused_flags
 
     said = []
     # --device cpu: the note holds on any host, a CUDA one included (it used to assume a CPU-only machine)

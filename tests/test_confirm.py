@@ -35,7 +35,8 @@ def test_seeds_and_confirmation_end_to_end(tmp_path, cache_dir, capsys):
     assert a["confirmation"]["runs"] == len(confirm) and a["confirmation"]["seconds"] > 0
     report = (d / "report.md").read_text()
     assert report.index("## Answer") < report.index("## Evidence")
-    for text in ("Run-to-run noise (pooled std", "Is the best really better?", "Near-optimal set", "familywise level 0.05",
+    for text in ("Run-to-run noise (pooled std", "Is the best really better?", "Near-optimal set", "familywise level "
+                                                                                                   "0.05",
                  "Confirmation stage:", "loss_vs_lr.png", "validation_curves.png"):
         assert text in report, text
 

@@ -1,6 +1,7 @@
 """A fresh ``pip install .`` brings only ``[project].dependencies``: every package the library imports at
 module level must be declared there, and every other third-party import must be declared at least as an
-optional extra (and then be imported lazily: inside the function that needs it, or under ``try/except ImportError``). A CI that installs the
+optional extra (and then be imported lazily: inside the function that needs it, or under ``try/except ImportError``). A
+CI that installs the
 extras would otherwise hide the gap, as it once hid scipy."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import functools
 import importlib.metadata as md
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "moe_ablate"

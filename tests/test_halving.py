@@ -45,7 +45,8 @@ def test_survivors_equal_the_full_grid_and_pruned_runs_are_never_recommended(tmp
     assert [r["steps"] for r in h["rungs"]] == [5, 10, 20]
     assert h["trained_steps"] == 8 * 5 + 4 * 5 + 2 * 10 and h["share_of_full_grid"] == 0.5
     assert h["peak_checkpoint_bytes"] > 0
-    assert not (tmp_path / "half" / "checkpoints").exists() or not list((tmp_path / "half" / "checkpoints").rglob("*.pt"))
+    ckpts = tmp_path / "half" / "checkpoints"
+    assert not ckpts.exists() or not list(ckpts.rglob("*.pt"))
     report = (tmp_path / "half" / "report.md").read_text()
     assert "## Successive halving" in report and (tmp_path / "half" / "halving_rungs.png").exists()
 

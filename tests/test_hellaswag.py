@@ -183,7 +183,8 @@ def test_matches_lm_evaluation_harness_itself(model_and_tok, tmp_path, monkeypat
         f"    validation: {items}\noutput_type: multiple_choice\nvalidation_split: validation\n"
         "process_docs: !function utils.process_docs\ndoc_to_text: \"{{query}}\"\ndoc_to_target: \"{{label}}\"\n"
         "doc_to_choice: \"choices\"\nmetric_list:\n  - metric: acc\n  - metric: acc_norm\n")
-    out = simple_evaluate(model=OurLM(), tasks=["hellaswag_local"], task_manager=TaskManager(include_path=str(task_dir)),
+    out = simple_evaluate(model=OurLM(), tasks=["hellaswag_local"],
+                          task_manager=TaskManager(include_path=str(task_dir)),
                           num_fewshot=0, log_samples=True)
     theirs = sorted(out["samples"]["hellaswag_local"], key=lambda s: s["doc_id"])
     ours = HellaSwagEvaluator(str(items), tok, cfg.model.max_seq_len)(model, with_predictions=True)

@@ -157,7 +157,8 @@ def test_analyze_writes_a_report_for_a_folder_of_every_kind(tmp_path, cache_dir)
         "batch_seqlen": batch_seqlen.make_study(preset="tiny", overrides={
             k: v for k, v in over.items() if not k.startswith(("train.batch", "train.seq", "model.max_seq"))},
             confirm=0),
-        "long_train": long_train.make_study(9, small_config(cache_dir, **{"train.steps": 2, "model.name": "deepseek_mlp"})),
+        "long_train": long_train.make_study(9, small_config(cache_dir, **{"train.steps": 2,
+                                                                          "model.name": "deepseek_mlp"})),
     }
     for kind, study in studies.items():
         d = tmp_path / kind

@@ -11,9 +11,9 @@ from moe_ablate.analysis import ranking
 from moe_ablate.analysis.report import render
 from moe_ablate.analysis.stats import analyze
 from moe_ablate.cli import main
+from moe_ablate.config import ExperimentConfig
 from moe_ablate.studies import lr_search
 from moe_ablate.studies.study import Study
-from moe_ablate.config import ExperimentConfig
 
 from .test_study import write_study
 
@@ -78,7 +78,8 @@ def test_3_thirty_equal_configurations_keep_the_familywise_error_near_alpha():
     for _ in range(studies):
         seed_effect = rng.normal(0, 0.5, 3)
         rows = [{"experiment_id": f"c{c}_s{s}", "config_id": f"c{c}", "seed": s, "stage": "grid", "status": "ok",
-                 "val_loss": seed_effect[s] + rng.normal(), "pruned_at_step": None} for c in range(30) for s in range(3)]
+                 "val_loss": seed_effect[s] + rng.normal(), "pruned_at_step": None}
+                for c in range(30) for s in range(3)]
         rec = ranking.recommend(pd.DataFrame(rows), [], "val_loss", p_values=False)
         false += any(c["direction"] == "worse" for c in rec["comparisons"])
     assert false / studies <= 0.05 + 0.05  # alpha plus about 3 simulation standard errors (150 studies)

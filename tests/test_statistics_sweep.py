@@ -57,7 +57,8 @@ def test_a_significantly_lower_configuration_that_failed_a_seed_is_called_lower_
         (c,) = rec["comparisons"]
         assert c["direction"] == "better" and c["ci_high"] < 0
         contradicted += "not significantly" in rec["text"] or "indistinguishable" in rec["text"]
-        assert "fragile has a significantly lower val_loss" in rec["text"] and "1 of 4 of its seeds failed" in rec["text"]
+        assert "fragile has a significantly lower val_loss" in rec["text"]
+        assert "1 of 4 of its seeds failed" in rec["text"]
     assert contradicted == 0
 
 
@@ -251,7 +252,8 @@ def test_lr_search_says_when_its_best_run_ended_far_worse_and_what_it_ranked_by(
 def sensitivity_study(rng, curves: dict, seeds: int = 4, noise: float = 0.02):
     """Records of a ratio x LR grid: ``curves`` {ratio: true loss per LR}, seed offsets shared by a seed's runs."""
     seed_fx = rng.normal(0, 0.02, seeds)
-    return [run(f"r{ratio}_lr{i}", s, loss + seed_fx[s] + rng.normal(0, noise), muon_lr=10.0 ** -i, adamw_lr_ratio=ratio)
+    return [run(f"r{ratio}_lr{i}", s, loss + seed_fx[s] + rng.normal(0, noise), muon_lr=10.0 ** -i,
+                adamw_lr_ratio=ratio)
             for ratio, losses in curves.items() for i, loss in enumerate(losses) for s in range(seeds)]
 
 

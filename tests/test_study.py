@@ -4,15 +4,15 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from moe_ablate.analysis.stats import analyze, load_records
+from moe_ablate.cli import main
 from moe_ablate.errors import UserError
 from moe_ablate.studies.outputs import analyze_folder
-from moe_ablate.cli import main
 from moe_ablate.studies.spec import expand, load_study, spanning_subset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -109,7 +109,8 @@ def test_diverging_experiment_is_recorded_and_the_study_goes_on(tmp_path, cache_
 
 
 def _fake(exp_dir, i, lr, ratio, loss, status="ok"):
-    rec = {"experiment_id": f"exp_{i:03d}", "status": status, "hyperparameters": {"muon_lr": lr, "adamw_lr_ratio": ratio},
+    rec = {"experiment_id": f"exp_{i:03d}", "status": status, "hyperparameters": {"muon_lr": lr,
+                                                                                  "adamw_lr_ratio": ratio},
            "val_loss": loss if status == "ok" else None, "val_accuracy": 0.5, "val_perplexity": 3.0,
            "final_train_loss": loss, "train_time_s": 1.0}
     (exp_dir / f"exp_{i:03d}.json").write_text(json.dumps(rec))

@@ -4,8 +4,8 @@
 import pytest
 
 from moe_ablate.cli import main
-from moe_ablate.studies.pipeline import run_study
 from moe_ablate.studies import grid
+from moe_ablate.studies.pipeline import run_study
 
 from .test_study import write_study
 

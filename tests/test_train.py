@@ -45,7 +45,10 @@ def test_resume_reproduces_the_uninterrupted_run(small_cfg, small_data, tmp_path
     half, _ = train(cfg, small_data, checkpoint_dir=tmp_path, stop_at=5, **QUIET)
     assert half["steps"] == 5
     resumed, _ = train(cfg, small_data, resume_from=tmp_path / "checkpoint_step_5.pt", **QUIET)
-    losses = lambda r: [h["loss"] for h in r["history"]["train"]]
+
+    def losses(r):
+        return [h["loss"] for h in r["history"]["train"]]
+
     assert losses(resumed) == losses(straight)
     assert [e["loss"] for e in resumed["history"]["eval"]] == [e["loss"] for e in straight["history"]["eval"]]
 

@@ -53,7 +53,8 @@ def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dic
 
 
 def _second_axis(axes: list[str], lr_axis: str, importance: dict) -> str | None:
-    others = [x for x in importance if x != lr_axis and ":" not in x] + [x for x in axes if x != lr_axis and x not in importance]
+    others = [x for x in importance if x != lr_axis and ":" not in x]
+    others += [x for x in axes if x != lr_axis and x not in importance]
     return others[0] if others else None
 
 
@@ -231,7 +232,8 @@ def routing_plot(records: list[dict], a: dict, axes: list[str], out: Path) -> Pa
         ax.scatter(xs[dead], rows["maxvio"][dead], color="tab:red", label="dead experts")
     if x_axis and log_scale(x_axis):
         ax.set_xscale("log")
-    ax.set(xlabel=x_axis or "configuration", ylabel="MaxVio (end of training)", title="load imbalance per configuration")
+    ax.set(xlabel=x_axis or "configuration", ylabel="MaxVio (end of training)",
+           title="load imbalance per configuration")
     ax.legend(fontsize=7)
     return save_figure(fig, out / "routing.png")
 

@@ -205,7 +205,8 @@ def compare(fit: Fit, best: str, other: str, p_values: bool = True) -> dict[str,
 # ---------------------------------------------------------------- the table
 def configuration_table(df: pd.DataFrame, axes: list[str], metric: str, fit: Fit | None = None) -> pd.DataFrame:
     """One row per configuration: its axis values; n runs ok, n failed (diverged/OOM), failure rate, n crashed
-    (missing runs, not in the failure rate), n pruned; the seed-adjusted mean (``mean``, the estimate every comparison uses), the plain
+    (missing runs, not in the failure rate), n pruned; the seed-adjusted mean (``mean``, the estimate every comparison
+    uses), the plain
     mean of its runs, std, 95% CI, min, max; for pruned ones the rung and metric they reached. Sorted
     best first; configurations without a successful final run last."""
     ok = ok_runs(df, metric)
@@ -375,6 +376,11 @@ def describe(row: pd.Series, axes: list[str]) -> str:
     return f"{row.config_id} ({', '.join(f'{a}={plain(row[a])}' for a in axes)})" if axes else str(row.config_id)
 
 
+
+def _short(v) -> str:
+    """A value as the answer names it: floats compactly (1e-03 as 0.001), others as they are."""
+    return f"{plain(v):g}" if isinstance(plain(v), float) else str(plain(v))
+
 def detectable_difference(se: float, k: int, dof: int, power: float = POWER) -> float:
     """The smallest true difference from the best that a Tukey-Kramer comparison with standard error ``se``
     (k configurations, ``dof`` residual degrees of freedom) detects with probability ``power`` at the
@@ -467,10 +473,11 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
     widest = max(level, key=lambda c: max(abs(c["ci_low"]), abs(c["ci_high"])))
     reach = max(abs(widest["ci_low"]), abs(widest["ci_high"]))
     near = rows.loc[[rec["best"]] + [c["config_id"] for c in level]]
-    names = ", ".join(describe(row, axes) for _, row in near.iterrows()) if len(near) <= NAMES_SHOWN else (
-        f"{len(near)} configurations (" + "; ".join(
-            f"{a} {', '.join(f'{plain(v):g}' if isinstance(plain(v), float) else str(plain(v)) for v in sorted(near[a].unique(), key=str))}"
-            for a in axes) + "; listed in the report)")
+    if len(near) <= NAMES_SHOWN:
+        names = ", ".join(describe(row, axes) for _, row in near.iterrows())
+    else:
+        values = "; ".join(f"{a} {', '.join(_short(v) for v in sorted(near[a].unique(), key=str))}" for a in axes)
+        names = f"{len(near)} configurations ({values}; listed in the report)"
     if reach <= tol:
         verdict = "indistinguishable"
         text = (f"{names} are indistinguishable{' (' + among + ')' if among else ''}: every difference from the best "
@@ -503,7 +510,8 @@ def _verdict(rec: dict, rows: pd.DataFrame, axes: list[str], metric: str, select
 def _notes(rec: dict, rows: pd.DataFrame, selected_from: int) -> str:
     notes = ""
     if rec.get("grid_choice_replaced"):
-        notes += (f" {rec['grid_choice_replaced']} looked best in the grid, but on the confirmation seeds {rec['best']} "
+        notes += (f" {rec['grid_choice_replaced']} looked best in the grid, but on the confirmation seeds "
+                  f"{rec['best']} "
                   "is significantly better, so it is recommended instead (chosen on those seeds: its estimate is "
                   "slightly optimistic).")
     if rec.get("confirmation_incomplete"):

@@ -37,7 +37,8 @@ def table(rows: list[dict], cols: list[str] | None = None) -> str:
 def _data_lines(stored: dict) -> list[str]:
     out = []
     for d in stored.get("data", {}).values():
-        out.append(f"- Data: `{d.get('source')}`, {d.get('num_tokens', 0):,} tokens (train {d.get('train_tokens', 0):,} "
+        out.append(f"- Data: `{d.get('source')}`, {d.get('num_tokens', 0):,} tokens (train "
+                   f"{d.get('train_tokens', 0):,} "
                    f"/ val {d.get('val_tokens', 0):,}, disjoint), tokenizer `{d.get('tokenizer')}` (vocab "
                    f"{d.get('vocab_size')}, sha256 {str(d.get('tokenizer_sha256', ''))[:12]})")
     return out
@@ -55,7 +56,8 @@ def render(name: str, title: str, description: str, stored: dict, a: dict, figur
     if conf.get("runs"):
         share = 100 * conf["seconds"] / conf["grid_seconds"] if conf.get("grid_seconds") else float("nan")
         lines.append(f"- Confirmation stage: {conf['runs']} extra runs of {', '.join(conf['configurations'])} "
-                     f"({conf['seconds']:.1f} s of training, {share:.0f}% on top of the grid's {conf['grid_seconds']:.1f} s).")
+                     f"({conf['seconds']:.1f} s of training, {share:.0f}% on top of the grid's "
+                     f"{conf['grid_seconds']:.1f} s).")
     lines += ["", *extra, *_evidence(stored, a), *_configurations(a), *_routing_and_compute(a), *_lr_sections(a),
               *_effects_and_tail(a, figures)]
     return "\n".join(lines) + "\n"
@@ -133,10 +135,12 @@ def _routing_and_compute(a: dict) -> list[str]:
     h = a.get("halving")
     if h:
         lines += ["## Successive halving", "",
-                  f"eta {h['eta']}: {h['trained_steps']:,} training steps against {h['full_grid_steps']:,} for the full "
+                  f"eta {h['eta']}: {h['trained_steps']:,} training steps against {h['full_grid_steps']:,} for the "
+                  f"full "
                   f"grid ({100 * h['share_of_full_grid']:.0f}%)" + (", survivors rerun from step 0 (--halving-restart)"
                                                                    if h["restart"] else
-                                                                   f"; peak checkpoint disk {h['peak_checkpoint_bytes'] / 2**20:.1f} MiB")
+                                                                   f"; peak checkpoint disk "
+                                                                   f"{h['peak_checkpoint_bytes'] / 2**20:.1f} MiB")
                   + ". Pruned runs are never recommended.", "",
                   table([{"rung": r["rung"], "step": r["steps"], "configurations": r["configurations"],
                           "kept": ", ".join(r["kept"]),
@@ -146,8 +150,10 @@ def _routing_and_compute(a: dict) -> list[str]:
     b = a.get("branching")
     if b:
         lines += ["## Token horizons from one trunk (WSD)", "",
-                  f"Horizons that differ only in `steps` share a warmup-stable trunk; each shorter horizon branches off "
-                  f"it where its decay starts and equals a dedicated run of its length. {b['trained_steps']:,} training "
+                  f"Horizons that differ only in `steps` share a warmup-stable trunk; each shorter horizon branches "
+                  f"off "
+                  f"it where its decay starts and equals a dedicated run of its length. {b['trained_steps']:,} "
+                  f"training "
                   f"steps against {b['separate_steps']:,} for separate runs ({100 * b['saved_share']:.0f}% saved).", "",
                   table([{"trunk": f["trunk"], "horizons": len(f["horizons"]), "branched": len(f["branched"]),
                           "branch points": ", ".join(str(p) for p in f["branch_points"].values()),
@@ -162,7 +168,8 @@ def _lr_sections(a: dict) -> list[str]:
     for tr in (a.get("lr_transfer"), a.get("lr_by_horizon")):
         if not tr:
             continue
-        lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "", tr["text"][0].upper() + tr["text"][1:]
+        lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "",
+                  tr["text"][0].upper() + tr["text"][1:]
                   + ".", "", table([{tr["axis"]: r[tr["axis"]], "best LR": r.get("best_lr"), "mean": r.get("mean"),
                                      "ci95": r.get("ci95"), "n": r.get("n"),
                                      "near-optimal LRs": ", ".join(f"{x:g}" for x in r.get("near_optimal_lrs", [])),
@@ -188,7 +195,8 @@ def _lr_sections(a: dict) -> list[str]:
         for axis, rows in sens["per_axis"].items():
             order = sens.get("order", {}).get(axis)
             lines += [f"### per {axis}", "", table([{"value": r["value"], "sensitivity": r["sensitivity"],
-                                                     "95% CI": ci(r.get("ci95")), "cross-fitted": num(r.get("corrected"))}
+                                                     "95% CI": ci(r.get("ci95")),
+                                                     "cross-fitted": num(r.get("corrected"))}
                                                     for r in rows], ["value", "sensitivity", "95% CI", "cross-fitted"])]
             if order:
                 lines += ["", order["text"] + "."]

@@ -19,7 +19,8 @@ researchers usually skip:
 3. **The power law** ``opt = coef · C^exponent`` is weighted least squares in log-log (weights: the inverse
    bootstrap variance of each scale's log optimum, ``statsmodels`` WLS); its CIs come from refitting on the
    scales' bootstrap replicates, widened when the points scatter about the law more than their noise
-   allows (a local polynomial's error in locating the minimum of a curve of another shape). A chi-square lack-of-fit test
+   allows (a local polynomial's error in locating the minimum of a curve of another shape). A chi-square lack-of-fit
+   test
    says when the points bend.
 4. **Held out**: the law fitted without the largest scale predicts it; the error is reported in log LR and as
    the loss penalty of the predicted LR on the largest scale's fitted curve.

@@ -183,7 +183,8 @@ def conditional_effects(table: pd.DataFrame, axes: list[str], best: dict | None)
             if x != a and x in best:
                 sl = sl[sl[x].astype(str) == str(best[x])]
         if sl[a].nunique() > 1:
-            out[a] = [{"value": ranking.plain(r[a]), "mean": float(r["mean"]), "n": int(r["n"]), "config_id": r["config_id"]}
+            out[a] = [{"value": ranking.plain(r[a]), "mean": float(r["mean"]), "n": int(r["n"]),
+                       "config_id": r["config_id"]}
                       for _, r in sl.sort_values(a, key=lambda s: s.map(_sort_key)).iterrows()]
     return out
 
@@ -191,7 +192,8 @@ def conditional_effects(table: pd.DataFrame, axes: list[str], best: dict | None)
 def correlations(ok: pd.DataFrame, axes: list[str]) -> dict:
     """Spearman correlations between the numeric axes (LRs on a log scale) and the metrics."""
     numeric = [a for a in axes if is_numeric_axis(ok[a])]
-    cols = numeric + [m for m in ("val_loss", "val_accuracy", "final_train_loss", "train_time_s") if ok[m].notna().any()]
+    cols = numeric + [m for m in ("val_loss", "val_accuracy", "final_train_loss",
+                                  "train_time_s") if ok[m].notna().any()]
     if len(ok) < 3 or not cols:
         return {}
     cdf = ok[cols].astype(float).copy()
@@ -227,7 +229,8 @@ def _cross_fitted(runs: pd.DataFrame, cfg_codes: np.ndarray, settings: list[np.n
     return out
 
 
-def _lr_curves(runs: pd.DataFrame, others: list[str], lr_axis: str) -> tuple[np.ndarray, pd.DataFrame, list[np.ndarray]]:
+def _lr_curves(runs: pd.DataFrame, others: list[str], lr_axis: str) -> tuple[np.ndarray, pd.DataFrame,
+                                                                             list[np.ndarray]]:
     """(each run's configuration code, each configuration's first run, the configurations of each setting of
     the other axes that has 2+ LRs). Settings are keyed by their values' text, whatever their types."""
     setting = pd.Series(["\x1f".join(map(str, row)) for row in runs[others].itertuples(index=False)]
@@ -421,7 +424,8 @@ def analyze(records: list[dict], metric: str = "val_loss") -> dict[str, Any]:
     rec["edge_warnings"] = ranking.edge_notes(table, axes, rec)
     out: dict[str, Any] = {
         "metric": metric, "lower_is_better": True, "n_experiments": int(len(df)), "n_ok": int(len(ok)),
-        "n_failed": int(len(failed)), "n_crashed": int(df.status.isin(ranking.CRASHED).sum()), "n_pruned": int((df.status == "pruned").sum()), "n_configurations": int(len(table)), "axes": axes,
+        "n_failed": int(len(failed)), "n_crashed": int(df.status.isin(ranking.CRASHED).sum()),
+        "n_pruned": int((df.status == "pruned").sum()), "n_configurations": int(len(table)), "axes": axes,
         "failures": failed[["experiment_id", "config_id", "status", "error"] + axes].to_dict("records"),
         "configurations": table.to_dict("records"), "recommendation": rec,
     }

@@ -129,7 +129,8 @@ EXPERIMENT_FLAGS = {
     "--schedule": ("train.schedule", str, f"LR schedule after warmup: {' | '.join(choices(Schedule))} (wsd: "
                    "warmup-stable-decay; a grid over steps then trains one trunk and branches each shorter horizon's "
                    "decay off it)"),
-    "--decay-frac": ("train.decay_frac", pos_float, "wsd: the decay covers this last fraction of the run (default 0.2)"),
+    "--decay-frac": ("train.decay_frac", pos_float,
+                     "wsd: the decay covers this last fraction of the run (default 0.2)"),
     "--decay-shape": ("train.decay_shape", str, f"wsd decay: {' | '.join(choices(DecayShape))} (default 1-sqrt)"),
     "--warmup-steps": ("train.warmup_steps", nonneg_int, "warm up over N steps instead of 5%% of the run (WSD "
                        "horizons share a trunk only when they warm up alike)"),
@@ -172,7 +173,8 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
     g = p.add_argument_group("study folder")
     g.add_argument("--output-dir", default=DEFAULT_OUTPUT, help="parent folder of studies (default %(default)s)")
     if name_flag:
-        g.add_argument("--name", dest="study_folder", default=None, help=f"study folder name (default {default_name}_<YYYYmmdd_HHMMSS>)")
+        g.add_argument("--name", dest="study_folder", default=None, help=f"study folder name (default "
+                                                                         f"{default_name}_<YYYYmmdd_HHMMSS>)")
     g.add_argument("--resume", metavar="DIR", default=None,
                    help="continue an interrupted study in DIR: finished experiments are kept, the rest run. "
                         "Give no study flags (or exactly the original ones)")

@@ -60,7 +60,8 @@ def register(sub) -> None:
                         description="Read and tokenise --data (streamed, bounded memory) into the token cache, "
                                     "exactly as a study with the same data flags would, and print the provenance.")
     p.add_argument("--preset", default=None, help="preset whose data settings apply (default tiny)")
-    for flag in ("--data", "--tokenizer", "--vocab-size", "--builtin-documents", "--num-documents", "--max-doc-chars", "--max-tokens",
+    for flag in ("--data", "--tokenizer", "--vocab-size", "--builtin-documents", "--num-documents", "--max-doc-chars",
+                 "--max-tokens",
                  "--txt-split", "--cache-dir"):
         key, typ, help_ = EXPERIMENT_FLAGS[flag]
         p.add_argument(flag, type=typ, default=None, help=help_)

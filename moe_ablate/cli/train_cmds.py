@@ -61,8 +61,8 @@ def cmd_train(args) -> int:
     summary(cfg.model.name, result)
     print(f"wrote {out}/result.json, config.json, final_model.pt")
     if result["status"] != "ok":
-        print(f"moe-ablate: error: the run {result['status']}" + (f": {result['error']}" if result.get("error") else ""),
-              file=sys.stderr)
+        why = f": {result['error']}" if result.get("error") else ""
+        print(f"moe-ablate: error: the run {result['status']}{why}", file=sys.stderr)
     return 0 if result["status"] == "ok" else 1
 
 
@@ -129,7 +129,8 @@ def register(sub) -> None:
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list architectures with total/active parameter counts per preset")
-    m.add_argument("--vocab-size", type=pos_int, default=49152, help="vocabulary for the counts (default 49152, SmolLM's)")
+    m.add_argument("--vocab-size", type=pos_int, default=49152, help="vocabulary for the counts (default 49152, "
+                                                                     "SmolLM's)")
     m.add_argument("--presets", nargs="*", default=None, help="presets to count (default: all)")
     m.set_defaults(func=cmd_models)
 

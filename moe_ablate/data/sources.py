@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import DataConfig
 from ..errors import UserError
@@ -248,4 +249,5 @@ def _hub_batches(source: str) -> Iterator[list[str]]:
         for batch in ds.iter(batch_size=BATCH):
             yield batch["text"]
     except Exception as e:
-        raise UserError(f"cannot load {source}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UserError(f"cannot load {source}: {type(e).__name__}: {first}") from None

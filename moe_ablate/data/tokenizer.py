@@ -4,9 +4,9 @@ or a hub tokenizer (``hf:NAME``) when the hub is reachable."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from tokenizers import Tokenizer
 
@@ -34,11 +34,11 @@ class LoadedTokenizer:
         return {"json": self.tokenizer.to_str(), "spec": self.spec, "eos_id": self.eos_id}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LoadedTokenizer":
+    def from_dict(cls, d: dict) -> LoadedTokenizer:
         return cls._from_json(d["json"], d["spec"], d["eos_id"])
 
     @classmethod
-    def _from_json(cls, text: str, spec: str, eos_id: int | None = None) -> "LoadedTokenizer":
+    def _from_json(cls, text: str, spec: str, eos_id: int | None = None) -> LoadedTokenizer:
         tok = Tokenizer.from_str(text)
         eos = eos_id if eos_id is not None else tok.token_to_id(EOS)
         if eos is None:

@@ -2,7 +2,8 @@
 
 The split is two contiguous token ranges cut at a document boundary (inside a document only when
 there are too few): validation windows are never shifted copies of training windows (the original
-scripts' random window split had ~99% overlap), and the tokenizer never sees validation text. Training batch ``step`` is a pure function of (seed, step, micro-batch), so a resumed
+scripts' random window split had ~99% overlap), and the tokenizer never sees validation text. Training batch ``step``
+is a pure function of (seed, step, micro-batch), so a resumed
 run sees exactly the batches it would have seen, and the data position is just the step.
 """
 

@@ -48,8 +48,8 @@ def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
     b_div, s_div = _divisors(spec, preset)
     from .spec import safe_name
 
-    out = [strategy(safe_name(s["name"], "a [[strategy]] name"), max(1, s["batch_size"] // b_div), max(2, s["seq_len"] // s_div),
-                    s.get("grad_accum", 1)) for s in raw]
+    out = [strategy(safe_name(s["name"], "a [[strategy]] name"), max(1, s["batch_size"] // b_div),
+                    max(2, s["seq_len"] // s_div), s.get("grad_accum", 1)) for s in raw]
     if len({s["tokens_per_step"] for s in out}) != 1:
         raise UserError("strategies must see the same tokens per optimizer step; got "
                         + ", ".join(f"{s['name']}={s['tokens_per_step']}" for s in out))
@@ -161,7 +161,8 @@ class BatchSeqlenKind(StudyKind):
                      + ("the two scorings agree." if same else "the scorings disagree, so the answer depends on the "
                         "context length the model will be used at."))
         return (f"On the common longest validation windows: {rec['text']}{agree} Throughput: {fastest} was fastest "
-                f"at {tps:,.0f} tokens/s (mean over its runs). Every strategy saw {tokens:,} tokens per optimizer step.")
+                f"at {tps:,.0f} tokens/s (mean over its runs). Every strategy saw {tokens:,} tokens per optimizer "
+                "step.")
 
     def report_sections(self, study, records, analysis):
         tokens = study.params["strategies"][0]["tokens_per_step"]

@@ -21,9 +21,10 @@ to the study's executor as usual.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import ExperimentConfig
 from ..optim import decay_start, schedule_fn

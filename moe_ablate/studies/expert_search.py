@@ -76,7 +76,7 @@ class ExpertSearchKind(StudyKind):
             ok = [r for r in runs if r["status"] == "ok"]
             first = (ok or runs)[0]
 
-            def mean(key):
+            def mean(key, ok=ok):
                 vals = [r[key] for r in ok if r.get(key) is not None]
                 return sum(vals) / len(vals) if vals else None
 

@@ -16,8 +16,9 @@ resume, so a study killed anywhere continues to the same result.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..analysis import ranking
 from ..analysis.stats import to_frame

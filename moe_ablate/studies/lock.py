@@ -25,7 +25,8 @@ def study_lock(study_dir: Path, action: str = "resuming"):
     try:  # never through a symlink: a planted .lock -> ~/notes.txt would otherwise be truncated
         fd = os.open(study_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as e:
-        raise UserError(f"{study_dir / LOCK_FILE} is not a lock file this tool made ({e.strerror}); remove it") from None
+        raise UserError(f"{study_dir / LOCK_FILE} is not a lock file this tool made ({e.strerror}); "
+                        "remove it") from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise UserError(f"{study_dir / LOCK_FILE} is not a regular file; remove it")

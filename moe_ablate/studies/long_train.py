@@ -8,9 +8,10 @@ given, keeps ``final_model.pt``, and writes ``long_term_results.json`` and ``tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..config import ExperimentConfig
 from ..utils import atomic_write_json

@@ -36,7 +36,8 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
     a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
     a["halving"] = halving_analysis(study_dir, records, a) if study.halving else None
     fams = [] if study.halving else branching.families(study.experiments, resolve_configs(study))
-    a["branching"] = branching.write_summary(study_dir, fams, {r["experiment_id"]: r for r in records}) if fams else None
+    a["branching"] = branching.write_summary(study_dir, fams,
+                                             {r["experiment_id"]: r for r in records}) if fams else None
     atomic_write_json(study_dir / "final_results.json", {
         "study": study.identity(), "n_expected": len(study.experiments),
         "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})

@@ -11,8 +11,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -114,7 +114,8 @@ class RayExecutor:
                     record = ray.get(ready[0])
                 except ray.exceptions.RayError as e:  # the worker died twice (or the task was lost)
                     first = (str(e).strip().splitlines() or [""])[0][:300]
-                    record = make_record(job.spec, result_config(job.cfg, job.data), {"status": "error", "error": f"worker failed after a "
+                    record = make_record(job.spec, result_config(job.cfg, job.data), {"status": "error",
+                                                                                      "error": f"worker failed after a "
                                                              f"retry: {type(e).__name__}: {first}"}, wall=0.0)
                 yield job, record
         finally:

@@ -1,6 +1,7 @@
 """Run a study's unfinished experiments into its folder: resumable, failure-isolated, one writer.
 
-The study folder's layout is ``folder.py``'s. A study killed at any moment resumes: every experiment with a readable JSON is kept, the rest run
+The study folder's layout is ``folder.py``'s. A study killed at any moment resumes: every experiment with a readable
+JSON is kept, the rest run
 (from their newest checkpoint when they have one). An experiment that diverges, runs out of
 memory or raises is recorded with its status and the study goes on. Whatever the executor, this
 process alone writes the records, so no shared filesystem is needed.
@@ -12,9 +13,10 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -108,7 +110,8 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
         for f in sorted(exp_dir.glob("*.json")) if exp_dir.is_dir() else []:
             try:
                 rec = json.loads(f.read_text(encoding="utf-8"))
-                specs[f.stem] = ExperimentSpec(f.stem, {}, rec.get("config_id") or f.stem, stage=rec.get("stage", "grid"))
+                specs[f.stem] = ExperimentSpec(f.stem, {}, rec.get("config_id") or f.stem, stage=rec.get("stage",
+                                                                                                         "grid"))
             except (ValueError, UnicodeDecodeError, OSError, AttributeError, TypeError):
                 pass
     done, _ = read_records(exp_dir, specs, configs, log, set_aside=study is not None)

@@ -38,7 +38,7 @@ METRICS: dict[str, Literal["lower", "higher"]] = {
 SECTIONS = ("model", "train", "data")
 MAX_CONFIGURATIONS = 100_000  # a larger grid needs --max-experiments (it is never enumerated whole)
 
-Value = Union[StrictBool, StrictInt, StrictFloat, StrictStr]
+Value = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007  (pydantic types)
 
 
 class _Strict(BaseModel):

@@ -70,10 +70,10 @@ class ExperimentSpec:
                 "stage": self.stage}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExperimentSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ExperimentSpec:
         return cls(d["id"], d["overrides"], d.get("config_id", ""), d.get("labels"), d.get("stage", "grid"))
 
-    def with_seed(self, index: int, seed: int, stage: str | None = None) -> "ExperimentSpec":
+    def with_seed(self, index: int, seed: int, stage: str | None = None) -> ExperimentSpec:
         """Repeat ``index`` of this configuration (seed index 0 keeps an unsuffixed id)."""
         return ExperimentSpec(f"{self.config_id}_s{index}", {**self.overrides, "train.seed": seed}, self.config_id,
                               self.labels, stage or self.stage)

@@ -51,7 +51,7 @@ class Study:
                 "experiments": [e.to_dict() for e in self.experiments]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Study":
+    def from_dict(cls, d: dict[str, Any]) -> Study:
         return cls(kind=d["kind"], name=d["name"], base=ExperimentConfig.from_dict(d["base"]),
                    experiments=[ExperimentSpec.from_dict(e) for e in d["experiments"]], params=d.get("params", {}),
                    metric=d.get("metric", "val_loss"), description=d.get("description", ""),
@@ -83,7 +83,8 @@ def save_study(study_dir: Path, study: Study, data: dict[str, dict] | None = Non
 
 
 def _check_stored(study: Study, path: Path) -> None:
-    """The stored study passes the checks its TOML passed (its kind is checked where it is looked up): a metric the analysis can minimise,
+    """The stored study passes the checks its TOML passed (its kind is checked where it is looked up): a metric the
+    analysis can minimise,
     each experiment listed once under a name that is a plain file name, and bounded stage settings."""
     from .schema import check_metric
 

@@ -46,7 +46,8 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     kind_obj = _toml_kind(config, kind or spec.extra.get("kind", "grid"))
     if confirm is None:
         confirm = spec.extra.get("confirm", kind_obj.default_confirm)
-    study = Study(kind=kind_obj.name, name=spec.name, base=base, experiments=with_seeds(configs, seeds, base.train.seed),
+    study = Study(kind=kind_obj.name, name=spec.name, base=base, experiments=with_seeds(configs, seeds,
+                                                                                        base.train.seed),
                   params=params, metric=spec.metric, description=spec.description, confirm=confirm)
     section = (spec.extra.get(kind_obj.toml_section) or {}) if kind_obj.toml_section else {}
     kind_obj.from_toml(study, section, target or {})
