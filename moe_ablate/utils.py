@@ -139,12 +139,3 @@ def resolve_device(name: str) -> str:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {name!r} requested but CUDA is not available on this machine")
     return name
-
-
-def edge_of(value, values) -> str | None:
-    """"largest" / "smallest" when ``value`` is at that end of the values tried (>= 2 of them):
-    the optimum along that axis is then not bracketed."""
-    values = sorted(values)
-    if len(values) < 2:
-        return None
-    return "largest" if value == values[-1] else "smallest" if value == values[0] else None

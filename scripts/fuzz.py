@@ -6,8 +6,8 @@
 Generators (``hypothesis`` strategies) make study TOML files (sections, keys and values: misspelt,
 mistyped, empty, NaN/inf, huge, duplicated, seed as an axis), flag values for every experiment flag,
 HellaSwag items, data files, and tampered study folders (a finished study's records and config.json edited,
-copied, repeated or replaced by junk: read through the gate of ``studies/records.py`` and analysed). In-process checks
-run the real parsers and validators
+copied, repeated or replaced by junk: read through the gate of ``studies/engine/records.py`` and analysed).
+In-process checks run the real parsers and validators
 (``grid.make_study`` + ``resolve_configs``, the CLI parser + ``validate``, ``hellaswag.load_items``);
 ``--cli N`` also runs N end-to-end ``moe-ablate`` commands in subprocesses with a timeout (hangs), a
 one-step tiny study for the inputs that are valid, and a sentinel folder that must stay unchanged.
@@ -129,8 +129,8 @@ class Broken(AssertionError):
 
 def check_study_file(raw: dict, folder: Path) -> str:
     """"ok" or "refused"; raises Broken on anything else."""
-    from moe_ablate.studies import grid
-    from moe_ablate.studies.runner import resolve_configs
+    from moe_ablate.studies.engine.runner import resolve_configs
+    from moe_ablate.studies.kinds import grid
 
     path = folder / "study.toml"
     path.write_text(to_toml(raw))
@@ -342,9 +342,9 @@ def check_tampered(base: Path, ops: list, work: Path) -> str:
     import shutil
 
     from moe_ablate.analysis.stats import analyze
-    from moe_ablate.studies.records import STATUSES, read_records
-    from moe_ablate.studies.runner import resolve_configs
-    from moe_ablate.studies.study import load_study
+    from moe_ablate.studies.engine.records import STATUSES, read_records
+    from moe_ablate.studies.engine.runner import resolve_configs
+    from moe_ablate.studies.spec.stored import load_study
 
     d = work / "tampered"
     shutil.rmtree(d, ignore_errors=True)

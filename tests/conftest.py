@@ -40,3 +40,11 @@ def small_data(cache_dir):
 @pytest.fixture
 def small_cfg(cache_dir):
     return small_config(cache_dir)
+
+
+@pytest.fixture
+def problem():
+    torch.manual_seed(0)
+    weights = [torch.randn(64, 32), torch.randn(32, 96), torch.randn(64, 32)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
+    return weights, grads

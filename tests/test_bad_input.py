@@ -11,9 +11,9 @@ import pytest
 from moe_ablate.cli import main
 from moe_ablate.data.tokens import chunks
 from moe_ablate.errors import UserError
-from moe_ablate.studies import grid, lr_search
+from moe_ablate.studies.kinds import grid, lr_search
 
-from .test_study import write_study
+from .helpers import write_study
 
 TINY = ["--preset", "tiny", "--steps", "2", "--eval-every", "2", "--eval-batches", "1", "--batch-size", "2",
         "--seq-len", "16", "--num-documents", "300", "--max-tokens", "60000", "--vocab-size", "512",

@@ -4,8 +4,8 @@ import pytest
 
 from moe_ablate.cli import main
 from moe_ablate.errors import UserError
-from moe_ablate.studies import batch_seqlen as bs
-from moe_ablate.studies.spec import load_study
+from moe_ablate.studies.kinds import batch_seqlen as bs
+from moe_ablate.studies.spec.file import load_study
 
 FAST = ["--preset", "tiny", "--steps", "2", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--no-progress", "--confirm", "0"]

@@ -11,7 +11,7 @@ import pytest
 
 from moe_ablate.cli import main
 
-from .test_study import write_study
+from .helpers import write_study
 
 
 def test_seeds_and_confirmation_end_to_end(tmp_path, cache_dir, capsys):

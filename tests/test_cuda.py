@@ -22,8 +22,7 @@ from moe_ablate.cli import main
 from moe_ablate.config import apply_overrides
 from moe_ablate.training import train
 
-from .test_study import write_study
-from .test_wsd import wsd_study
+from .helpers import small_model_cfg, write_study, wsd_study
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (the GPU tier)")]
@@ -103,7 +102,6 @@ def test_a_wsd_branch_matches_its_dedicated_run_on_cuda(tmp_path, cache_dir):
 def test_grouped_mm_dispatch_matches_the_masked_loop_in_bf16():
     from moe_ablate.models.moe import MoEFeedForward
 
-    from .test_models import small_model_cfg
 
     torch.manual_seed(0)
     cfg = small_model_cfg("moe", router_noise=0.0, num_experts=8, top_k=2)
@@ -142,8 +140,8 @@ def test_fp16_with_grad_scaler_trains(small_cfg, small_data):
 def test_one_compile_serves_every_experiment_of_a_study(small_cfg, small_data):
     from torch._dynamo.utils import counters
 
-    from moe_ablate.studies.runner import Job, ModelCache, run_one
-    from moe_ablate.studies.spec import ExperimentSpec
+    from moe_ablate.studies.engine.runner import Job, ModelCache, run_one
+    from moe_ablate.studies.spec.file import ExperimentSpec
 
     cache = ModelCache()
     graphs = []
@@ -157,8 +155,8 @@ def test_one_compile_serves_every_experiment_of_a_study(small_cfg, small_data):
 
 
 def test_an_oversized_batch_is_recorded_as_oom_and_the_study_goes_on(small_cfg, small_data):
-    from moe_ablate.studies.runner import Job, ModelCache, run_one
-    from moe_ablate.studies.spec import ExperimentSpec
+    from moe_ablate.studies.engine.runner import Job, ModelCache, run_one
+    from moe_ablate.studies.spec.file import ExperimentSpec
 
     free, _ = torch.cuda.mem_get_info()
     # logits alone (batch x seq x vocab floats, and their gradient) are several times the free memory

@@ -8,7 +8,7 @@ from moe_ablate.models.moe import grouped_mm_supported
 from moe_ablate.optim import Muon, build_optimizers
 from moe_ablate.training import amp_dtype_for
 
-from .test_models import small_model_cfg
+from .helpers import small_model_cfg
 
 
 @pytest.mark.parametrize("bf16, amp, expected", [

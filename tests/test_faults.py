@@ -10,16 +10,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from moe_ablate.cli import main
 
-from .test_study import write_study
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import kill_resume  # noqa: E402
+from .helpers import kill_resume, write_study
 
 
 @pytest.mark.slow

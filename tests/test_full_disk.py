@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_study import write_study
+from .helpers import write_study
 
 pytestmark = pytest.mark.slow  # real mounts and separate processes
 

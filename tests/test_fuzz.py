@@ -3,15 +3,12 @@ study TOML files, flag values and HellaSwag files either pass or are refused wit
 traceback. End-to-end commands (hangs, files outside the study) are in the script and in
 tests/test_bad_input.py."""
 
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import fuzz  # noqa: E402
+from .helpers import fuzz
 
 BUDGET = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 

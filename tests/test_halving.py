@@ -3,17 +3,12 @@ recommended, checkpoints are gone at the end, and a killed halving study resumes
 
 import json
 import random
-import sys
-from pathlib import Path
 
 import pytest
 
 from moe_ablate.cli import main
 
-from .test_study import write_study
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import kill_resume  # noqa: E402
+from .helpers import kill_resume, write_study
 
 METRICS = ("val_loss", "best_val_loss", "final_train_loss", "val_accuracy", "steps")
 

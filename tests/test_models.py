@@ -1,19 +1,11 @@
 import pytest
 import torch
 
-from moe_ablate.config import apply_overrides, preset_config
+from moe_ablate.config import preset_config
 from moe_ablate.models import MODEL_NAMES, build_model
 from moe_ablate.models.moe import MoEFeedForward
 
-from .conftest import SMALL
-
-
-def small_model_cfg(name, **kw):
-    cfg = apply_overrides(preset_config("tiny", name), SMALL).model
-    cfg.vocab_size = 97
-    for k, v in kw.items():
-        setattr(cfg, k, v)
-    return cfg
+from .helpers import small_model_cfg
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

@@ -12,8 +12,7 @@ from moe_ablate.models.base import DEAD_FRACTION, RoutingLoad
 from moe_ablate.optim import Muon
 from moe_ablate.training import train
 
-from .test_models import small_model_cfg
-from .test_optim import _run, problem  # noqa: F401  (the fixture)
+from .helpers import run_optimizer, small_model_cfg
 
 
 def test_maxvio_dead_experts_and_entropy_on_planted_loads():
@@ -33,9 +32,9 @@ def test_maxvio_dead_experts_and_entropy_on_planted_loads():
 
 
 def test_match_rms_adamw_equals_torch_muon(problem):  # noqa: F811
-    ref = _run(torch.optim.Muon, *problem, adjust_lr_fn="match_rms_adamw")
-    ours = _run(Muon, *problem, ns_dtype=torch.bfloat16, adjust_lr_fn="match_rms_adamw")
-    original = _run(Muon, *problem, ns_dtype=torch.bfloat16, adjust_lr_fn="original")
+    ref = run_optimizer(torch.optim.Muon, *problem, adjust_lr_fn="match_rms_adamw")
+    ours = run_optimizer(Muon, *problem, ns_dtype=torch.bfloat16, adjust_lr_fn="match_rms_adamw")
+    original = run_optimizer(Muon, *problem, ns_dtype=torch.bfloat16, adjust_lr_fn="original")
     for a, b, c in zip(ref, ours, original):
         assert torch.equal(a, b) and not torch.equal(a, c)
 

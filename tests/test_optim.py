@@ -6,38 +6,20 @@ import torch
 from moe_ablate.models import build_model
 from moe_ablate.optim import Muon, lr_factor, newton_schulz, split_params
 
-from .test_models import small_model_cfg
-
-
-def _run(opt_cls, weights, grads, **kw):
-    params = [torch.nn.Parameter(w.clone()) for w in weights]
-    opt = opt_cls(params, lr=0.02, weight_decay=0.1, momentum=0.95, **kw)
-    for g in grads:
-        for p, gi in zip(params, g):
-            p.grad = gi.clone()
-        opt.step()
-    return params
-
-
-@pytest.fixture
-def problem():
-    torch.manual_seed(0)
-    weights = [torch.randn(64, 32), torch.randn(32, 96), torch.randn(64, 32)]
-    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
-    return weights, grads
+from .helpers import run_optimizer, small_model_cfg
 
 
 def test_muon_matches_torch_muon_in_bf16(problem):
-    ref = _run(torch.optim.Muon, *problem)
-    ours = _run(Muon, *problem, ns_dtype=torch.bfloat16)
+    ref = run_optimizer(torch.optim.Muon, *problem)
+    ours = run_optimizer(Muon, *problem, ns_dtype=torch.bfloat16)
     for a, b in zip(ref, ours):
         assert torch.equal(a, b)
 
 
 def test_muon_fp32_matches_torch_muon_up_to_bf16_rounding(problem):
     weights, _ = problem
-    ref = _run(torch.optim.Muon, *problem)
-    ours = _run(Muon, *problem, ns_dtype=torch.float32)
+    ref = run_optimizer(torch.optim.Muon, *problem)
+    ours = run_optimizer(Muon, *problem, ns_dtype=torch.float32)
     for a, b, w in zip(ref, ours, weights):
         step = (a - w).abs().max()
         assert (a - b).abs().max() < 0.05 * step
@@ -52,11 +34,11 @@ def test_3d_expert_tensor_is_orthogonalised_per_expert(problem):
     torch.manual_seed(1)
     experts = torch.randn(4, 64, 32)
     grads = [[torch.randn(4, 64, 32)] for _ in range(2)]
-    stacked = _run(Muon, [experts], grads)[0]
+    stacked = run_optimizer(Muon, [experts], grads)[0]
     for e in range(4):
-        single = _run(Muon, [experts[e]], [[g[0][e]] for g in grads])[0]
+        single = run_optimizer(Muon, [experts[e]], [[g[0][e]] for g in grads])[0]
         assert torch.allclose(stacked[e], single, atol=1e-6)
-    unbatched = _run(Muon, [experts], grads, batched=False)[0]
+    unbatched = run_optimizer(Muon, [experts], grads, batched=False)[0]
     assert torch.allclose(stacked, unbatched, atol=1e-6)
 
 

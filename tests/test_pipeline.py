@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from moe_ablate.cli import main
-from moe_ablate.studies import batch_seqlen, expert_search, grid, long_train, lr_search
-from moe_ablate.studies.pipeline import run_study
+from moe_ablate.studies.engine.pipeline import run_study
+from moe_ablate.studies.kinds import batch_seqlen, expert_search, grid, long_train, lr_search
 
 from .conftest import SMALL, small_config
-from .test_study import write_study
+from .helpers import write_study
 
 TINY = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress"]

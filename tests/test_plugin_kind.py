@@ -10,9 +10,9 @@ import pytest
 from moe_ablate.cli import main
 from moe_ablate.config import apply_overrides, preset_config
 from moe_ablate.studies import kinds
-from moe_ablate.studies.kind import StudyKind
-from moe_ablate.studies.spec import ExperimentSpec
-from moe_ablate.studies.study import Study
+from moe_ablate.studies.kinds.base import StudyKind
+from moe_ablate.studies.spec.file import ExperimentSpec
+from moe_ablate.studies.spec.stored import Study
 
 from .conftest import SMALL
 

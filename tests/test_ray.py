@@ -9,10 +9,11 @@ import time
 
 import pytest
 
+from .helpers import write_study
+
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.extras]  # separate processes and a local cluster
 
-from .test_study import write_study  # noqa: E402
 
 
 def run(args, env=None, timeout=600):
@@ -100,9 +101,9 @@ def test_removing_a_node_mid_study_reschedules_its_experiments(tmp_path, cache_d
 
     from ray.cluster_utils import Cluster
 
-    from moe_ablate.studies import grid
-    from moe_ablate.studies.pipeline import run_study
-    from moe_ablate.studies.ray_executor import RayExecutor
+    from moe_ablate.studies.engine.pipeline import run_study
+    from moe_ablate.studies.engine.ray_executor import RayExecutor
+    from moe_ablate.studies.kinds import grid
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
     nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]

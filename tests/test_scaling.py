@@ -3,8 +3,6 @@ and the `scaling` command end to end: scaling_law.json, the figure, `analyze` re
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +10,7 @@ import pytest
 from moe_ablate.analysis.scaling import fit_vertex, power_law
 from moe_ablate.cli import main
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import kill_resume  # noqa: E402
-import scaling_check  # noqa: E402
+from .helpers import kill_resume, scaling_check
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +58,7 @@ def test_an_unbracketed_scale_is_left_out_and_said(simulated):
     assert r["bracketed"] == [True, True, True, False]
     assert a["fits"]["lr"]["n_points"] == 3 and a["scales"][3]["scale"] in a["fits"]["lr"]["left_out"]
     assert "largest value tried" in a["scales"][3]["lr"]["why"]
-    from moe_ablate.studies.scaling import scaling_answer
+    from moe_ablate.studies.kinds.scaling import scaling_answer
 
     text = scaling_answer({**a, "prediction": None})
     assert "Left out (optimum not bracketed)" in text and a["scales"][3]["scale"] in text
@@ -169,6 +165,6 @@ def test_a_batch_size_axis_gets_its_own_law():
         # informative (a cubic around the minimum, the flatter batch curve taken at each replicate's best LR:
         # widths 0.02-0.19 over seeds 0-5), not a trivially wide CI
         assert lo <= truth <= hi and hi - lo < 0.25, (key, lo, hi)
-    from moe_ablate.studies.scaling import law_file
+    from moe_ablate.studies.kinds.scaling import law_file
 
     assert all(s["batch_opt"] and s["batch_opt_ci"] for s in law_file(a)["scales"])

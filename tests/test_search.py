@@ -5,8 +5,8 @@ import pytest
 from moe_ablate.analysis.stats import analyze
 from moe_ablate.cli import main
 from moe_ablate.config import ExperimentConfig
-from moe_ablate.studies import lr_search
-from moe_ablate.studies.study import Study
+from moe_ablate.studies.kinds import lr_search
+from moe_ablate.studies.spec.stored import Study
 
 TINY = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress"]

@@ -12,10 +12,10 @@ from moe_ablate.analysis.report import render
 from moe_ablate.analysis.stats import analyze
 from moe_ablate.cli import main
 from moe_ablate.config import ExperimentConfig
-from moe_ablate.studies import lr_search
-from moe_ablate.studies.study import Study
+from moe_ablate.studies.kinds import lr_search
+from moe_ablate.studies.spec.stored import Study
 
-from .test_study import write_study
+from .helpers import write_study
 
 
 def run(config, seed, value, status="ok", stage="grid", **hp):
@@ -177,8 +177,8 @@ def test_smaller_items_noise_unknown_says_cannot_tell_in_the_report():
 def test_smaller_items_a_single_final_survivor_is_still_confirmed():
     """Halving left one configuration: its grid result is the one that selected it, so it gets fresh seeds
     too (it used to be skipped silently), on seeds no grid run used."""
-    from moe_ablate.studies import grid
-    from moe_ablate.studies.pipeline import confirmation_experiments
+    from moe_ablate.studies.engine.pipeline import confirmation_experiments
+    from moe_ablate.studies.kinds import grid
 
     study = grid.make_study("lr_ablation", preset="tiny", quick=True)
     ids = [e.id for e in study.experiments]

@@ -9,7 +9,7 @@ import pytest
 from moe_ablate.analysis.stats import analyze
 from moe_ablate.cli import main
 
-from .test_study import write_study
+from .helpers import write_study
 
 
 def run(config, seed, value, status="ok", stage="grid", **hp):
@@ -182,7 +182,7 @@ def test_one_noisy_configuration_does_not_make_false_alarms():
 
 # ---------------------------------------------------------------- lr-search (issue 31)
 def lr_run(lr, seed, best, final=None, stage="grid", status="ok"):
-    from moe_ablate.studies import lr_search
+    from moe_ablate.studies.kinds import lr_search
 
     cid = lr_search.lr_id(lr)
     return {"experiment_id": f"{cid}_{stage}_s{seed}", "config_id": cid, "status": status, "stage": stage,
@@ -193,8 +193,8 @@ def lr_run(lr, seed, best, final=None, stage="grid", status="ok"):
 
 def lr_recommendation(records):
     from moe_ablate.config import ExperimentConfig
-    from moe_ablate.studies import lr_search
-    from moe_ablate.studies.study import Study
+    from moe_ablate.studies.kinds import lr_search
+    from moe_ablate.studies.spec.stored import Study
 
     study = Study("lr_search", "s", ExperimentConfig(), [], params={"exp": 9}, metric="best_val_loss")
     return lr_search.KIND.recommendation(study, records, analyze(records, "best_val_loss"))

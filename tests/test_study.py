@@ -5,18 +5,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from moe_ablate.analysis.stats import analyze, load_records
 from moe_ablate.cli import main
 from moe_ablate.errors import UserError
-from moe_ablate.studies.outputs import analyze_folder
-from moe_ablate.studies.spec import expand, load_study, spanning_subset
+from moe_ablate.studies.engine.outputs import analyze_folder
+from moe_ablate.studies.spec.file import expand, load_study, spanning_subset
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import kill_resume  # noqa: E402  (the small study TOML lives with the kill/resume script)
+from .helpers import write_study
 
 
 def test_lr_grid_expands_to_270_and_quick_to_the_4():
@@ -49,10 +47,7 @@ def test_seeds_repeat_each_experiment():
     assert len(exps) == 12 and {e.overrides["train.seed"] for e in exps} == {10, 11, 12}
 
 
-def write_study(tmp_path, cache_dir, steps=8, lrs="[0.01, 0.05, 0.1]", confirm=0, extra=""):
-    path = tmp_path / "small.toml"
-    path.write_text(kill_resume.study_toml(steps, lrs, confirm, str(cache_dir), name="small") + extra)
-    return path
+
 
 
 @pytest.mark.slow

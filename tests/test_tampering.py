@@ -8,7 +8,7 @@ import pytest
 
 from moe_ablate.cli import main
 
-from .test_study import write_study
+from .helpers import write_study
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_a_strategy_name_cannot_leave_the_output_folder(tmp_path, cache_dir, cap
 
 def test_analyze_waits_for_the_writer(study, capsys):
     """Before: analyze wrote report.md beside a study that was still writing (no lock)."""
-    from moe_ablate.studies.lock import study_lock
+    from moe_ablate.studies.engine.lock import study_lock
 
     before = (study / "report.md").read_bytes()
     with study_lock(study):

@@ -4,10 +4,10 @@
 import pytest
 
 from moe_ablate.cli import main
-from moe_ablate.studies import grid
-from moe_ablate.studies.pipeline import run_study
+from moe_ablate.studies.engine.pipeline import run_study
+from moe_ablate.studies.kinds import grid
 
-from .test_study import write_study
+from .helpers import write_study
 
 
 def study(tmp_path, cache_dir, lrs="[0.05]"):

@@ -8,36 +8,22 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from moe_ablate.cli import main
 from moe_ablate.config import ExperimentConfig, apply_overrides
 from moe_ablate.optim import decay_start, lr_factor
-from moe_ablate.studies import branching
-from moe_ablate.studies.spec import ExperimentSpec
+from moe_ablate.studies.engine import branching
+from moe_ablate.studies.spec.file import ExperimentSpec
 
-from .test_study import write_study
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-import kill_resume  # noqa: E402
+from .helpers import kill_resume, write_study, wsd_study
 
 COMPARED = ("status", "steps", "val_loss", "best_val_loss", "best_step", "final_train_loss", "val_accuracy",
             "final_lr", "tokens_seen", "flops", "early_stopped")
 
 
-def wsd_study(tmp_path, cache_dir, horizons, lrs="[0.02]", wds="[0.1]", eval_every=10, width=(32, 64)):
-    """The suite's small study with WSD, a shared 4-step warmup and a grid over the horizon."""
-    text = write_study(tmp_path, cache_dir, steps=horizons[0], lrs=lrs).read_text()
-    text = text.replace(f"steps = {horizons[0]}\n", 'schedule = "wsd"\nwarmup_steps = 4\nmin_lr_frac = 0.0\n')
-    text = text.replace("[grid.train]\n", f"[grid.train]\nsteps = {list(horizons)}\n")
-    text = text.replace("weight_decay = [0.0, 0.1]", f"weight_decay = {wds}")
-    text = text.replace("eval_every = 4", f"eval_every = {eval_every}").replace("log_every = 4", "log_every = 5")
-    text = text.replace("d_model = 32", f"d_model = {width[0]}").replace("d_ff = 64", f"d_ff = {width[1]}")
-    path = tmp_path / "wsd.toml"
-    path.write_text(text)
-    return path
+
 
 
 def test_wsd_schedule_shape():

@@ -25,7 +25,7 @@ researchers usually skip:
 4. **Held out**: the law fitted without the largest scale predicts it; the error is reported in log LR and as
    the loss penalty of the predicted LR on the largest scale's fitted curve.
 
-Pure functions on records; nothing here writes files (``studies/scaling.py`` does).
+Pure functions on records; nothing here writes files (``studies/kinds/scaling.py`` does).
 """
 
 from __future__ import annotations

@@ -225,7 +225,7 @@ def study_dir_for(args, default_name: str) -> Path:
             raise UserError("--resume needs a study folder, got an empty name")
         return Path(args.resume)
     if getattr(args, "study_folder", None) is not None:
-        from ..studies.spec import safe_name
+        from ..studies.spec.file import safe_name
 
         return Path(args.output_dir) / safe_name(args.study_folder, "--name")
     stamp = time.strftime("%Y%m%d_%H%M%S")
@@ -252,10 +252,10 @@ def notes_on_unused_flags(args, log) -> None:
 
 
 def executor(args):
-    from ..studies.runner import LocalExecutor
+    from ..studies.engine.runner import LocalExecutor
 
     if args.executor == "ray":
-        from ..studies.ray_executor import RayExecutor
+        from ..studies.engine.ray_executor import RayExecutor
 
         if getattr(args, "halving", None):
             raise UserError("--halving runs with the local executor (its rungs continue from checkpoints on this "

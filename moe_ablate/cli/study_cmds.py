@@ -1,4 +1,4 @@
-"""Study commands: one per registered study kind (``studies/kinds.py``: ``run``, ``scaling``, ``batch-seqlen``,
+"""Study commands: one per registered study kind (``studies/kinds/``: ``run``, ``scaling``, ``batch-seqlen``,
 ``lr-search``, ``expert-search``, and any kind registered before ``main`` runs), ``analyze``, and the long run
 ``train --exp``. Each parses its flags into a ``Study`` (the kind's ``build``; or none, to continue a stored
 one) and calls ``studies.pipeline.run_study``."""
@@ -13,10 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import StudyFailed, UserError
-from ..studies import kinds, long_train
-from ..studies.kind import StudyKind
-from ..studies.pipeline import StudyResult, run_study
-from ..studies.study import load_study
+from ..studies import kinds
+from ..studies.engine.pipeline import StudyResult, run_study
+from ..studies.kinds import long_train
+from ..studies.kinds.base import StudyKind
+from ..studies.spec.stored import load_study
 from .args import (
     DEFAULT_OUTPUT,
     EXPERIMENT_FLAGS,
@@ -139,7 +140,7 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
         print(f"warning: {w}")
     print(f"report: {result.study_dir / 'report.md'}")
     if wall is not None:
-        from ..studies.runner import own_seconds
+        from ..studies.engine.runner import own_seconds
 
         train_eval = sum(own_seconds(r) for r in result.records)
         print(f"study wall time {wall:.1f}s (training+evaluation {train_eval:.1f}s)")
@@ -159,7 +160,7 @@ def cmd_study(kind: StudyKind, args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from ..studies.outputs import analyze_folder
+    from ..studies.engine.outputs import analyze_folder
 
     d = Path(args.results_dir)
     _print_outcome(StudyResult(d, None, [], analyze_folder(d, log=log)))

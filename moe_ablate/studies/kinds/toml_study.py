@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import UserError
-from . import schema
-from .kind import REGISTRY, StudyKind
-from .spec import (
+from ...errors import UserError
+from ..spec import schema
+from ..spec.file import (
     configurations,
     load_study,
     sampled_subset,
     spanning_subset,
     with_seeds,
 )
-from .study import Study
+from ..spec.stored import Study
+from .base import REGISTRY, StudyKind
 
 
 def make_study(config: str = "lr_ablation", *, preset: str | None = None, overrides: dict[str, Any] | None = None,

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..analysis import ranking
-from ..analysis.stats import to_frame
-from ..errors import UserError
-from ..utils import atomic_write_json, read_json
+from ...analysis import ranking
+from ...analysis.stats import to_frame
+from ...errors import UserError
+from ...utils import atomic_write_json, read_json
+from ..kinds.base import get_kind
+from ..spec.stored import Study
 from .folder import (
     checkpoint_bytes,
     checkpoint_dir,
@@ -31,8 +33,6 @@ from .folder import (
     keep_newest,
     record_path,
 )
-from .kind import get_kind
-from .study import Study
 
 RUNGS_DIR = "rungs"
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
+from ...config import ExperimentConfig
 
 STATUSES = ("ok", "diverged", "oom", "error", "pruned", "interrupted")
 SET_ASIDE_DIR = "set_aside"

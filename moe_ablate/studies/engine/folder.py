@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import UserError
-from ..training.checkpointer import CHECKPOINT_GLOB, checkpoint_name, checkpoint_step
-from ..utils import TMP_SUFFIX
+from ...errors import UserError
+from ...training.checkpointer import CHECKPOINT_GLOB, checkpoint_name, checkpoint_step
+from ...utils import TMP_SUFFIX
 
 EXPERIMENTS_DIR = "experiments"
 CHECKPOINTS_DIR = "checkpoints"
@@ -67,7 +67,7 @@ def checkpoint_bytes(study_dir: Path) -> int:
 
 def latest_checkpoint(folder: Path | None, log: Callable[[str], None]) -> Path | None:
     """The newest readable training checkpoint in ``folder`` (unreadable ones are skipped, said once)."""
-    from ..checkpoint import (
+    from ...checkpoint import (
         read_checkpoint,  # torch.load: only when a folder has checkpoints
     )
 

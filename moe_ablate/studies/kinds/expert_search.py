@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..record import config_id
-from ..utils import atomic_write_json
+from ...record import config_id
+from ...utils import atomic_write_json
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study
+from .base import StudyKind, register
 from .experiments import auto_lr, experiment_base
-from .kind import StudyKind, register
 from .lr_search import METRIC
-from .spec import ExperimentSpec
-from .study import Study
 
 EXPERT_GRID = [(e, k) for e in (4, 8, 16) for k in (1, 2)]
 DEFAULTS = {"train.steps": 800, "train.eval_every": 100, "train.log_every": 10}
@@ -115,7 +115,7 @@ def compute_note(analysis: dict) -> str:
 
 
 def plot_expert_search(study_dir: Path, records: list[dict]) -> Path:
-    from ..analysis.plots import plt, save_figure
+    from ...analysis.plots import plt, save_figure
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     ok = [r for r in records if r["status"] == "ok" and r.get("val_loss") is not None]

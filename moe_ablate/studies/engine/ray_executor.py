@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import ExperimentConfig
-from ..data import TokenData
-from ..data.tokenizer import LoadedTokenizer
-from ..errors import UserError
+from ...config import ExperimentConfig
+from ...data import TokenData
+from ...data.tokenizer import LoadedTokenizer
+from ...errors import UserError
+from ..spec.file import ExperimentSpec
 from .runner import Job, Log, jobs_need_local, make_record, result_config, run_one
-from .spec import ExperimentSpec
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'moe-ablate[ray]'"
 CRASH_ENV = "MOE_ABLATE_TEST_CRASH"  # fault injection for the tests: "<experiment id>[:<marker file>]"

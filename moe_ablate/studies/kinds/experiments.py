@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import apply_overrides, preset_config, validate
-from ..errors import UserError
-from ..utils import read_json
+from ...config import apply_overrides, preset_config, validate
+from ...errors import UserError
+from ...utils import read_json
 
 EXPERIMENTS = {  # --exp N -> (model, preset)
     9: ("deepseek_mlp", "exp9"),

@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from ..record import config_id
-from ..utils import atomic_write_json
-from .kind import StudyKind, register
-from .spec import ExperimentSpec, StudySpec, load_study
-from .study import Study
+from ...errors import UserError
+from ...record import config_id
+from ...utils import atomic_write_json
+from ..spec.file import ExperimentSpec, StudySpec, load_study
+from ..spec.stored import Study
+from .base import StudyKind, register
 
 
 def _divisors(spec: StudySpec, preset: str) -> tuple[int, int]:
@@ -46,7 +46,7 @@ def strategies(spec: StudySpec, preset: str) -> list[dict[str, Any]]:
     if not raw:
         raise UserError("batch-seqlen config defines no [[strategy]]")
     b_div, s_div = _divisors(spec, preset)
-    from .spec import safe_name
+    from ..spec.file import safe_name
 
     out = [strategy(safe_name(s["name"], "a [[strategy]] name"), max(1, s["batch_size"] // b_div),
                     max(2, s["seq_len"] // s_div), s.get("grad_accum", 1)) for s in raw]
@@ -74,7 +74,7 @@ def make_study(config: str = "batch_seqlen", *, preset: str | None = None, overr
     base = spec.base_config(preset, None, overrides or {})
     base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])
     if custom:
-        from .spec import safe_name
+        from ..spec.file import safe_name
 
         strats = [strategy(safe_name(custom.get("name") or "custom", "--name"), custom["batch_size"], custom["seq_len"],
                            custom.get("grad_accum") or 1)]
@@ -197,7 +197,7 @@ def own_length(records: list[dict], analysis: dict) -> dict | None:
     """The same analysis on ``val_loss_own_length``; None when no run has it."""
     if not any(r.get("val_loss_own_length") is not None for r in records):
         return None
-    from ..analysis.stats import analyze
+    from ...analysis.stats import analyze
 
     own = analyze(records, "val_loss_own_length")["recommendation"]
     if own.get("best") is None:
@@ -207,7 +207,7 @@ def own_length(records: list[dict], analysis: dict) -> dict | None:
 
 
 def plot(study_dir: Path, records: list[dict], analysis: dict) -> Path:
-    from ..analysis.plots import plt, save_figure
+    from ...analysis.plots import plt, save_figure
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     best = best_per_strategy(analysis)

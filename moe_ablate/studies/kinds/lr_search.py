@@ -16,16 +16,17 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis import ranking
-from ..config import apply_overrides
-from ..errors import UserError
-from ..record import config_id
-from ..utils import atomic_write_json
-from . import long_train, schema
-from .experiments import EXPERIMENTS, experiment_base, find_recommendation  # noqa: F401  (their old home)
-from .kind import FollowUp, StudyKind, register
-from .spec import ExperimentSpec
-from .study import Study
+from ...analysis import ranking
+from ...config import apply_overrides
+from ...errors import UserError
+from ...record import config_id
+from ...utils import atomic_write_json
+from ..spec import schema
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study
+from .base import FollowUp, StudyKind, register
+from .experiments import EXPERIMENTS, experiment_base, find_recommendation, long_run_settings  # noqa: F401  (old home)
+from .long_train import make_study as make_long_study
 
 QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
 FULL = {"lrs": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "steps": 2000, "eval_every": 100, "patience": 5}
@@ -131,10 +132,10 @@ class LRSearchKind(StudyKind):
         if rec.get("best_learning_rate") is None:
             raise UserError("no successful LR to train with")
         # the search's --steps/--eval-every/--patience were for the search; the long run has its own
-        cfg = apply_overrides(study.base, {**long_train.long_run_settings(args.long_steps, args.hellaswag),
+        cfg = apply_overrides(study.base, {**long_run_settings(args.long_steps, args.hellaswag),
                                            "train.muon_lr": rec["best_learning_rate"]})
         exp = study.params["exp"]
-        long = long_train.make_study(exp, cfg, {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
+        long = make_long_study(exp, cfg, {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
         return FollowUp(long, study_dir / "long_term")
 
     def extension(self, study, records, analysis):
@@ -216,7 +217,7 @@ KIND = register(LRSearchKind())
 
 
 def plot_lr_search(study_dir: Path, records: list[dict]) -> Path:
-    from ..analysis.plots import plt, save_figure
+    from ...analysis.plots import plt, save_figure
 
     fig, axs = plt.subplots(2, 2, figsize=(12, 8))
     pts = []

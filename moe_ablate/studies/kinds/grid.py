@@ -3,8 +3,8 @@ transfer kind (a grid over width x LR). ``make_study`` (``toml_study.py``) build
 
 from __future__ import annotations
 
-from . import scaling  # noqa: F401  (a TOML may name the scaling kind: importing it registers it)
-from .kind import StudyKind, register
+from .base import StudyKind, register
+from .scaling import KIND as _SCALING  # noqa: F401  (a TOML may name the scaling kind: importing it registers it)
 from .toml_study import make_study
 
 

@@ -14,7 +14,7 @@ import stat
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ...errors import UserError
 
 LOCK_FILE = ".lock"
 

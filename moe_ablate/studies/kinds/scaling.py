@@ -14,12 +14,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..analysis.scaling import N_BOOT, analyze_scaling, predict
-from ..config import PRESETS, ExperimentConfig, apply_overrides, preset_config
-from ..errors import UserError
-from ..utils import atomic_write_json, read_json
+from ...analysis.scaling import N_BOOT, analyze_scaling, predict
+from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config
+from ...errors import UserError
+from ...utils import atomic_write_json, read_json
+from .base import StudyKind, register
 from .experiments import EXPERIMENTS, long_run_settings
-from .kind import StudyKind, register
 from .toml_study import make_study as toml_study
 
 LAW_FILE = "scaling_law.json"
@@ -90,7 +90,7 @@ class ScalingKind(StudyKind):
         atomic_write_json(study_dir / LAW_FILE, law_file(analysis["scaling"]))
 
     def figures(self, study_dir, study, records, analysis):
-        from ..analysis import plots
+        from ...analysis import plots
 
         law = analysis.get("scaling") or {}
         return [plots.scaling_plot(law, study_dir)] if law.get("scales") else []
@@ -148,7 +148,7 @@ def run_compute(cfg: ExperimentConfig) -> tuple[float, int, int]:
     (``TransformerLM.flops_per_token``), on a model built on the meta device (no memory)."""
     import torch
 
-    from ..models import build_model
+    from ...models import build_model
 
     with torch.device("meta"):
         model = build_model(cfg.model)
@@ -268,7 +268,7 @@ def scaling_answer(law: dict) -> str:
 
 
 def scaling_sections(law: dict) -> list[str]:
-    from ..analysis.report import table
+    from ...analysis.report import table
 
     if not law or "error" in law:
         return []

@@ -13,18 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
-from ..utils import atomic_write_json
-from . import scaling
+from ...config import ExperimentConfig
+from ...utils import atomic_write_json
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study
+from .base import StudyKind, register
 from .experiments import (
     auto_lr,
     experiment_base,
     find_recommendation,
     long_run_settings,
 )
-from .kind import StudyKind, register
-from .spec import ExperimentSpec
-from .study import Study
+from .scaling import lr_from_law
 
 RUN_ID = "long_run"
 
@@ -72,7 +72,7 @@ def compose(req: LongRunRequest, log: Callable[[str], None]) -> Study:
         overrides["train.muon_lr"] = req.lr
     cfg = experiment_base(exp, req.preset, overrides, req.overrides)
     if str(req.lr).startswith("scaling:"):  # the law's LR at this run's own compute (its model and steps)
-        lr, law = scaling.lr_from_law(req.lr[len("scaling:"):], cfg)
+        lr, law = lr_from_law(req.lr[len("scaling:"):], cfg)
         settings_from["lr_scaling_law"] = law
         iv = law.get("interval80") or (float("nan"),) * 2
         log(f"--lr {req.lr}: Muon LR {lr:.4g} (80% interval {iv[0]:.4g}-{iv[1]:.4g}) at {law['compute']:.3g} FLOPs")
@@ -110,7 +110,7 @@ KIND = register(LongTrainKind())
 
 
 def plot_curves(out_dir: Path, result: dict) -> Path:
-    from ..analysis.plots import plt, save_figure
+    from ...analysis.plots import plt, save_figure
 
     h = result["history"]
     hs = h.get("hellaswag", [])

@@ -1,11 +1,11 @@
-"""The contract of a study kind: everything a kind is, in one class; the registry (``kinds.py``) lists them.
+"""The contract of a study kind: everything a kind is, in one class; the registry (``kinds/__init__.py``) lists them.
 
 The runner, resume, failure handling, halving, ranking, statistics and the report are shared
 (``pipeline.py``, ``outputs.py``, ``analysis/``). A kind adds what is really its own: its command and
 flags and how they build its study, its TOML section, how it groups configurations for halving, how it
 extends itself while running (an LR search's ``--extend``), its own files and figures, the paragraph that
 answers its question, and a follow-up study (lr-search's ``--then-train``). A new kind is one file with a
-subclass plus one line in ``kinds.py``; the command line reads the registry.
+subclass plus one line in ``kinds/__init__.py``; the command line reads the registry.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
-from .spec import ExperimentSpec
-from .study import Study
+from ...errors import UserError
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study
 
-REGISTRY: dict[str, StudyKind] = {}  # name -> kind; ``kinds.py`` imports every built-in kind, which registers itself
+# name -> kind; ``kinds/__init__.py`` imports every built-in kind, which registers itself
+REGISTRY: dict[str, StudyKind] = {}
 
 
 @dataclass

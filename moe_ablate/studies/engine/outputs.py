@@ -11,18 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..analysis import plots, report
-from ..analysis.stats import analyze, to_frame
-from ..errors import UserError
-from ..utils import atomic_write_json, atomic_write_text
+from ...analysis import plots, report
+from ...analysis.stats import analyze, to_frame
+from ...errors import UserError
+from ...utils import atomic_write_json, atomic_write_text
+from ..kinds import get_kind
+from ..spec.stored import Study, load_study
 from . import branching
 from .folder import experiments_dir
 from .halving import halving_analysis
-from .kinds import get_kind
 from .lock import study_lock
 from .records import read_records
 from .runner import Log, default_log, own_seconds, resolve_configs
-from .study import Study, load_study
 
 
 def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Log = default_log,

@@ -2,13 +2,13 @@
 
 Each kind's file registers its kind (``KIND = register(MyKind())``); importing it here makes it built in. A kind
 of your own: a ``StudyKind`` subclass and ``register(MyKind())`` before ``moe_ablate.cli.main`` runs (or one
-more import below). ``kind.py`` says what a kind may define."""
+more import below). ``base.py`` says what a kind may define."""
 
 from __future__ import annotations
 
 from . import batch_seqlen, expert_search, grid, long_train, lr_search, scaling  # noqa: F401  (they register)
-from .kind import REGISTRY as KINDS
-from .kind import StudyKind, get_kind, register
+from .base import REGISTRY as KINDS
+from .base import StudyKind, get_kind, register
 
 __all__ = ["KINDS", "command_for", "get_kind", "register", "resumable_by", "with_commands"]
 

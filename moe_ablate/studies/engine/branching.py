@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
-from ..optim import decay_start, schedule_fn
-from ..utils import atomic_write_json
+from ...config import ExperimentConfig
+from ...optim import decay_start, schedule_fn
+from ...utils import atomic_write_json
+from ..spec.file import ExperimentSpec
 from .folder import (
     checkpoint_dir,
     checkpoint_name,
@@ -37,7 +38,6 @@ from .folder import (
     drop_checkpoints,
     keep_newest,
 )
-from .spec import ExperimentSpec
 
 BRANCHING_FILE = "branching.json"
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig
-from ..errors import UserError
-from ..utils import atomic_write_json, git_commit, read_json, software_versions
-from .spec import ExperimentSpec
+from ...config import ExperimentConfig
+from ...errors import UserError
+from ...utils import atomic_write_json, git_commit, read_json, software_versions
+from .file import ExperimentSpec
 
 STUDY_FILE = "config.json"
 

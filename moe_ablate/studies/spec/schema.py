@@ -27,7 +27,7 @@ from pydantic import (
     ValidationError,
 )
 
-from ..errors import UserError
+from ...errors import UserError
 
 # Every metric a study may rank by, with its direction. The analysis minimises, so only lower-is-better
 # metrics can be a study's metric today; the others are reported, never silently minimised.

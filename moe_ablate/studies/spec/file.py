@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import ExperimentConfig, apply_overrides, preset_config, validate
-from ..errors import UserError
+from ...config import ExperimentConfig, apply_overrides, preset_config, validate
+from ...errors import UserError
 from . import schema
 
 if sys.version_info >= (3, 11):
@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
 @dataclass
@@ -74,7 +74,8 @@ class ExperimentSpec:
         return cls(d["id"], d["overrides"], d.get("config_id", ""), d.get("labels"), d.get("stage", "grid"))
 
     def with_seed(self, index: int, seed: int, stage: str | None = None) -> ExperimentSpec:
-        """Repeat ``index`` of this configuration (seed index 0 keeps an unsuffixed id)."""
+        """Seed repeat ``index`` of this configuration, id ``<config>_s<index>`` (``with_seeds`` drops the suffix
+        when a study runs one seed)."""
         return ExperimentSpec(f"{self.config_id}_s{index}", {**self.overrides, "train.seed": seed}, self.config_id,
                               self.labels, stage or self.stage)
 

@@ -21,15 +21,15 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from .. import failpoints, interrupt, tracking
-from ..config import DataConfig, ExperimentConfig, validate
-from ..data import TokenData, prepare_data
-from ..errors import UserError
-from ..tracking import TrackingSpec
-from ..utils import atomic_write_json, read_json
+from ... import failpoints, interrupt, tracking
+from ...config import DataConfig, ExperimentConfig, validate
+from ...data import TokenData, prepare_data
+from ...errors import UserError
+from ...tracking import TrackingSpec
+from ...utils import atomic_write_json, read_json
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study
 from .folder import checkpoint_dir, checkpoint_step, experiments_dir, latest_checkpoint
-from .spec import ExperimentSpec
-from .study import Study
 
 Log = Callable[[str], None]
 
@@ -147,8 +147,8 @@ def run_one(job: Job, *, log: Log = default_log, progress: bool = True, cache: M
 
 
 def _attempt(job: Job, *, log: Log, progress: bool, cache: ModelCache | None) -> dict:
-    from ..checkpoint import save_model
-    from ..training import train
+    from ...checkpoint import save_model
+    from ...training import train
 
     spec, cfg = job.spec, result_config(job.cfg, job.data)
     t0 = time.perf_counter()
@@ -203,8 +203,8 @@ def make_record(spec: ExperimentSpec, cfg: ExperimentConfig, result: dict[str, A
 def _hellaswag(cfg: ExperimentConfig, data: TokenData):
     if not (cfg.train.hellaswag_every and cfg.train.hellaswag_source):
         return None
-    from ..hellaswag import HellaSwagEvaluator
-    from ..utils import resolve_device
+    from ...hellaswag import HellaSwagEvaluator
+    from ...utils import resolve_device
 
     return HellaSwagEvaluator(cfg.train.hellaswag_source, data.tokenizer, cfg.model.max_seq_len, limit=None,
                               device=resolve_device(cfg.train.device))

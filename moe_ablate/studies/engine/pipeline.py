@@ -2,7 +2,8 @@
 
 ``run_study`` is what every study command calls, and what Python code calls::
 
-    from moe_ablate.studies import grid, pipeline
+    from moe_ablate.studies.engine import pipeline
+    from moe_ablate.studies.kinds import grid
     study = grid.make_study("lr_ablation", preset="tiny", quick=True)
     result = pipeline.run_study(study, Path("ablation_results/my_study"))
     print(result.analysis["recommendation"]["text"])
@@ -15,12 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import interrupt
-from ..errors import UserError
-from ..interrupt import graceful_signals
-from ..resources import check_fits
-from ..tracking import TrackingSpec, attach_study_outputs
-from ..utils import resolve_device
+from ... import interrupt
+from ...errors import UserError
+from ...interrupt import graceful_signals
+from ...resources import check_fits
+from ...tracking import TrackingSpec, attach_study_outputs
+from ...utils import resolve_device
+from ..kinds import get_kind
+from ..spec.file import ExperimentSpec
+from ..spec.stored import Study, load_study, save_study
 from . import branching, halving
 from .folder import (
     checkpoint_dir,
@@ -28,7 +32,6 @@ from .folder import (
     remove_stale_temporaries,
     set_aside_crashes,
 )
-from .kinds import get_kind
 from .lock import LOCK_FILE, study_lock
 from .outputs import write_outputs
 from .runner import (
@@ -45,8 +48,6 @@ from .runner import (
     run_experiments,
     run_one,
 )
-from .spec import ExperimentSpec
-from .study import Study, load_study, save_study
 
 
 @dataclass
@@ -220,7 +221,7 @@ def check_same_data(study_dir: Path, datasets: DataSets) -> None:
 
 
 def _analysis(study: Study, records: list[dict]) -> dict:
-    from ..analysis.stats import analyze
+    from ...analysis.stats import analyze
 
     return analyze(records, study.metric)
 
