@@ -1,4 +1,4 @@
-"""Plant a scaling law, simulate noisy studies of it, and check what ``analysis/scaling.py`` recovers.
+"""Plant a scaling law, simulate noisy studies of it, and check what ``analysis/scaling_law.py`` recovers.
 
     python scripts/scaling_check.py --repeats 200
 
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moe_ablate.analysis.scaling import analyze_scaling  # noqa: E402
+from moe_ablate.analysis.scaling_law import analyze_scaling  # noqa: E402
 
 COEF, EXPONENT = 20.0, -0.2
 COMPUTE = (1e12, 1e13, 1e14, 1e15)

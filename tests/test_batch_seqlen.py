@@ -5,7 +5,7 @@ import pytest
 from moe_ablate.cli import main
 from moe_ablate.errors import UserError
 from moe_ablate.studies.kinds import batch_seqlen as bs
-from moe_ablate.studies.spec.file import load_study
+from moe_ablate.studies.spec.file import load_spec
 
 FAST = ["--preset", "tiny", "--steps", "2", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--no-progress", "--confirm", "0"]
@@ -13,7 +13,7 @@ FAST = ["--preset", "tiny", "--steps", "2", "--eval-batches", "1", "--num-docume
 
 @pytest.mark.parametrize("preset", ["seed", "tiny"])
 def test_every_strategy_sees_the_same_tokens_per_step(preset):
-    spec = load_study("batch_seqlen")
+    spec = load_spec("batch_seqlen")
     strats = bs.strategies(spec, preset)
     assert {s["name"] for s in strats} == {"large_batch", "balanced", "long_seq"}
     assert len({s["batch_size"] * s["seq_len"] * s["grad_accum"] for s in strats}) == 1
@@ -26,7 +26,7 @@ def test_every_strategy_sees_the_same_tokens_per_step(preset):
 
 
 def test_a_file_breaking_the_rule_is_refused():
-    spec = load_study("batch_seqlen")
+    spec = load_spec("batch_seqlen")
     spec.extra["strategy"] = spec.extra["strategy"] + [{"name": "odd", "batch_size": 3, "seq_len": 100}]
     with pytest.raises(UserError, match="same tokens per optimizer step"):
         bs.strategies(spec, "seed")
@@ -67,7 +67,7 @@ def test_matrix_and_custom_runs_write_every_file_and_never_overwrite(tmp_path, c
 
 @pytest.mark.parametrize("lrs", ["0.01", [], [0.01, -1]])
 def test_lrs_must_be_a_list_of_positive_numbers(lrs):
-    spec = load_study("batch_seqlen")
+    spec = load_spec("batch_seqlen")
     spec.extra["lrs"] = lrs
     with pytest.raises(UserError, match="lrs must be a non-empty list"):
         bs.learning_rates(spec, 0.01)

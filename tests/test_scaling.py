@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from moe_ablate.analysis.scaling import fit_vertex, power_law
+from moe_ablate.analysis.scaling_law import fit_vertex, power_law
 from moe_ablate.cli import main
 
 from .helpers import kill_resume, scaling_check
@@ -156,7 +156,7 @@ def test_a_batch_size_axis_gets_its_own_law():
                                  "status": "ok", "val_loss": loss + offsets[s] + rng.normal(0, 0.01), "flops": c,
                                  "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, "batch_size": b, "seed": s},
                                  "params_active": 1e6, "params_total": 2e6, "tokens": 1e5})
-    from moe_ablate.analysis.scaling import analyze_scaling
+    from moe_ablate.analysis.scaling_law import analyze_scaling
 
     a = analyze_scaling(recs, n_boot=200, statistical_set=False)
     assert all(s["batch"]["bracketed"] for s in a["scales"])

@@ -12,13 +12,13 @@ from moe_ablate.analysis.stats import analyze, load_records
 from moe_ablate.cli import main
 from moe_ablate.errors import UserError
 from moe_ablate.studies.engine.outputs import analyze_folder
-from moe_ablate.studies.spec.file import expand, load_study, spanning_subset
+from moe_ablate.studies.spec.file import expand, load_spec, spanning_subset
 
 from .helpers import write_study
 
 
 def test_lr_grid_expands_to_270_and_quick_to_the_4():
-    spec = load_study("lr_ablation")
+    spec = load_spec("lr_ablation")
     assert len(expand(spec.grid)) == 270
     quick = expand(spec.quick)
     combos = {(e.overrides["train.muon_lr"], e.overrides["train.adamw_lr_ratio"],
@@ -30,7 +30,7 @@ def test_lr_grid_expands_to_270_and_quick_to_the_4():
 
 @pytest.mark.parametrize("n", [6, 7, 20, 31])
 def test_max_experiments_spans_every_axis_value(n):
-    spec = load_study("lr_ablation")
+    spec = load_spec("lr_ablation")
     chosen = spanning_subset(expand(spec.grid), spec.grid, n, seed=3)
     assert len(chosen) == n and len({e.id for e in chosen}) == n
     assert chosen == spanning_subset(expand(spec.grid), spec.grid, n, seed=3)  # deterministic
@@ -42,7 +42,7 @@ def test_max_experiments_spans_every_axis_value(n):
 
 
 def test_seeds_repeat_each_experiment():
-    spec = load_study("lr_ablation")
+    spec = load_spec("lr_ablation")
     exps = expand(spec.quick, seeds=3, base_seed=10)
     assert len(exps) == 12 and {e.overrides["train.seed"] for e in exps} == {10, 11, 12}
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..config import Amp, DecayShape, ModelName, Schedule, choices
 from ..errors import UserError
+from ..log import to_stderr
 from ..tracking import TrackerName
 
 DEFAULT_OUTPUT = "ablation_results"
@@ -264,10 +265,7 @@ def executor(args):
     return LocalExecutor()
 
 
-def log(msg: str) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
+log = to_stderr
 
 
 def writable(folder: Path) -> None:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..config import DataConfig
 from ..errors import UserError
+from ..log import to_stderr
 from ..utils import atomic_write, atomic_write_json
 from .sources import Caps, caps_for, iter_documents, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
@@ -133,7 +134,7 @@ class _Docs:
                 i += 1
 
 
-def prepare_data(cfg: DataConfig, log=print, progress: bool = True) -> TokenData:
+def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> TokenData:
     """Load, tokenise and split the data named by ``cfg``, using the token cache when it can.
 
     Three streamed passes over the source, so memory stays bounded whatever its size: count

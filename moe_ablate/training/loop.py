@@ -20,6 +20,7 @@ from .. import interrupt
 from ..checkpoint import restore_training_state
 from ..config import ExperimentConfig
 from ..data import TokenData
+from ..log import to_stderr
 from ..models import TransformerLM
 from .checkpointer import Checkpointer
 from .hooks import hooks_for
@@ -43,7 +44,7 @@ def train(cfg: ExperimentConfig, data: TokenData, *, model: TransformerLM | None
     run at that absolute step (a successive-halving rung, a WSD branch point) and checkpoints there.
     ``tracker`` (``tracking.Trackers``) receives the values the loop already has at log and eval steps.
     """
-    started, log = time.perf_counter(), log or _to_stderr
+    started, log = time.perf_counter(), log or to_stderr
     run = prepare(cfg, data, model)
     state, history = TrainState(), new_history()
     if resume_from is not None:
@@ -92,10 +93,6 @@ def train(cfg: ExperimentConfig, data: TokenData, *, model: TransformerLM | None
     for hook in hooks:
         hook.at_end(run, result)
     return result, run.model
-
-
-def _to_stderr(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
 
 
 def _end_step(run: Run, state: TrainState, data: TokenData, stop_at: int | None, warn: Callable[[str], None]) -> int:

@@ -25,6 +25,7 @@ from ... import failpoints, interrupt, tracking
 from ...config import DataConfig, ExperimentConfig, validate
 from ...data import TokenData, prepare_data
 from ...errors import UserError
+from ...log import to_stderr
 from ...tracking import TrackingSpec
 from ...utils import atomic_write_json, read_json
 from ..spec.file import ExperimentSpec
@@ -34,8 +35,7 @@ from .folder import checkpoint_dir, checkpoint_step, experiments_dir, latest_che
 Log = Callable[[str], None]
 
 
-def default_log(msg: str) -> None:
-    tqdm.write(msg, file=sys.stderr)
+default_log = to_stderr
 
 
 @dataclass

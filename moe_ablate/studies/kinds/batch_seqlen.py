@@ -17,7 +17,7 @@ from typing import Any
 from ...errors import UserError
 from ...record import config_id
 from ...utils import atomic_write_json
-from ..spec.file import ExperimentSpec, StudySpec, load_study
+from ..spec.file import ExperimentSpec, StudySpec, load_spec
 from ..spec.stored import Study
 from .base import StudyKind, register
 
@@ -69,7 +69,7 @@ def experiments(strats: list[dict], lrs: list[float]) -> list[ExperimentSpec]:
 def make_study(config: str = "batch_seqlen", *, preset: str | None = None, overrides: dict[str, Any] | None = None,
                custom: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
     """The file's strategies x LRs, or one ``custom`` strategy (name, batch_size, seq_len, grad_accum, lr)."""
-    spec = load_study(config)
+    spec = load_spec(config)
     preset = preset or spec.preset
     base = spec.base_config(preset, None, overrides or {})
     base.model.max_seq_len = max(2, base.model.max_seq_len // _divisors(spec, preset)[1])

@@ -4,7 +4,7 @@ carries the optimum to the long run.
 A scaling study is a grid (``configs/scaling_tiny.toml``): its LR axis (``train.muon_lr``) and batch axis
 (``train.batch_size``, optional) are tuned at every scale; every other axis (``model.d_model``,
 ``model.n_layers``, ``train.steps``...) defines the ladder. Everything the pipeline has applies (resume,
-Ray, confirmation, trackers; WSD horizons share trunks). The statistics are in ``analysis/scaling.py``;
+Ray, confirmation, trackers; WSD horizons share trunks). The statistics are in ``analysis/scaling_law.py``;
 this module adds the target run, ``scaling_law.json``, the figure and the answer.
 """
 
@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...analysis.scaling import N_BOOT, analyze_scaling, predict
+from ...analysis.scaling_law import N_BOOT, analyze_scaling, predict
 from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config
 from ...errors import UserError
 from ...utils import atomic_write_json, read_json

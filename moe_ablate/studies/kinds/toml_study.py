@@ -9,7 +9,7 @@ from ...errors import UserError
 from ..spec import schema
 from ..spec.file import (
     configurations,
-    load_study,
+    load_spec,
     sampled_subset,
     spanning_subset,
     with_seeds,
@@ -23,7 +23,7 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
                confirm: int | None = None, kind: str | None = None, target: dict | None = None) -> Study:
     """The study a TOML file defines: its [grid] (or [quick]) axes, ``max_experiments`` configurations
     spanning every axis value (seeded), each run with ``seeds`` seeds."""
-    spec = load_study(config)
+    spec = load_spec(config)
     base = spec.base_config(preset, None, overrides or {})
     if quick and not spec.quick:
         raise UserError(f"study {spec.name} defines no [quick] grid")

@@ -117,7 +117,7 @@ def _flatten(section: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_study(path_or_name: str | Path) -> StudySpec:
+def load_spec(path_or_name: str | Path) -> StudySpec:
     """Load a study file by path, or by preset name from ``configs/`` (e.g. ``lr_ablation``)."""
     path = Path(path_or_name)
     if not path.exists() and not path.suffix:
