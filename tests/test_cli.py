@@ -34,6 +34,9 @@ def run_cli(args, capsys):
     (["train", "--device", "tpu"], "device"),
     (["run", "--config", "/no/such.toml"], "study config not found"),
     (["analyze", "--results-dir", "/no/such/dir"], "results folder not found"),
+    (["analyze", "/no/such/dir"], "results folder not found"),
+    (["analyze"], "analyze needs a study folder"),
+    (["analyze", "/a", "--results-dir", "/b"], "two study folders given"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

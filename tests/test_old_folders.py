@@ -64,7 +64,7 @@ def test_an_old_study_resumes_with_nothing_rerun_and_analyses_the_same(tmp_path,
 
     report = (folder / "report.md").read_text()
     (folder / "analysis.json").unlink()
-    assert main(["analyze", "--results-dir", str(folder)]) == 0
+    assert main(["analyze", str(folder)]) == 0  # the folder as a positional, as users type it first
     for o in outputs:
         assert_same_numbers(expected[o], json.loads((folder / o).read_text()))
     assert (folder / "report.md").read_text() == report  # the report, word for word

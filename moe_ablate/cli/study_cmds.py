@@ -162,7 +162,11 @@ def cmd_study(kind: StudyKind, args) -> int:
 def cmd_analyze(args) -> int:
     from ..studies.engine.outputs import analyze_folder
 
-    d = Path(args.results_dir)
+    if args.folder and args.results_dir and Path(args.folder) != Path(args.results_dir):
+        raise UserError(f"analyze: two study folders given ({args.folder} and --results-dir {args.results_dir})")
+    if not (args.folder or args.results_dir):
+        raise UserError("analyze needs a study folder: moe-ablate analyze DIR")
+    d = Path(args.folder or args.results_dir)
     _print_outcome(StudyResult(d, None, [], analyze_folder(d, log=log)))
     return 0
 
@@ -222,7 +226,8 @@ def register(sub) -> None:
                        description="Analyse a study folder's experiments/*.json (never modifies them) and write "
                                    "final_results.json, analysis.json, comprehensive_report.json, plots, report.md "
                                    "and the study kind's own files.")
-    a.add_argument("--results-dir", required=True, help="the study folder")
+    a.add_argument("folder", nargs="?", default=None, metavar="DIR", help="the study folder")
+    a.add_argument("--results-dir", default=None, help="the study folder (the same as DIR, kept for old scripts)")
     a.set_defaults(func=cmd_analyze)
 
 
