@@ -42,29 +42,29 @@ class ModelConfig:
 
     name: ModelName = "moe"
     vocab_size: int = 4096  # overwritten by the tokenizer's real size when data is prepared
-    d_model: int = 384
-    n_heads: int = 8
-    n_layers: int = 6
+    d_model: int = 384  # hidden width (the residual stream)
+    n_heads: int = 8  # attention heads
+    n_layers: int = 6  # transformer blocks
     d_ff: int = 1536  # expert (or dense MLP) hidden width
     num_experts: int = 8
     top_k: int = 2
-    max_seq_len: int = 256
-    dropout: float = 0.0
-    rope_theta: float = 10000.0
+    max_seq_len: int = 256  # the longest sequence the model takes (RoPE tables)
+    dropout: float = 0.0  # dropout probability (0 = none, as in most LM pretraining)
+    rope_theta: float = 10000.0  # RoPE base frequency
     aux_loss_weight: float = 0.01  # load-balancing loss weight (0 disables)
     router_z_loss_weight: float = 0.0  # ST-MoE router z-loss weight, mean(logsumexp(logits)^2) (0 disables)
     active_d_ff: int = 0  # > 0: d_ff = active_d_ff // top_k, so top-k and granularity keep active compute equal
     router_noise: float = 0.1  # std of logit noise added in training (moe model)
-    moe_dispatch: Dispatch = "auto"
+    moe_dispatch: Dispatch = "auto"  # expert dispatch: auto = grouped_mm where the device supports it, else sorted
     # DeepSeek-V3 multi-head latent attention (deepseek_* models)
     q_lora_rank: int = 128  # 0 = no query compression
-    kv_lora_rank: int = 128
-    qk_rope_head_dim: int = 32
-    qk_nope_head_dim: int = 32
-    v_head_dim: int = 64
+    kv_lora_rank: int = 128  # MLA key/value compression rank
+    qk_rope_head_dim: int = 32  # MLA: per-head query/key dims that carry RoPE
+    qk_nope_head_dim: int = 32  # MLA: per-head query/key dims without RoPE
+    v_head_dim: int = 64  # MLA: per-head value dim
     # GLM4-MoE feed-forward (deepseek_glm4_moe)
-    n_shared_experts: int = 1
-    routed_scaling_factor: float = 1.0
+    n_shared_experts: int = 1  # GLM4-MoE: experts every token uses besides the routed ones
+    routed_scaling_factor: float = 1.0  # GLM4-MoE: scale of the routed experts' output
     bias_update_rate: float = 0.001  # gamma of the aux-loss-free bias update (0 disables)
 
     @property
@@ -92,7 +92,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     schedule: Schedule = "cosine"
-    warmup_frac: float = 0.05
+    warmup_frac: float = 0.05  # linear warmup over this fraction of the steps
     warmup_steps: int = 0  # > 0: warm up over this many steps instead of warmup_frac (WSD horizons share it)
     min_lr_frac: float = 0.1  # the schedule decays to this fraction of the peak (cosine, wsd)
     decay_frac: float = 0.2  # wsd: the decay covers this last fraction of the run (Hägele et al.: ~20%)
@@ -102,15 +102,15 @@ class TrainConfig:
     eval_seq_len: int = 0  # validation window length (0 = seq_len); fix it to compare different seq_len
     eval_batch_size: int = 0  # validation batch size (0 = batch_size)
     patience: int = 0  # early stopping patience in evaluations (0 = off)
-    min_delta: float = 0.0
-    log_every: int = 10
+    min_delta: float = 0.0  # early stopping: the improvement that resets patience
+    log_every: int = 10  # training loss logged (one host sync) every N steps
     checkpoint_every: int = 0  # 0 = only the final model
-    hellaswag_every: int = 0
+    hellaswag_every: int = 0  # score HellaSwag every N steps (0 = off; needs hellaswag_source)
     hellaswag_source: str = ""  # JSONL file or hf:Rowan/hellaswag, scored every hellaswag_every steps
     seed: int = 42
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Amp = "auto"  # CUDA only; CPU always runs fp32
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (CUDA only)
 
 
 @dataclass
@@ -127,9 +127,9 @@ class DataConfig:
     max_tokens: int = 0
     max_doc_chars: int = 0
     txt_split: TxtSplit = "paragraph"  # .txt files: one document per paragraph | line | the whole file
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # the last fraction of the text validates (never trained on)
     seed: int = 1234  # the builtin corpus generator's seed
-    cache_dir: str = "data_cache"
+    cache_dir: str = ""  # tokenizer and token cache; "" = $MOE_ABLATE_CACHE, else the user cache folder
 
 
 @dataclass

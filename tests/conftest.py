@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
 
 from moe_ablate.config import ExperimentConfig, apply_overrides, preset_config
 
 torch.set_num_threads(2)
+
+
+def pytest_configure(config):
+    """Tests that give no --cache-dir use a cache of their own, never the user's shared one
+    (``$MOE_ABLATE_CACHE`` or ~/.cache/moe-ablate); subprocesses inherit it."""
+    os.environ["MOE_ABLATE_CACHE"] = tempfile.mkdtemp(prefix="moe_ablate_test_cache_")
 
 SMALL = {
     "model.d_model": 32, "model.n_heads": 2, "model.n_layers": 1, "model.d_ff": 64,

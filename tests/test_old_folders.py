@@ -45,7 +45,10 @@ def assert_same_numbers(old: dict, new: dict) -> None:
         if isinstance(a[k], float) and math.isnan(a[k]):
             assert math.isnan(b[k]), k
         else:
-            assert b[k] == pytest.approx(a[k], rel=1e-9, abs=1e-12), k
+            # 1e-6, not exact: the bootstrap's least squares on 3-4 points amplifies the last bits that another
+            # numpy/BLAS build rounds differently (seen: 3.5e-9 relative); a rerun or a changed formula moves
+            # these numbers by 1e-3 or more
+            assert b[k] == pytest.approx(a[k], rel=1e-6, abs=1e-12), k
 
 
 @pytest.mark.parametrize("name,kind,outputs", [("old_run", "run", ["analysis.json"]),

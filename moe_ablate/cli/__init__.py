@@ -20,6 +20,9 @@ COMMAND_GROUPS = (train_cmds.register, study_cmds.register, data_cmds.register)
 def build_parser() -> Parser:
     p = Parser(prog="moe-ablate", description="Hyperparameter ablation studies for small Mixture-of-Experts "
                "language models: train, run studies, analyse results.")
+    from .. import __version__
+
+    p.add_argument("--version", action="version", version=f"moe-ablate {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for register in COMMAND_GROUPS:
         register(sub)
@@ -36,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except StudyFailed as e:
         print(f"moe-ablate: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `moe-ablate keys | head`: the reader left; nothing to report
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as e:  # disk full, permission denied, read-only folder, missing parent
         where = f": {e.filename}" if e.filename else ""
         print(f"moe-ablate: error: {e.strerror or e}{where}", file=sys.stderr)

@@ -118,7 +118,8 @@ EXPERIMENT_FLAGS = {
                      "(default: all; hf: 1,000,000). Whatever a cap drops is logged and recorded"),
     "--txt-split": ("data.txt_split", str, ".txt files: one document per paragraph (blank-line separated, default), "
                     "per line, or the whole file"),
-    "--cache-dir": ("data.cache_dir", str, "where tokenizers and token arrays are cached (default data_cache)"),
+    "--cache-dir": ("data.cache_dir", str, "where tokenizers and token arrays are cached (default "
+                  "$MOE_ABLATE_CACHE, else the user cache folder, e.g. ~/.cache/moe-ablate: shared by every study)"),
     "--steps": ("train.steps", pos_int, "optimizer steps"),
     "--eval-every": ("train.eval_every", pos_int, "evaluate on the validation set every N steps"),
     "--eval-batches": ("train.eval_batches", pos_int, "validation batches per evaluation"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from .args import EXPERIMENT_FLAGS, experiment_overrides, log
 
@@ -13,12 +12,17 @@ def _describe(p: dict) -> str:
              f"documents  {p['num_documents']:,} ({p.get('num_characters', 0):,} characters)",
              f"tokens     {p['num_tokens']:,}: train {p['train_tokens']:,} / validation {p['val_tokens']:,} "
              f"({p['split']})",
-             f"tokenizer  {p['tokenizer']}, vocab {p['vocab_size']:,}, sha256 {p['tokenizer_sha256'][:12]}",
+             f"tokenizer  {p['tokenizer']}, vocab {p['vocab_size']:,}{_asked(p)}, sha256 {p['tokenizer_sha256'][:12]}",
              f"cache      {p['token_file']} ({p['dtype']}), key {p['cache_key']}",
              f"time       {p['tokenize_seconds']:.1f} s ({p['tokens_per_s']:,} tokens/s)"
              + ("; from the cache" if p.get("from_cache") else "")]
     lines += [f"dropped    {v}" for v in p.get("dropped", {}).values()]
     return "\n".join(lines)
+
+
+def _asked(p: dict) -> str:
+    asked = p.get("vocab_size_asked")
+    return f" (the BPE stopped short of the {asked:,} asked)" if asked and asked > p["vocab_size"] else ""
 
 
 def cmd_prepare(args) -> int:
@@ -32,7 +36,10 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_info(args) -> int:
-    found = sorted((Path(args.cache_dir) / "tokens").glob("*.json"))
+    from ..data.cache import cache_root
+
+    root = cache_root(args.cache_dir or "")
+    found = sorted((root / "tokens").glob("*.json"))
     entries = []
     for meta in found:
         if meta.name.endswith(".tokenizer.json"):
@@ -44,7 +51,7 @@ def cmd_info(args) -> int:
             continue
         entries.append((m, size))
     if not entries:
-        print(f"no prepared data in {args.cache_dir}")
+        print(f"no prepared data in {root}")
         return 0
     print(f"{'key':<22} {'source':<40} {'docs':>9} {'tokens':>13} {'vocab':>7} {'MB':>8}")
     for m, size in entries:
@@ -67,5 +74,6 @@ def register(sub) -> None:
         p.add_argument(flag, type=typ, default=None, help=help_)
     p.set_defaults(func=cmd_prepare)
     i = dsub.add_parser("info", help="list the prepared data in the cache")
-    i.add_argument("--cache-dir", default="data_cache", help="the cache folder (default data_cache)")
+    i.add_argument("--cache-dir", default=None, help="the cache folder (default $MOE_ABLATE_CACHE, else the user "
+                                                     "cache folder)")
     i.set_defaults(func=cmd_info)

@@ -11,10 +11,10 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import StudyFailed, UserError
 from ..studies import kinds
-from ..studies.engine.pipeline import StudyResult, run_study
 from ..studies.kinds import long_train
 from ..studies.kinds.base import StudyKind
 from ..studies.spec.stored import load_study
@@ -36,6 +36,17 @@ from .args import (
     tracking_kwargs,
 )
 
+if TYPE_CHECKING:
+    from ..studies.engine.pipeline import StudyResult
+
+
+def run_study(*args, **kwargs) -> StudyResult:
+    """The pipeline, imported when a study runs: torch, the statistics and the plotting stacks cost seconds,
+    which ``--help``, a flag or TOML error and ``--dry-run`` should not pay."""
+    from ..studies.engine.pipeline import run_study as run
+
+    return run(*args, **kwargs)
+
 
 def check_resumable_by(command: str, folder) -> None:
     """``lr-search --resume`` of a ``run`` study (and the like) is one line naming the right command."""
@@ -47,11 +58,11 @@ def check_resumable_by(command: str, folder) -> None:
 
 def _run(args, build, **kw) -> StudyResult:
     """Shared by every study command: a new study from the flags, or on --resume the stored one."""
-    ex = executor(args)  # before anything is written
     notes_on_unused_flags(args, log)
     if args.resume:
         check_resumable_by(args.command, args.resume)
     study = _resumed_with_flags(args, build) if args.resume else _build(args, build, record_flags=True)
+    ex = executor(args)  # after the flags and the TOML are checked (it imports torch), before anything is written
     t0 = time.perf_counter()
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
                        executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
@@ -161,6 +172,7 @@ def cmd_study(kind: StudyKind, args) -> int:
 
 def cmd_analyze(args) -> int:
     from ..studies.engine.outputs import analyze_folder
+    from ..studies.engine.pipeline import StudyResult
 
     if args.folder and args.results_dir and Path(args.folder) != Path(args.results_dir):
         raise UserError(f"analyze: two study folders given ({args.folder} and --results-dir {args.results_dir})")

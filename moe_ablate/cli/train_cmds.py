@@ -50,6 +50,7 @@ def cmd_train(args) -> int:
     log(f"data: {p['source']} | {p['num_tokens']:,} tokens (train {p['train_tokens']:,} / val {p['val_tokens']:,}) | "
         f"vocab {data.vocab_size}")
     cfg.model.vocab_size = data.vocab_size
+    print(hyperparameters(cfg, args.preset or "tiny"))
     tracker = open_run(spec, out.name, {k.split(".")[-1]: v for k, v in experiment_overrides(args).items()}, 0, log)
     result, model = train(cfg, data, log=log, desc=cfg.model.name, checkpoint_dir=out / "checkpoints",
                           progress=not args.no_progress, tracker=tracker)
@@ -66,29 +67,84 @@ def cmd_train(args) -> int:
     return 0 if result["status"] == "ok" else 1
 
 
+def hyperparameters(cfg, preset: str) -> str:
+    """The settings a run uses, in two lines: what a user needs to read its loss (and to repeat it)."""
+    m, t = cfg.model, cfg.train
+    experts = f", {m.num_experts} experts top-{m.top_k}" if m.name != "deepseek_mlp" else ""
+    warmup = f"{t.warmup_steps} warmup steps" if t.warmup_steps else f"warmup {t.warmup_frac:g} of the steps"
+    return (f"model {m.name} (preset {preset}): d_model {m.d_model}, {m.n_layers} layers, {m.n_heads} heads, d_ff "
+            f"{m.d_ff}{experts}, vocab {m.vocab_size}\n"
+            f"train: {t.steps} steps x batch {t.batch_size} x seq {t.seq_len}, muon_lr {t.muon_lr:g}, adamw lr "
+            f"{t.muon_lr * t.adamw_lr_ratio:g} (ratio {t.adamw_lr_ratio:g}), momentum {t.momentum:g}, weight decay "
+            f"{t.weight_decay:g}, {t.schedule} schedule, {warmup}, seed {t.seed}")
+
+
 def cmd_models(args) -> int:
+    """Parameter counts at each preset's own vocabulary, as its runs record them: the real size of the preset's
+    tokenizer when it is in the cache (a BPE on a small corpus stops short of the size asked), else the size asked."""
     import torch
 
     from ..config import preset_config
     from ..models import DESCRIPTIONS, MODEL_NAMES, build_model
 
     presets = args.presets or ["tiny", "seed", "exp9", "exp3"]
-    print(f"{'model':<20} {'preset':<7} {'total params':>14} {'active params':>14} {'FLOPs/token':>14}  "
-          f"(vocab {args.vocab_size}; training FLOPs per token at the preset's seq_len)")
+    vocab = {p: _preset_vocab(p, args) for p in presets}
+    print(f"{'model':<20} {'preset':<7} {'vocab':>7} {'total params':>14} {'active params':>14} {'FLOPs/token':>14}")
     for name in MODEL_NAMES:
         for preset in presets:
             full = preset_config(preset, name)
             cfg = full.model
-            cfg.vocab_size = args.vocab_size
+            cfg.vocab_size = vocab[preset][0]
             with torch.device("meta"):
                 model = build_model(cfg)
             counts = model.param_counts()
-            print(f"{name:<20} {preset:<7} {counts['total']:>14,} {counts['active']:>14,} "
+            print(f"{name:<20} {preset:<7} {cfg.vocab_size:>7,} {counts['total']:>14,} {counts['active']:>14,} "
                   f"{model.flops_per_token(full.train.seq_len):>14,}")
     print()
+    for how in dict.fromkeys(how for _, how in vocab.values()):
+        print(f"vocab of {', '.join(p for p, (_, h) in vocab.items() if h == how)}: {how}")
+    print("FLOPs/token: training FLOPs per token at the preset's seq_len")
     for name in MODEL_NAMES:
         print(f"{name}: {DESCRIPTIONS[name]}")
     return 0
+
+
+def cmd_keys(args) -> int:
+    """Every key a study TOML takes (``[base]``, ``[grid]``), from the config dataclasses."""
+    from ..config_keys import all_keys
+    from .args import EXPERIMENT_FLAGS
+
+    flags = {key: (flag, help_) for flag, (key, _, help_) in EXPERIMENT_FLAGS.items()}
+    keys = [k for k in all_keys(flags) if not args.match or args.match in k.key]
+    width = max((len(k.key) for k in keys), default=0)
+    for k in keys:
+        default = repr(k.default) if isinstance(k.default, str) else k.default
+        print(f"{k.key:<{width}}  {k.type:<10} default {default}")
+        if k.help:
+            print(f"{'':<{width}}  {k.help}")
+    if not keys:
+        print(f"no key contains {args.match!r}")
+        return 2
+    return 0
+
+
+def _preset_vocab(preset: str, args) -> tuple[int, str]:
+    """(vocabulary size, where it comes from) for a preset's data settings."""
+    from ..config import preset_config
+
+    if args.vocab_size:
+        return args.vocab_size, "as given by --vocab-size"
+    data = preset_config(preset).data
+    if args.cache_dir:
+        data.cache_dir = args.cache_dir
+    from ..data.tokens import cached_vocab_size
+
+    real = cached_vocab_size(data)
+    if real is not None:
+        return real, "the real size of the preset's tokenizer (from the data cache), as its runs record it"
+    return data.vocab_size, ("the size the preset asks for; its data is not prepared yet, and a BPE trained on a "
+                             "small corpus may stop below it (`moe-ablate data prepare --preset NAME` gives the "
+                             "real one)")
 
 
 def cmd_hellaswag(args) -> int:
@@ -129,10 +185,18 @@ def register(sub) -> None:
     t.set_defaults(func=cmd_train)
 
     m = sub.add_parser("models", help="list architectures with total/active parameter counts per preset")
-    m.add_argument("--vocab-size", type=pos_int, default=49152, help="vocabulary for the counts (default 49152, "
-                                                                     "SmolLM's)")
+    m.add_argument("--vocab-size", type=pos_int, default=None,
+                   help="count at this vocabulary (default: each preset's own, as its runs record it: the real size "
+                        "of its tokenizer when prepared, else the size it asks for)")
+    m.add_argument("--cache-dir", default=None, help="the data cache to look for the presets' tokenizers in")
     m.add_argument("--presets", nargs="*", default=None, help="presets to count (default: all)")
     m.set_defaults(func=cmd_models)
+
+    k = sub.add_parser("keys", help="list every config key a study TOML takes ([base], [grid]): type, default, help",
+                       description="Every settable key (model.*, train.*, data.*) with its type, default and help, "
+                                   "read from the config dataclasses: what [base] and [grid] in a study TOML take.")
+    k.add_argument("match", nargs="?", default=None, help="show only keys containing this text, e.g. lr")
+    k.set_defaults(func=cmd_keys)
 
     h = sub.add_parser("hellaswag", help="score a saved model on HellaSwag (lm-evaluation-harness protocol)",
                        description="Zero-shot HellaSwag: summed log-likelihood of each ending given the context; "

@@ -66,10 +66,11 @@ def source_identity(cfg: DataConfig) -> dict[str, Any]:
         return {"builtin_seed": cfg.seed}
     if cfg.source.startswith("hf:"):
         return {"hub": cfg.source}
+    from .cache import cache_root
     from .hashing import content_sha256
 
     files = local_files(cfg.source)
-    return {"files": len(files), "sha256": content_sha256(files, Path(cfg.cache_dir))}
+    return {"files": len(files), "sha256": content_sha256(files, cache_root(cfg.cache_dir))}
 
 
 def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:

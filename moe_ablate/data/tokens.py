@@ -26,6 +26,7 @@ from ..config import DataConfig
 from ..errors import UserError
 from ..log import to_stderr
 from ..utils import atomic_write, atomic_write_json
+from .cache import cache_root
 from .sources import Caps, caps_for, iter_documents, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
@@ -134,6 +135,15 @@ class _Docs:
                 i += 1
 
 
+def cached_vocab_size(cfg: DataConfig) -> int | None:
+    """The vocabulary of ``cfg``'s prepared data when it is in the cache (what its runs' models use), else None."""
+    key = _cache_key(cfg, source_identity(cfg), caps_for(cfg))
+    try:
+        return int(json.loads((cache_root(cfg.cache_dir) / "tokens" / f"{key}.json").read_text())["vocab_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> TokenData:
     """Load, tokenise and split the data named by ``cfg``, using the token cache when it can.
 
@@ -143,7 +153,7 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
     caps = caps_for(cfg)
     identity = source_identity(cfg)
     key = _cache_key(cfg, identity, caps)
-    cache = Path(cfg.cache_dir) / "tokens"
+    cache = cache_root(cfg.cache_dir) / "tokens"
     bin_path, meta_path, tok_path = cache / f"{key}.bin", cache / f"{key}.json", cache / f"{key}.tokenizer.json"
     if bin_path.exists() and meta_path.exists() and tok_path.exists():
         try:
@@ -159,6 +169,9 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
     t_count = time.perf_counter()
     if cfg.tokenizer == "bpe":  # pass 2: the tokenizer, from training text only
         tok, sampled = _train_tokenizer(docs, plan, cfg, key)
+        if tok.vocab_size < cfg.vocab_size:
+            log(f"data {cfg.source}: the BPE stopped at {tok.vocab_size:,} tokens of the {cfg.vocab_size:,} asked (the "
+                "training text has no more pairs to merge); the models use the real size. More text gives more")
         if sampled:
             log(f"BPE trained on a sample of the training text (the first {BPE_SAMPLE_CHARS:,} characters, of which at "
                 f"most {BPE_SPACE_FREE_CHARS:,} without spaces); every character is tokenised")
@@ -181,7 +194,8 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
         "num_characters": int(lengths.sum()), "num_tokens": int(keep_train + keep_val),
         "tokens_written": int(train_n + val_n), "train_written": int(train_n), "dtype": np.dtype(dtype).name,
         "keep_train": int(keep_train), "keep_val": int(keep_val), "tokenizer": cfg.tokenizer,
-        "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size, "cache_key": key, "split": plan.kind,
+        "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size,
+        "vocab_size_asked": cfg.vocab_size if cfg.tokenizer == "bpe" else None, "cache_key": key, "split": plan.kind,
         "caps": {k: v for k, v in caps.__dict__.items() if v}, "dropped": dropped,
         "txt_split": cfg.txt_split if "files" in identity else None,
         "tokenize_seconds": round(seconds, 2), "tokens_per_s": round((train_n + val_n) / max(seconds, 1e-9)),
@@ -320,7 +334,7 @@ def _train_tokenizer(docs: _Docs, plan: SplitPlan, cfg: DataConfig, key: str) ->
                 sampled[0] = True
                 return
 
-    tok = train_bpe(training_text(), cfg.vocab_size, Path(cfg.cache_dir), key)
+    tok = train_bpe(training_text(), cfg.vocab_size, cache_root(cfg.cache_dir), key)
     return tok, sampled[0]
 
 

@@ -14,9 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from ...analysis import ranking
 from ...config import apply_overrides
 from ...errors import UserError
 from ...record import config_id
@@ -25,7 +22,7 @@ from ..spec import schema
 from ..spec.file import ExperimentSpec
 from ..spec.stored import Study
 from .base import FollowUp, StudyKind, register
-from .experiments import EXPERIMENTS, experiment_base, find_recommendation, long_run_settings  # noqa: F401  (old home)
+from .experiments import EXPERIMENTS, experiment_base, long_run_settings
 from .long_train import make_study as make_long_study
 
 QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
@@ -156,6 +153,10 @@ class LRSearchKind(StudyKind):
     def _bracket(analysis: dict) -> dict:
         if "muon_lr" not in analysis["axes"]:
             return {"bracketed": False, "open": None}
+        import pandas as pd  # the statistics stack loads when a study is analysed, not when the CLI starts
+
+        from ...analysis import ranking
+
         return ranking.bracket(pd.DataFrame(analysis["configurations"]), "muon_lr", analysis["recommendation"])
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
@@ -167,11 +168,13 @@ class LRSearchKind(StudyKind):
             return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
                     "recommendation": "every run failed; no learning rate to recommend"}
         side = self._bracket(analysis)
+        from ...analysis.ranking import FAILED
+
         by_id = {config_id(r): r for r in records}
         best_run = by_id[rec["best"]]
         out = {"exp": exp, "model": study.base.model.name, "best_learning_rate": lr, "best_val_loss": rec[METRIC],
                "best_step": best_run.get("best_step"), "tried": tried,
-               "failed": sorted({_lr(r) for r in records if r.get("status") in ranking.FAILED}),
+               "failed": sorted({_lr(r) for r in records if r.get("status") in FAILED}),
                "bracketed": side["bracketed"] if side["tested"] else None,
                "bracketed_by_estimate": side["by_estimate"],
                "ranked_by": f"{METRIC}: each run's lowest validation loss over its evaluations (runs stop early)",

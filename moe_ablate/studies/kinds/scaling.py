@@ -14,7 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...analysis.scaling_law import N_BOOT, analyze_scaling, predict
 from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config
 from ...errors import UserError
 from ...utils import atomic_write_json, read_json
@@ -64,6 +63,8 @@ class ScalingKind(StudyKind):
         if section.get("target_preset") is not None and section["target_preset"] not in PRESETS:
             raise UserError(f"[scaling] target_preset must be a preset ({' | '.join(PRESETS)}), got "
                             f"{section['target_preset']!r}")
+        from ...analysis.scaling_law import N_BOOT  # the statistics stack loads only for a scaling study
+
         study.params["target"] = {"exp": section.get("target_exp", 3),
                                   "preset": flags.get("preset") or section.get("target_preset"),
                                   "steps": flags.get("steps") or section.get("target_steps"),
@@ -76,6 +77,8 @@ class ScalingKind(StudyKind):
         return repr(sorted((k, repr(v)) for k, v in spec.overrides.items() if k not in TUNED))
 
     def analyze(self, study, records, analysis) -> None:
+        from ...analysis.scaling_law import N_BOOT, analyze_scaling
+
         target = study.params.get("target") or {}
         law = analyze_scaling(records, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
         if "error" not in law:
@@ -159,6 +162,8 @@ def run_compute(cfg: ExperimentConfig) -> tuple[float, int, int]:
 
 def prediction_for(law: dict, cfg: ExperimentConfig, label: str, records: list[dict]) -> dict[str, Any]:
     """The fitted laws evaluated at ``cfg``'s compute, with 80% intervals and what makes them shaky."""
+    from ...analysis.scaling_law import predict
+
     compute, active, tokens = run_compute(cfg)
     out: dict[str, Any] = {"target": label, "model": cfg.model.name, "compute": compute, "params_active": active,
                            "tokens": tokens, "warnings": []}
@@ -189,6 +194,8 @@ def lr_from_law(study_dir: str | Path, cfg: ExperimentConfig) -> tuple[float, di
     fit = (law.get("fits") or {}).get("lr") or {}
     if not fit.get("fitted") or "coef" not in fit:
         raise UserError(f"--lr scaling:{study_dir}: its LR law was not fitted ({fit.get('why', 'too few scales')})")
+    from ...analysis.scaling_law import predict
+
     compute, _, _ = run_compute(cfg)
     p = predict(fit, compute)
     return p["value"], {"scaling_law": str(path), "compute": compute, "predicted_lr": p["value"],
