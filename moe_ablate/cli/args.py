@@ -181,6 +181,10 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
                    help="continue an interrupted study in DIR: finished experiments are kept, the rest run. "
                         "Give no study flags (or exactly the original ones)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    g.add_argument("--dry-run", action="store_true",
+                   help="print the plan (configurations, seeds, runs with confirmation, steps, tokens, FLOPs, an ETA "
+                        "from a few measured steps) and exit without writing anything")
+    g.add_argument("--no-measure", action="store_true", help="with --dry-run: no measured steps, so no ETA")
     if confirm:
         Defining(p, "confirmation").add(
             "--confirm", type=nonneg_int, default=None, metavar="K",

@@ -71,6 +71,24 @@ def _run(args, build, **kw) -> StudyResult:
     return result
 
 
+def _dry_run(args, build) -> int:
+    """``--dry-run``: the plan of the study these flags define (or of the stored one), nothing written."""
+    from ..studies.engine.plan import make_plan
+
+    notes_on_unused_flags(args, log)
+    if args.resume:
+        check_resumable_by(args.command, args.resume)
+        study = _resumed_with_flags(args, build) or load_study(Path(args.resume))[0]
+    else:
+        study = _build(args, build)
+    plan = make_plan(study, study_dir_for(args, study.name), measure=not args.no_measure)
+    if getattr(args, "extend", False):
+        plan.notes.append("--extend: when the best LR is at an edge of the range, more LRs are added after the grid "
+                          "(one run per seed each); they are not counted above")
+    print(plan.text())
+    return 0
+
+
 def fail_if_nothing_finished(result: StudyResult) -> None:
     """A study in which every experiment failed is a failed command: exit 1, naming the common cause."""
     a = result.analysis
@@ -160,7 +178,10 @@ def _print_outcome(result: StudyResult, wall: float | None = None) -> None:
 # ---------------------------------------------------------------- one command per study kind
 def cmd_study(kind: StudyKind, args) -> int:
     """Any kind's command: build (or resume) its study, run it, print its files, run its follow-up."""
-    result = _run(args, lambda a: kind.build(a, experiment_overrides(a)), extend=getattr(args, "extend", False))
+    build = lambda a: kind.build(a, experiment_overrides(a))  # noqa: E731
+    if args.dry_run:
+        return _dry_run(args, build)
+    result = _run(args, build, extend=getattr(args, "extend", False))
     for name in kind.result_files:
         print(f"results: {result.study_dir / name}")
     more = kind.follow_up(result.study_dir, result.study, result.records, result.analysis, args)

@@ -34,6 +34,7 @@ from .folder import (
 )
 from .lock import LOCK_FILE, study_lock
 from .outputs import write_outputs
+from .plan import CONFIRM_MARGIN, max_confirmation_runs
 from .runner import (
     Batch,
     DataSets,
@@ -130,14 +131,17 @@ def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) ->
         log(f"removed {removed} temporary file(s) left by an earlier run that was killed")
     save_study(study_dir, study, datasets.provenance())
     sources = {p["source"] for p in datasets.provenance().values()}
-    log(f"study {study_dir}: {len(study.experiments)} experiments | model {study.base.model.name} | data "
+    confirm, _, _ = max_confirmation_runs(study)
+    more = f" (+ up to {confirm} confirmation runs after the grid)" if confirm else ""
+    log(f"study {study_dir}: {len(study.experiments)} experiments{more} | model {study.base.model.name} | data "
         f"{', '.join(sorted(sources))} ({len(datasets.by_key)} tokenisation{'s' if len(datasets.by_key) > 1 else ''})")
     final_model = study_dir / "final_model.pt" if kind.keeps_final_model else None
 
     def run() -> list[dict]:
         if not study.halving:
             run_wsd_families(ctx)
-        return run_experiments(ctx, Batch(final_model=final_model, rerun_from=rerun_from or {}))
+        return run_experiments(ctx, Batch(final_model=final_model, rerun_from=rerun_from or {},
+                                          expected_more=max_confirmation_runs(study)[0]))
 
     def grow(more: list[ExperimentSpec], why: str) -> list[dict]:
         study.experiments.extend(more)
@@ -229,7 +233,8 @@ def _analysis(study: Study, records: list[dict]) -> dict:
 def confirmation_experiments(study: Study, records: list[dict], log: Log = default_log) -> list[ExperimentSpec]:
     """More seeds for the top configurations, at most ``study.confirm_max``, best first: those not
     significantly worse than the best (the near-optimal set, by the study's own noise) when the noise is
-    known; the top ``confirm_max`` by estimate when it is not (every configuration ran once). Only
+    known; when it is not (every configuration ran once), the top ``confirm_max`` by estimate among those within
+    ``CONFIRM_MARGIN`` of the best (a configuration 1.5 nats worse is not worth two more seeds). Only
     configurations that may be recommended (no failed seed) are confirmed; a single one is confirmed
     too, since its grid result is the one that selected it. New seeds follow the ones a configuration has."""
     a = _analysis(study, records)
@@ -240,9 +245,12 @@ def confirmation_experiments(study: Study, records: list[dict], log: Log = defau
     if rec.get("noise_std") is not None:
         top = [c for c in allowed if c in set(rec["near_optimal"])][: study.confirm_max]
         rule = "the best and those not significantly worse"
-    else:
-        top = allowed[: study.confirm_max]
-        rule = f"noise unknown: the {len(top)} best by their single run"
+    else:  # one run each: only those within a stated margin of the best are worth more seeds
+        mean = {c["config_id"]: c["mean"] for c in a["configurations"]}
+        limit = mean[allowed[0]] + CONFIRM_MARGIN * abs(mean[allowed[0]])
+        top = [c for c in allowed if mean[c] <= limit][: study.confirm_max]
+        rule = (f"noise unknown: the {len(top)} best by their single run within {CONFIRM_MARGIN:.0%} of the best "
+                f"({study.metric} <= {limit:.4g})")
     log(f"confirmation: {', '.join(top)} ({rule})")
     configs = study.configurations()
     # the same fresh seeds for every confirmed configuration: their comparison is blocked by seed

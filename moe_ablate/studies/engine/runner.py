@@ -256,6 +256,7 @@ class Batch:
     rerun_from: dict[str, Path] = field(default_factory=dict)  # continue these from that checkpoint, even if done
     origins: dict[str, dict] = field(default_factory=dict)  # WSD branches: the trunk and step (in their records)
     on_record: Callable[[dict], None] | None = None  # called with each new record
+    expected_more: int = 0  # runs that may be added after this batch (confirmation): the bar and its ETA count them
 
 
 def run_experiments(ctx: StudyRun, batch: Batch | None = None, executor: Executor | None = None) -> list[dict]:
@@ -271,7 +272,8 @@ def run_experiments(ctx: StudyRun, batch: Batch | None = None, executor: Executo
     if len(pending) < len(wanted):
         ctx.log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
     jobs = [_job(ctx, e, configs[e.id], batch) for e in pending]
-    bar = tqdm(total=len(wanted), initial=len(wanted) - len(pending), desc="experiments",
+    bar = tqdm(total=len(wanted) + batch.expected_more, initial=len(wanted) - len(pending),
+               desc="experiments" + (f" (incl. up to {batch.expected_more} confirmation)" if batch.expected_more else ""),
                unit="exp", disable=None if ctx.progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
         for job, record in (executor or ctx.executor or LocalExecutor()).run(jobs, ctx.log, ctx.progress):
