@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ...config import ExperimentConfig
 from ..spec.stored import Study
-from .folder import experiments_dir
 
 # noise unknown (one seed per configuration): confirm only configurations whose single run is within this fraction
 # of the best one's metric (2% of a val_loss of 1.3 is 0.026 nats, several seed-to-seed spreads of a tiny model)

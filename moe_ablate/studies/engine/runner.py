@@ -272,8 +272,8 @@ def run_experiments(ctx: StudyRun, batch: Batch | None = None, executor: Executo
     if len(pending) < len(wanted):
         ctx.log(f"{len(wanted) - len(pending)} of {len(wanted)} experiments already finished; running {len(pending)}")
     jobs = [_job(ctx, e, configs[e.id], batch) for e in pending]
-    bar = tqdm(total=len(wanted) + batch.expected_more, initial=len(wanted) - len(pending),
-               desc="experiments" + (f" (incl. up to {batch.expected_more} confirmation)" if batch.expected_more else ""),
+    more = f" (incl. up to {batch.expected_more} confirmation)" if batch.expected_more else ""
+    bar = tqdm(total=len(wanted) + batch.expected_more, initial=len(wanted) - len(pending), desc="experiments" + more,
                unit="exp", disable=None if ctx.progress else True, dynamic_ncols=True, file=sys.stderr)
     try:
         for job, record in (executor or ctx.executor or LocalExecutor()).run(jobs, ctx.log, ctx.progress):
