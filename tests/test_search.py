@@ -8,6 +8,8 @@ from moe_ablate.config import ExperimentConfig
 from moe_ablate.studies.kinds import lr_search
 from moe_ablate.studies.spec.stored import Study
 
+from .helpers import kill_resume
+
 TINY = ["--preset", "tiny", "--eval-batches", "1", "--num-documents", "300", "--max-tokens", "60000",
         "--vocab-size", "512", "--batch-size", "4", "--seq-len", "32", "--no-progress"]
 
@@ -168,3 +170,19 @@ def test_checkpoint_every_zero_turns_checkpoints_off(tmp_path, cache_dir):
     assert json.loads((run / "long_term_results.json").read_text())["checkpoints"] == []
     assert not (run / "checkpoints").exists()
     assert (run / "final_model.pt").exists()
+
+
+def test_lr_search_runs_on_any_preset_and_model_without_exp(tmp_path, cache_dir, capsys):
+    """`lr-search --preset tiny` (no --exp): the user's own model, its own folder name and recommendation."""
+    small = [a for a in kill_resume.SMALL if a not in ("--preset", "tiny")]
+    assert main(["lr-search", "--preset", "tiny", "--model", "moe", "--lrs", "0.01", "0.05", "--steps", "4",
+                 "--eval-every", "2", "--confirm", "0", "--output-dir", str(tmp_path), "--cache-dir", str(cache_dir),
+                 *small]) == 0
+    folder = next(tmp_path.glob("lr_search_moe_*"))
+    rec = json.loads((folder / "lr_recommendation.json").read_text())
+    assert rec["exp"] is None and rec["model"] == "moe" and rec["best_learning_rate"] in (0.01, 0.05)
+    capsys.readouterr()
+    # --exp with another model is one line; an expert search of a dense model too
+    assert main(["lr-search", "--exp", "9", "--model", "moe", "--dry-run"]) == 2
+    assert main(["expert-search", "--model", "deepseek_mlp", "--dry-run"]) == 2
+    assert "no experts" in capsys.readouterr().err

@@ -265,7 +265,8 @@ def register(sub) -> None:
 
 
 def add_long_run_flags(t) -> None:
-    g = t.add_argument_group("long training of Experiment 9 or 3 (the seeds' pipeline)")
+    g = t.add_argument_group("long training with a search's recommendations (--exp 9 or 3: a named "
+                             "experiment's model and preset)")
     g.add_argument("--exp", type=int, choices=[9, 3], default=None,
                    help="9: deepseek_mlp/exp9, 3: deepseek_glm4_moe/exp3; defaults 10000 steps, eval every 100, "
                         "checkpoint every 3000, HellaSwag every 1000")

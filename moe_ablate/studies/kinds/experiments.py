@@ -24,6 +24,25 @@ def experiment_base(exp: int, preset: str | None, defaults: dict, overrides: dic
     return validate(apply_overrides(cfg, overrides or {}))
 
 
+def search_base(exp: int | None, preset: str | None, defaults: dict, overrides: dict | None, command: str):
+    """A search's base config: ``--exp N`` is a shortcut for a named experiment's model and preset; without it,
+    the user's ``--model`` (default moe) at ``--preset`` (default tiny)."""
+    overrides = dict(overrides or {})
+    if exp is not None:
+        model = overrides.pop("model.name", None)
+        if model is not None and model != EXPERIMENTS.get(exp, (model,))[0]:
+            raise UserError(f"{command}: --exp {exp} is the {EXPERIMENTS[exp][0]} model; drop --exp to search "
+                            f"--model {model}")
+        return experiment_base(exp, preset, defaults, overrides)
+    cfg = apply_overrides(preset_config(preset or "tiny", "moe"), defaults)
+    return validate(apply_overrides(cfg, overrides))
+
+
+def search_name(prefix: str, exp: int | None, cfg) -> str:
+    """``lr_search_exp9`` for a named experiment, else ``lr_search_<model>`` (the folder's stem)."""
+    return f"{prefix}_exp{exp}" if exp is not None else f"{prefix}_{cfg.model.name}"
+
+
 def long_run_settings(steps: int = 10000, hellaswag: str | None = None) -> dict:
     """The seeds' long training: evaluate every 100 steps, checkpoint every 3000, HellaSwag every
     1000 when a source is given, no early stopping."""
@@ -32,25 +51,31 @@ def long_run_settings(steps: int = 10000, hellaswag: str | None = None) -> dict:
             "train.patience": 0}
 
 
-def auto_lr(output_dir: str | Path, exp: int) -> tuple[float, str]:
-    """``--lr auto``: the newest lr-search recommendation for ``exp`` under ``output_dir`` (LR, its path)."""
-    found = find_recommendation(output_dir, "lr_recommendation.json", exp)
+def auto_lr(output_dir: str | Path, exp: int | None, model: str | None = None) -> tuple[float, str]:
+    """``--lr auto``: the newest lr-search recommendation under ``output_dir`` for experiment ``exp`` (or, without
+    one, for ``model``): (LR, its path)."""
+    found = find_recommendation(output_dir, "lr_recommendation.json", exp, model)
     if found is None:
-        raise UserError(f"--lr auto: no lr_recommendation.json for exp {exp} under {output_dir}; "
-                        f"run `moe-ablate lr-search --exp {exp} --output-dir {output_dir}` first")
+        what, flags = (f"exp {exp}", f"--exp {exp}") if exp is not None else (f"model {model}", f"--model {model}")
+        raise UserError(f"--lr auto: no lr_recommendation.json for {what} under {output_dir}; "
+                        f"run `moe-ablate lr-search {flags} --output-dir {output_dir}` first")
     rec, path = found
     return rec["best_learning_rate"], str(path)
 
 
-def find_recommendation(output_dir: str | Path, filename: str, exp: int) -> tuple[dict, Path] | None:
-    """The newest ``filename`` under ``output_dir`` made for experiment ``exp``."""
+def find_recommendation(output_dir: str | Path, filename: str, exp: int | None,
+                        model: str | None = None) -> tuple[dict, Path] | None:
+    """The newest ``filename`` under ``output_dir`` made for experiment ``exp`` (or, for ``exp`` None, by a search
+    without one of ``model``)."""
     found = []
     for p in Path(output_dir).glob(f"**/{filename}"):
         try:
             rec = read_json(p)
         except UserError:
             continue
-        if rec.get("exp", exp) == exp and (rec.get("best_learning_rate") or rec.get("num_experts")):
+        if not isinstance(rec, dict) or rec.get("exp", exp) != exp or (exp is None and rec.get("model") != model):
+            continue
+        if rec.get("best_learning_rate") or rec.get("num_experts"):
             found.append((p.stat().st_mtime, p, rec))
     if not found:
         return None

@@ -1,16 +1,18 @@
-"""Expert search for Experiment 3 (the seeds' expert_search): experts {4, 8, 16} x top-k {1, 2}."""
+"""Expert search: experts {4, 8, 16} x top-k {1, 2} for a Mixture-of-Experts model (by default Experiment 3's
+GLM4-MoE model, the seeds' expert_search; any MoE ``--model`` at any ``--preset`` otherwise)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from ...errors import UserError
 from ...record import config_id
 from ...utils import atomic_write_json
 from ..spec.file import ExperimentSpec
 from ..spec.stored import Study
 from .base import StudyKind, register
-from .experiments import auto_lr, experiment_base
+from .experiments import auto_lr, search_base, search_name
 from .lr_search import METRIC
 
 EXPERT_GRID = [(e, k) for e in (4, 8, 16) for k in (1, 2)]
@@ -22,45 +24,54 @@ def expert_experiments() -> list[ExperimentSpec]:
 
 
 def make_study(*, lr: float = 1e-3, lr_source: str = "the default 1e-3", preset: str | None = None,
-               overrides: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
-    base = experiment_base(3, preset, {**DEFAULTS, "train.muon_lr": lr}, overrides)
-    return Study(kind=KIND.name, name="expert_search_exp3", base=base, experiments=expert_experiments(),
-                 params={"exp": 3, "lr": lr, "lr_source": lr_source, "preset": preset}, metric=METRIC,
-                 description=f"Experts x top-k for Experiment 3 at Muon LR {lr:.2e} ({lr_source})", confirm=confirm)
+               overrides: dict[str, Any] | None = None, confirm: int | None = None, exp: int | None = 3) -> Study:
+    base = search_base(exp, preset, {**DEFAULTS, "train.muon_lr": lr}, overrides, "expert-search")
+    if base.model.name == "deepseek_mlp":
+        raise UserError("expert-search: deepseek_mlp has no experts (a dense MLP); choose moe or deepseek_glm4_moe")
+    what = f"Experiment {exp}" if exp is not None else base.model.name
+    return Study(kind=KIND.name, name=search_name("expert_search", exp, base), base=base,
+                 experiments=expert_experiments(), params={"exp": exp, "lr": lr, "lr_source": lr_source,
+                                                           "preset": preset}, metric=METRIC,
+                 description=f"Experts x top-k for {what} at Muon LR {lr:.2e} ({lr_source})", confirm=confirm)
 
 
 class ExpertSearchKind(StudyKind):
     name = "expert_search"
     title = "Expert search"
     command = "expert-search"
-    help = "experts {4,8,16} x top-k {1,2} for Experiment 3"
-    description = ("Train Experiment 3's model with each expert configuration (800 steps) and recommend one; "
+    help = "how many experts and which top-k: {4,8,16} x {1,2} for a MoE model, with a recommendation"
+    description = ("Train the model with each expert configuration (800 steps) and recommend one; default: Experiment "
+                   "3's GLM4-MoE model at preset exp3, or --model moe|deepseek_glm4_moe at --preset (default tiny); "
                    "records routing balance and total/active parameters.")
-    folder_name = "expert_search_exp3"
-    skip_flags = ("--model", "--muon-lr", "--num-experts", "--top-k")
+    folder_name = "expert_search_exp3 (expert_search_<model> with --model)"
+    skip_flags = ("--muon-lr", "--num-experts", "--top-k")
 
     def add_flags(self, defining, other):
-        defining.add("--exp", type=int, choices=[3], default=None, help="only 3 (the GLM4-MoE model)")
+        defining.add("--exp", type=int, choices=[3], default=None,
+                     help="3: Experiment 3's model and preset (the default unless --model is given)")
         defining.add("--lr", type="lr_or_auto", default=None,
                      help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation found under --output-dir "
                           "(default 1e-3)")
 
     def build(self, args, overrides):
+        exp = 3 if args.exp is not None or "model.name" not in overrides else None
         if args.lr == "auto":
-            lr, source = auto_lr(args.output_dir, 3)
+            lr, source = auto_lr(args.output_dir, exp, overrides.get("model.name"))
         else:
             lr, source = (args.lr, "--lr") if args.lr is not None else (1e-3, "the default 1e-3")
-        return make_study(lr=lr, lr_source=source, preset=args.preset, overrides=overrides, confirm=args.confirm)
+        return make_study(lr=lr, lr_source=source, preset=args.preset, overrides=overrides, confirm=args.confirm,
+                          exp=exp)
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         rec = analysis["recommendation"]
         failed = [r["experiment_id"] for r in records if r.get("status") != "ok"]
         if rec.get("best") is None:
-            return {"exp": 3, "best": None, "failed": failed,
+            return {"exp": study.params.get("exp"), "best": None, "failed": failed,
                     "recommendation": "every configuration failed; nothing to recommend"}
         b = next(r for r in records if config_id(r) == rec["best"] and r.get("status") == "ok")
         m = b["config"]["model"]
-        out = {"exp": 3, "num_experts": m["num_experts"], "top_k": m["top_k"], "best_val_loss": rec[METRIC],
+        out = {"exp": study.params.get("exp"), "num_experts": m["num_experts"], "top_k": m["top_k"],
+               "best_val_loss": rec[METRIC],
                "learning_rate": b["config"]["train"]["muon_lr"], "params": b.get("params"),
                "routing_cv": (b.get("routing") or {}).get("cv"), "failed": failed, "verdict": rec["verdict"],
                "near_optimal": rec["near_optimal"],

@@ -19,7 +19,9 @@ class GridKind(StudyKind):
     def add_flags(self, defining, other):
         d = defining
         d.add("--config", default=None, help="study TOML file or preset name in configs/ (default lr_ablation)")
-        d.add("--quick", action="store_true", help="run the file's [quick] grid (4 experiments for lr_ablation)")
+        d.add("--quick", action="store_true",
+              help="run the file's [quick] grid (4 configurations for lr_ablation, then up to 6 confirmation runs; "
+                   "--dry-run shows the plan)")
         d.add("--max-experiments", type="pos_int", default=None,
               help="run N configurations chosen to span every value of every axis (seeded, not the first N)")
         d.add("--seeds", type="pos_int", default=None, help="run each configuration with K seeds (N x K runs)")

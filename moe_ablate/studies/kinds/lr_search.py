@@ -1,4 +1,5 @@
-"""LR search for Experiments 9 and 3 (the seeds' lr_search): one run per learning rate.
+"""LR search: one run per learning rate, for any model and preset (``--exp 9`` / ``--exp 3`` are the seeds'
+named experiments, with the seeds' LR lists).
 
 Ranks by the *best* validation loss of each run (the runs stop early; the answer says so), and says when
 the winner's run ended far above its best (it became unstable after its best step). Says when the winner
@@ -22,11 +23,15 @@ from ..spec import schema
 from ..spec.file import ExperimentSpec
 from ..spec.stored import Study
 from .base import FollowUp, StudyKind, register
-from .experiments import EXPERIMENTS, experiment_base, long_run_settings
+from .experiments import EXPERIMENTS, long_run_settings, search_base, search_name
 from .long_train import make_study as make_long_study
 
 QUICK = {"lrs": [1e-4, 3e-4, 1e-3, 3e-3], "steps": 1000, "eval_every": 50, "patience": 3}
 FULL = {"lrs": [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2], "steps": 2000, "eval_every": 100, "patience": 5}
+# without --exp: Muon's usual range (its update is orthogonalised, so its LRs sit ~10x above AdamW's), quick
+# enough for the tiny preset on a CPU; --extend walks past an open edge
+GENERIC_LRS = {"quick": [0.003, 0.01, 0.03, 0.1], "full": [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]}
+GENERIC_STEPS = {"quick": (200, 20, 3), "full": (1000, 50, 5)}  # steps, eval_every, patience
 LR_BOUNDS = (1e-6, 1.0)
 METRIC = "best_val_loss"
 
@@ -40,18 +45,24 @@ def lr_experiments(lrs: list[float]) -> list[ExperimentSpec]:
     return [ExperimentSpec(lr_id(lr), {"train.muon_lr": lr}) for lr in sorted(lrs)]
 
 
-def make_study(exp: int, *, lrs: list[float] | None = None, full: bool = False, preset: str | None = None,
+def make_study(exp: int | None, *, lrs: list[float] | None = None, full: bool = False, preset: str | None = None,
                overrides: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
-    mode = FULL if full else QUICK
-    base = experiment_base(exp, preset, {"train.steps": mode["steps"], "train.eval_every": mode["eval_every"],
-                                         "train.patience": mode["patience"], "train.log_every": 10}, overrides)
+    mode = "full" if full else "quick"
+    if exp is not None:
+        settings = FULL if full else QUICK
+        steps, eval_every, patience, default_lrs = (settings["steps"], settings["eval_every"], settings["patience"],
+                                                    settings["lrs"])
+    else:
+        (steps, eval_every, patience), default_lrs = GENERIC_STEPS[mode], GENERIC_LRS[mode]
+    base = search_base(exp, preset, {"train.steps": steps, "train.eval_every": eval_every,
+                                     "train.patience": patience, "train.log_every": 10}, overrides, "lr-search")
     if lrs:
         schema.check_axis("--lrs", list(lrs), "lr-search")
-    lrs = sorted(lrs or mode["lrs"])
-    return Study(kind=KIND.name, name=f"lr_search_exp{exp}", base=base, experiments=lr_experiments(lrs),
-                 params={"exp": exp, "lrs": lrs, "mode": "full" if full else "quick", "preset": preset},
-                 metric=METRIC, description=f"Learning-rate search for Experiment {exp} ({base.model.name})",
-                 confirm=confirm)
+    lrs = sorted(lrs or default_lrs)
+    what = f"Experiment {exp} ({base.model.name})" if exp is not None else base.model.name
+    return Study(kind=KIND.name, name=search_name("lr_search", exp, base), base=base, experiments=lr_experiments(lrs),
+                 params={"exp": exp, "lrs": lrs, "mode": mode, "preset": preset}, metric=METRIC,
+                 description=f"Learning-rate search for {what}", confirm=confirm)
 
 
 def _lr(r: dict) -> float:
@@ -93,19 +104,23 @@ class LRSearchKind(StudyKind):
     name = "lr_search"
     title = "Learning-rate search"
     command = "lr-search"
-    help = "learning-rate search for Experiment 9 or 3 (early stopping, recommendation)"
-    description = ("Train the experiment's model once per LR (warmup 5% + cosine to 10%, early stopping on "
-                   "validation loss) and recommend the LR with the lowest best validation loss. Quick: 4 LRs x "
-                   "1000 steps; --full: 7 LRs x 2000 steps.")
-    folder_name = "lr_search_exp<N>"
-    skip_flags = ("--model", "--muon-lr")
+    help = "find the Muon learning rate for a model: one run per LR, early stopping, a recommendation"
+    description = ("Train the model once per LR (warmup 5% + cosine to 10%, early stopping on validation loss) and "
+                   "recommend the LR with the lowest best validation loss, saying when it sits at an edge of the "
+                   "range. "
+                   "Any --model at any --preset (default moe, tiny: LRs 0.003-0.1, 200 steps; --full: 0.001-0.3, "
+                   "1000 steps); --exp 9 or 3 is a shortcut for those experiments' model, preset and LR lists "
+                   "(4 LRs x 1000 steps; --full 7 x 2000).")
+    folder_name = "lr_search_<model> (lr_search_exp<N> with --exp)"
+    skip_flags = ("--muon-lr",)
     result_files = ("lr_recommendation.json",)
 
     def add_flags(self, defining, other):
         d = defining
         d.add("--exp", type=int, choices=sorted(EXPERIMENTS), default=None,
-              help="9: deepseek_mlp (preset exp9); 3: deepseek_glm4_moe (preset exp3); required unless --resume")
-        d.add("--full", action="store_true", help="7 LRs 1e-5..1e-2, 2000 steps, eval every 100, patience 5")
+              help="a named experiment: 9 = deepseek_mlp at preset exp9, 3 = deepseek_glm4_moe at preset exp3 "
+                   "(default: --model at --preset)")
+        d.add("--full", action="store_true", help="more LRs and steps (see above)")
         d.add("--lrs", type="pos_float", nargs="+", default=None, help="the LRs to try (Muon LR)")
         other.add("--extend", action="store_true",
                             help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1); works "
@@ -116,8 +131,9 @@ class LRSearchKind(StudyKind):
         other.add("--hellaswag", default=None, help="with --then-train: HellaSwag source for the long run")
 
     def build(self, args, overrides):
-        if args.exp is None:
-            raise UserError("lr-search needs --exp 9 or --exp 3 (or --resume DIR)")
+        if getattr(args, "then_train", False) and args.exp is None:
+            raise UserError("--then-train trains Experiment 9 or 3 long: give --exp 9 or --exp 3 (for another model, "
+                            "`moe-ablate train --muon-lr` with the recommended LR)")
         return make_study(args.exp, lrs=args.lrs, full=args.full, preset=args.preset, overrides=overrides,
                           confirm=args.confirm)
 
@@ -131,7 +147,9 @@ class LRSearchKind(StudyKind):
         # the search's --steps/--eval-every/--patience were for the search; the long run has its own
         cfg = apply_overrides(study.base, {**long_run_settings(args.long_steps, args.hellaswag),
                                            "train.muon_lr": rec["best_learning_rate"]})
-        exp = study.params["exp"]
+        exp = study.params.get("exp")
+        if exp is None:
+            raise UserError("--then-train trains Experiment 9 or 3 long; this search was of another model")
         long = make_long_study(exp, cfg, {"lr_recommendation": str(study_dir / "lr_recommendation.json")})
         return FollowUp(long, study_dir / "long_term")
 
