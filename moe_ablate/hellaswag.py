@@ -47,22 +47,50 @@ class Item:
     ind: Any = None
 
 
+FORMATS = ("the official one (activity_label, ctx_a, ctx_b, endings, label)",
+           "the context in one field (ctx, endings, label; activity_label optional)",
+           "lm-evaluation-harness's preprocessed one (query, choices, gold)")
+
+
 def to_item(doc: dict) -> Item:
-    """One item, checked: text fields are text, at least two endings, each a text, and the label an
-    integer index of one of them (a string like "2" is accepted, as the official files have it)."""
+    """One item in any of ``FORMATS``, checked: text fields are text, at least two endings, each a text, and the
+    label an integer index of one of them (a string like "2" is accepted, as the official files have it). Every
+    missing or malformed field is named at once.
+
+    The official form's context is ``ctx_a + " " + ctx_b.capitalize()`` (the harness's rule); a ``ctx`` field is
+    taken as written, and a harness ``query`` is already preprocessed, so each form scores what the harness scores
+    for the text it holds."""
     if not isinstance(doc, dict):
         raise ValueError("an item must be a JSON object")
-    for key in ("activity_label", "ctx_a", "ctx_b"):
-        if not isinstance(doc.get(key), str):
-            raise ValueError(f"{key!r} must be text, got {doc.get(key)!r:.40}")
-    endings = doc.get("endings")
+    if "query" in doc and "ctx_a" not in doc and "ctx" not in doc:
+        text, endings_key, label_key, form = ("query",), "choices", "gold", 2
+    elif "ctx" in doc and not ("ctx_a" in doc and "ctx_b" in doc):
+        text, endings_key, label_key, form = ("ctx",), "endings", "label", 1
+    else:
+        text, endings_key, label_key, form = ("activity_label", "ctx_a", "ctx_b"), "endings", "label", 0
+    problems = [f"{k!r} must be text, got {doc.get(k)!r:.40}" if k in doc else f"{k!r} is missing"
+                for k in text if not isinstance(doc.get(k), str)]
+    if form == 1 and "activity_label" in doc and not isinstance(doc["activity_label"], str):
+        problems.append(f"'activity_label' must be text, got {doc['activity_label']!r:.40}")
+    endings = doc.get(endings_key)
     if not isinstance(endings, list) or len(endings) < 2 or not all(isinstance(e, str) for e in endings):
-        raise ValueError(f"'endings' must be a list of at least two texts, got {endings!r:.60}")
-    label = doc.get("label")
+        problems.append(f"{endings_key!r} must be a list of at least two texts, got {endings!r:.60}"
+                        if endings_key in doc else f"{endings_key!r} is missing")
+        endings = None
+    label = doc.get(label_key)
     if isinstance(label, str) and label.strip().lstrip("-").isdigit():
         label = int(label)
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(endings):
-        raise ValueError(f"'label' must be an integer index of the {len(endings)} endings, got {label!r}")
+    if isinstance(label, bool) or not isinstance(label, int) or (endings and not 0 <= label < len(endings)):
+        problems.append(f"{label_key!r} is missing" if label_key not in doc else
+                        f"{label_key!r} must be an integer index of the {len(endings or [])} endings, got "
+                        f"{doc.get(label_key)!r:.40}")
+    if problems:
+        raise ValueError("; ".join(problems) + f" (formats: {'; '.join(FORMATS)})")
+    if form == 2:
+        return Item(doc["query"], list(endings), label, doc.get("ind"))
+    if form == 1:
+        ctx = doc["ctx"] if not doc.get("activity_label") else doc["activity_label"] + ": " + doc["ctx"]
+        return Item(preprocess(ctx), [preprocess(e) for e in endings], label, doc.get("ind"))
     ctx = doc["ctx_a"] + " " + doc["ctx_b"].capitalize()
     return Item(preprocess(doc["activity_label"] + ": " + ctx), [preprocess(e) for e in endings], label, doc.get("ind"))
 
@@ -72,7 +100,8 @@ def load_items(source: str, limit: int | None = None) -> list[Item]:
     if source.startswith("hf:"):
         from .data.sources import ensure_hub
 
-        ensure_hub(source)
+        ensure_hub(source, "HellaSwag sources: a local JSONL file (e.g. hellaswag_val.jsonl from "
+                           "github.com/rowanz/hellaswag/tree/master/data) or hf:Rowan/hellaswag with the hub")
         import datasets
 
         try:
@@ -161,6 +190,15 @@ def score_requests(model, requests: list[tuple[list[int], list[int]]], max_len: 
     return out
 
 
+def wilson(k: int, n: int) -> list[float]:
+    """95% Wilson interval of an accuracy of k in n: honest at small n and near 0 or 1, where the normal
+    approximation would leave [0, 1]."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return [float(lo), float(hi)]
+
+
 class HellaSwagEvaluator:
     """Callable evaluator: ``evaluator(model) -> {"acc", "acc_norm", "n", ...}`` (used by training)."""
 
@@ -187,7 +225,10 @@ class HellaSwagEvaluator:
                               "logliks": lls[k:k + n]})
             k += n
         elapsed = time.perf_counter() - t0
-        result = {"acc": acc / len(self.items), "acc_norm": norm / len(self.items), "n": len(self.items),
+        n = len(self.items)
+        result = {"acc": acc / n, "acc_norm": norm / n, "n": n,
+                  "acc_ci95": wilson(acc, n), "acc_norm_ci95": wilson(norm, n),
+                  "chance": sum(1 / len(it.choices) for it in self.items) / n,
                   "protocol": PROTOCOL, "data": self.source, "time_s": elapsed,
                   "items_per_s": len(self.items) / elapsed if elapsed > 0 else None}
         if with_predictions:

@@ -119,8 +119,9 @@ def test_hub_source_fails_fast_offline(model_and_tok, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     t0 = time.perf_counter()
-    with pytest.raises(UserError, match="cannot reach the Hugging Face hub"):
+    with pytest.raises(UserError, match="cannot reach the Hugging Face hub") as e:
         HellaSwagEvaluator("hf:Rowan/hellaswag", data.tokenizer, 128)
+    assert "local JSONL file" in str(e.value) and "builtin" not in str(e.value)  # a real HellaSwag source
     assert time.perf_counter() - t0 < 5
 
 
@@ -135,6 +136,9 @@ def test_cli_scores_a_saved_model(tmp_path, cache_dir):
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "hs.json").read_text())
     assert res["n"] == 4 and len(res["predictions"]) == 4 and 0 <= res["acc"] <= 1
+    assert res["chance"] == 0.25 and res["acc_ci95"][0] <= res["acc"] <= res["acc_ci95"][1]
+    assert "chance 0.25" in proc.stdout and "95% CI" in proc.stdout
+    assert "cannot be told from chance" in proc.stdout  # 4 items: every interval holds 0.25
     assert "lm-evaluation-harness" in res["protocol"] and res["checkpoint"].endswith("final_model.pt")
 
 
@@ -193,3 +197,33 @@ def test_matches_lm_evaluation_harness_itself(model_and_tok, tmp_path, monkeypat
     assert [s["acc_norm"] for s in theirs] == [float(p["pred_norm"] == p["label"]) for p in ours["predictions"]]
     res = out["results"]["hellaswag_local"]
     assert res["acc,none"] == pytest.approx(ours["acc"]) and res["acc_norm,none"] == pytest.approx(ours["acc_norm"])
+
+
+def test_ctx_only_and_harness_preprocessed_items_score_the_same_as_the_official_format(model_and_tok, tmp_path):
+    """The same items in the three formats: the official one, ``ctx`` in one field (as many mirrors ship it) and
+    lm-evaluation-harness's ``process_docs`` output (query/choices/gold, written here by the harness's rule)."""
+    cfg, data = model_and_tok
+    docs = [json.loads(line) for line in Path(FIXTURE).read_text().splitlines() if line.strip()]
+    ctx_form = [{"activity_label": d["activity_label"], "ctx": d["ctx_a"] + " " + d["ctx_b"].capitalize(),
+                 "endings": d["endings"], "label": d["label"]} for d in docs]
+    harness = [{"query": preprocess(d["activity_label"] + ": " + d["ctx_a"] + " " + d["ctx_b"].capitalize()),
+                "choices": [preprocess(e) for e in d["endings"]], "gold": int(d["label"])} for d in docs]
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    scores = []
+    for name, rows in (("official", docs), ("ctx", ctx_form), ("harness", harness)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        res = HellaSwagEvaluator(str(path), data.tokenizer, cfg.model.max_seq_len)(model, with_predictions=True)
+        scores.append(([p["logliks"] for p in res["predictions"]], res["acc"], res["acc_norm"]))
+    assert scores[0] == scores[1] == scores[2]
+
+
+def test_every_missing_field_is_named_at_once(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"endings": ["a", "b", "c", "d"]}) + "\n")
+    with pytest.raises(UserError) as e:
+        load_items(str(path))
+    for field in ("'activity_label' is missing", "'ctx_a' is missing", "'ctx_b' is missing", "'label' is missing"):
+        assert field in str(e.value)
+    assert "query, choices, gold" in str(e.value)  # the formats it takes

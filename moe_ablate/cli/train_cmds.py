@@ -164,8 +164,12 @@ def cmd_hellaswag(args) -> int:
     ev = HellaSwagEvaluator(args.data, tok, cfg.model.max_seq_len, args.limit, args.batch_size, device)
     result = ev(model, with_predictions=bool(args.output))
     result.update(checkpoint=str(args.checkpoint), model=cfg.model.name, protocol=PROTOCOL)
-    print(f"hellaswag: acc {result['acc']:.4f} acc_norm {result['acc_norm']:.4f} n {result['n']} | "
-          f"{result['items_per_s']:.1f} items/s | {args.data}")
+    ci = {k: "{:.3f}-{:.3f}".format(*result[f"{k}_ci95"]) for k in ("acc", "acc_norm")}
+    print(f"hellaswag: acc {result['acc']:.3f} (95% CI {ci['acc']}), acc_norm {result['acc_norm']:.3f} (95% CI "
+          f"{ci['acc_norm']}), n {result['n']}; chance {result['chance']:.2f} | {result['items_per_s']:.1f} items/s | "
+          f"{args.data}")
+    if result["acc_norm_ci95"][0] <= result["chance"] <= result["acc_norm_ci95"][1]:
+        print(f"hellaswag: acc_norm cannot be told from chance ({result['chance']:.2f}) with {result['n']} items")
     if args.output:
         atomic_write_json(args.output, result)
         print(f"wrote {args.output}")
@@ -203,7 +207,8 @@ def register(sub) -> None:
                                    "acc and acc_norm exactly as lm-evaluation-harness computes them.")
     h.add_argument("--checkpoint", required=True, help="final_model.pt or a training checkpoint of this project")
     h.add_argument("--data", default="hf:Rowan/hellaswag",
-                   help="official-format JSONL file, or hf:Rowan/hellaswag (validation split; needs the hub)")
+                   help="JSONL file (the official format, ctx/endings/label, or the harness's query/choices/gold), or "
+                        "hf:Rowan/hellaswag (validation split; needs the hub)")
     h.add_argument("--limit", type=pos_int, default=None, help="score only the first N items")
     h.add_argument("--batch-size", type=pos_int, default=8, help="items per forward pass (x4 endings)")
     h.add_argument("--device", default=None, help="auto | cpu | cuda")

@@ -228,7 +228,7 @@ def hub_reachable(timeout: float = HUB_CHECK_TIMEOUT_S) -> bool:
     return ok[0]
 
 
-def ensure_hub(what: str) -> None:
+def ensure_hub(what: str, offline_hint: str = "use a local source or 'builtin'") -> None:
     """Fail fast and clearly when the hub cannot be reached (instead of a minute of retries).
 
     When unreachable we also set the HF offline switches, so anything already in the local
@@ -237,7 +237,7 @@ def ensure_hub(what: str) -> None:
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
-        raise UserError(f"cannot reach the Hugging Face hub for {what} (offline); use a local source or 'builtin'")
+        raise UserError(f"cannot reach the Hugging Face hub for {what} (offline); {offline_hint}")
 
 
 def _hub_batches(source: str) -> Iterator[list[str]]:
