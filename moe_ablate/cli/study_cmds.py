@@ -78,7 +78,11 @@ def _dry_run(args, build) -> int:
     notes_on_unused_flags(args, log)
     if args.resume:
         check_resumable_by(args.command, args.resume)
-        study = _resumed_with_flags(args, build) or load_study(Path(args.resume))[0]
+        from ..studies.spec.grow import grow
+
+        stored = load_study(Path(args.resume))[0]
+        new = _resumed_with_flags(args, build)
+        study = grow(stored, new, args.resume)[0] if new is not None else stored
     else:
         study = _build(args, build)
     plan = make_plan(study, study_dir_for(args, study.name), measure=not args.no_measure)
@@ -121,14 +125,16 @@ def _json(v):
 
 def _resumed_with_flags(args, build):
     """On --resume, only the study-defining flags the user gave are compared, each with the value the study
-    was started with: agreeing flags are fine (the stored study runs, ``None`` is returned), a conflicting
-    one is one line naming the flag and both values. A flag the study was not started with agrees when
-    adding it to the original flags defines the same study (e.g. ``--steps`` equal to the preset's)."""
+    was started with: agreeing flags are fine (the stored study runs, ``None`` is returned). Flags that define a
+    superset of the stored study (another --config with more axis values, more --seeds, more --lrs) grow it in
+    place: the grown study is returned. Anything else is one line naming the flag and both values. A flag the
+    study was not started with agrees when adding it to the original flags defines the same study (e.g.
+    ``--steps`` equal to the preset's)."""
     given = defining_given(args)
     if not given:
         return None
     stored, _ = load_study(Path(args.resume))
-    if stored.flags is None:  # started from Python or by an older version: the whole study must match
+    if stored.flags is None:  # started from Python or by an older version: the whole study must match (or grow)
         return _build(args, build)
     flag = lambda d: "--" + d.replace("_", "-")  # noqa: E731  (every defining flag's dest is its name)
     mine = _json({d: getattr(args, d) for d in given})
@@ -140,10 +146,18 @@ def _resumed_with_flags(args, build):
         if trial.identity() != stored.identity():
             conflicts.append(f"{flag(d)}: the study has {_stored_value(stored, flag(d))}, this command gives "
                              f"{_show(mine[d])}")
-    if conflicts:
-        raise UserError(f"cannot resume {args.resume}: {'; '.join(conflicts)} (give no study flags, or ones that "
-                        "agree with the study)")
-    return None
+    if not conflicts:
+        return None
+    from ..studies.spec.grow import grow
+
+    new = _build(argparse.Namespace(**(original | mine)), build)
+    new.flags = _json(stored.flags | mine)
+    try:
+        grow(stored, new, args.resume)
+    except UserError as e:
+        raise UserError(f"cannot resume {args.resume}: {'; '.join(conflicts)}; and {e} (give no study flags, "
+                        "ones that agree with the study, or ones that only add to it)") from None
+    return new
 
 
 def _stored_value(study, flag: str) -> str:

@@ -24,6 +24,7 @@ from ...tracking import TrackingSpec, attach_study_outputs
 from ...utils import resolve_device
 from ..kinds import get_kind
 from ..spec.file import ExperimentSpec
+from ..spec.grow import grow
 from ..spec.stored import Study, load_study, save_study
 from . import branching, halving
 from .folder import (
@@ -59,16 +60,19 @@ class StudyResult:
     analysis: dict[str, Any]
 
 
-def open_study(study_dir: Path, study: Study | None, resume: bool) -> Study:
-    """A fresh folder for ``study``, or the stored study of ``study_dir`` when resuming. A resume that
-    names a study (flags were given) must match the stored identity; it never rewrites the folder."""
+def open_study(study_dir: Path, study: Study | None, resume: bool, log: Log = default_log) -> Study:
+    """A fresh folder for ``study``, or the stored study of ``study_dir`` when resuming. A resume that names a
+    study (a config or flags) must define the stored one or a superset of it (``spec/grow.py``: the study grows
+    in place); anything else is refused, and the folder is not touched."""
     if resume:
         stored, _ = load_study(study_dir)
-        if study is not None and study.identity() != stored.identity():
-            diff = sorted(k for k, v in study.identity().items() if stored.identity().get(k) != v)
-            raise UserError(f"cannot resume {study_dir}: it was started with a different config ({', '.join(diff)} "
-                            "differ); resume with the same flags or none, or start a new study")
-        return stored
+        if study is None:
+            return stored
+        grown, added = grow(stored, study, str(study_dir))  # a superset grows the study in place; else one line
+        if added:
+            log(f"{study_dir}: growing the study by {added} experiment(s); its {len(stored.experiments)} "
+                        "are kept as they are")
+        return grown
     if study is None:
         raise UserError("no study to run")
     if study_dir.exists() and (not study_dir.is_dir() or any(p.name != LOCK_FILE for p in study_dir.iterdir())):
@@ -91,7 +95,7 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
     if resume:
         load_study(study_dir)  # one clear line, before anything, when it is not a study folder
         with study_lock(study_dir):
-            study = open_study(study_dir, study, resume=True)
+            study = open_study(study_dir, study, resume=True, log=log)
             ctx = _prepare(study_dir, study, executor, log, progress, tracking_spec)
             check_same_data(study_dir, ctx.datasets)
             set_aside_crashes(study_dir, log)

@@ -3,6 +3,7 @@ transfer kind (a grid over width x LR). ``make_study`` (``toml_study.py``) build
 
 from __future__ import annotations
 
+from ..spec.file import ExperimentSpec
 from .base import StudyKind, register
 from .scaling import KIND as _SCALING  # noqa: F401  (a TOML may name the scaling kind: importing it registers it)
 from .toml_study import make_study
@@ -25,6 +26,39 @@ class GridKind(StudyKind):
         d.add("--max-experiments", type="pos_int", default=None,
               help="run N configurations chosen to span every value of every axis (seeded, not the first N)")
         d.add("--seeds", type="pos_int", default=None, help="run each configuration with K seeds (N x K runs)")
+        other.add("--extend", action="store_true",
+                  help="while the best muon_lr is at an edge of its axis, add muon_lr x3 beyond it (with every value "
+                       "of the other axes and every seed; bounds 1e-6..1), as lr-search --extend does; works with "
+                       "--resume")
+
+    def extension(self, study, records, analysis):
+        """``--extend``: the next muon_lr beyond the open edge, crossed with the grid's other settings and seeds, so
+        the grid stays complete (the heatmap and the per-axis effects need every combination)."""
+        from .lr_search import next_lr
+
+        if not any("train.muon_lr" in e.overrides for e in study.experiments):
+            return []
+        nxt = next_lr(records, analysis)
+        if nxt is None:
+            return []
+        grid = [e for e in study.experiments if e.stage != "confirm"]
+        others = {}
+        for e in grid:
+            rest = {k: v for k, v in e.overrides.items() if k not in ("train.muon_lr", "train.seed")}
+            others.setdefault(repr(sorted(rest.items())), rest)
+        seeds = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in grid})
+        taken, more = {e.id for e in study.experiments}, []
+        for rest in others.values():
+            n = len(taken)
+            while f"exp_{n:03d}" in taken:
+                n += 1
+            config_id = f"exp_{n:03d}"
+            taken.add(config_id)
+            for k, seed in enumerate(seeds):
+                exp_id = config_id if len(seeds) == 1 else f"{config_id}_s{k}"
+                taken.add(exp_id)
+                more.append(ExperimentSpec(exp_id, {**rest, "train.muon_lr": nxt, "train.seed": seed}, config_id))
+        return more
 
     def build(self, args, overrides):
         return make_study(args.config or "lr_ablation", preset=args.preset, overrides=overrides, quick=args.quick,

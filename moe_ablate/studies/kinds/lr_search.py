@@ -95,6 +95,30 @@ def _ended_worse(records: list[dict], rec: dict) -> dict | None:
                     "(likely unstable at this LR); prefer the runner-up for a run longer than these."}
 
 
+def lr_bracket(analysis: dict) -> dict:
+    """Whether the best muon_lr is bracketed, and which side is open (``ranking.bracket``)."""
+    if "muon_lr" not in analysis["axes"]:
+        return {"bracketed": False, "open": None}
+    import pandas as pd  # the statistics stack loads when a study is analysed, not when the CLI starts
+
+    from ...analysis import ranking
+
+    return ranking.bracket(pd.DataFrame(analysis["configurations"]), "muon_lr", analysis["recommendation"])
+
+
+def next_lr(records: list[dict], analysis: dict) -> float | None:
+    """``--extend``: the next LR (x3) beyond the side where the optimum is open (the best LR at an edge, a
+    near-optimal LR at an edge, or an edge whose run crashed), or None when it is bracketed or at the bounds."""
+    lr, tried = _best_lr(records, analysis), _tried(records)
+    if lr is None or len(tried) < 2:
+        return None
+    side = lr_bracket(analysis)
+    if side["bracketed"] or side["open"] is None:
+        return None
+    nxt = float(f"{tried[-1] * 3 if side['open'] == 'largest' else tried[0] / 3:.3g}")
+    return nxt if LR_BOUNDS[0] <= nxt <= LR_BOUNDS[1] and nxt not in tried else None
+
+
 def _best_lr(records: list[dict], analysis: dict) -> float | None:
     best = analysis["recommendation"].get("best")
     return next((_lr(r) for r in records if config_id(r) == best), None)
@@ -156,26 +180,10 @@ class LRSearchKind(StudyKind):
     def extension(self, study, records, analysis):
         """One more LR beyond the side where the optimum is open: the best LR at an edge, a near-optimal LR
         at an edge, or an edge whose run crashed (no information)."""
-        lr, tried = _best_lr(records, analysis), _tried(records)
-        if lr is None or len(tried) < 2:
-            return []
-        side = self._bracket(analysis)
-        if side["bracketed"] or side["open"] is None:
-            return []
-        nxt = float(f"{tried[-1] * 3 if side['open'] == 'largest' else tried[0] / 3:.3g}")
-        if not LR_BOUNDS[0] <= nxt <= LR_BOUNDS[1] or nxt in tried:
-            return []
-        return lr_experiments([nxt])
+        nxt = next_lr(records, analysis)
+        return lr_experiments([nxt]) if nxt is not None else []
 
-    @staticmethod
-    def _bracket(analysis: dict) -> dict:
-        if "muon_lr" not in analysis["axes"]:
-            return {"bracketed": False, "open": None}
-        import pandas as pd  # the statistics stack loads when a study is analysed, not when the CLI starts
-
-        from ...analysis import ranking
-
-        return ranking.bracket(pd.DataFrame(analysis["configurations"]), "muon_lr", analysis["recommendation"])
+    _bracket = staticmethod(lambda analysis: lr_bracket(analysis))
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         """lr_recommendation.json: the seeds' fields plus the noise-aware verdict."""
