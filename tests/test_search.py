@@ -186,3 +186,8 @@ def test_lr_search_runs_on_any_preset_and_model_without_exp(tmp_path, cache_dir,
     assert main(["lr-search", "--exp", "9", "--model", "moe", "--dry-run"]) == 2
     assert main(["expert-search", "--model", "deepseek_mlp", "--dry-run"]) == 2
     assert "no experts" in capsys.readouterr().err
+    # --config: the file's preset and [base] settings win over the search's defaults
+    cfg = tmp_path / "mine.toml"
+    cfg.write_text(kill_resume.study_toml(7, "[0.01]", 0, str(cache_dir), name="mine"))
+    assert main(["lr-search", "--config", str(cfg), "--dry-run", "--no-measure"]) == 0
+    assert "steps           7 per run" in capsys.readouterr().out

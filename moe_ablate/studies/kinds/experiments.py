@@ -24,16 +24,26 @@ def experiment_base(exp: int, preset: str | None, defaults: dict, overrides: dic
     return validate(apply_overrides(cfg, overrides or {}))
 
 
-def search_base(exp: int | None, preset: str | None, defaults: dict, overrides: dict | None, command: str):
+def search_base(exp: int | None, preset: str | None, defaults: dict, overrides: dict | None, command: str,
+                config: str | None = None):
     """A search's base config: ``--exp N`` is a shortcut for a named experiment's model and preset; without it,
-    the user's ``--model`` (default moe) at ``--preset`` (default tiny)."""
+    the user's ``--model`` (default moe) at ``--preset`` (default tiny), or the ``[study] preset`` and ``[base]``
+    settings of a study TOML (``--config``). Later wins: preset, the search's defaults, the file, the flags."""
     overrides = dict(overrides or {})
     if exp is not None:
+        if config is not None:
+            raise UserError(f"{command}: --exp {exp} and --config both name the model; give one")
         model = overrides.pop("model.name", None)
         if model is not None and model != EXPERIMENTS.get(exp, (model,))[0]:
             raise UserError(f"{command}: --exp {exp} is the {EXPERIMENTS[exp][0]} model; drop --exp to search "
                             f"--model {model}")
         return experiment_base(exp, preset, defaults, overrides)
+    if config is not None:
+        from ..spec.file import load_spec
+
+        spec = load_spec(config)
+        cfg = apply_overrides(preset_config(preset or spec.preset, "moe"), defaults)
+        return validate(apply_overrides(apply_overrides(cfg, spec.base_overrides), overrides))
     cfg = apply_overrides(preset_config(preset or "tiny", "moe"), defaults)
     return validate(apply_overrides(cfg, overrides))
 

@@ -24,14 +24,16 @@ def expert_experiments() -> list[ExperimentSpec]:
 
 
 def make_study(*, lr: float = 1e-3, lr_source: str = "the default 1e-3", preset: str | None = None,
-               overrides: dict[str, Any] | None = None, confirm: int | None = None, exp: int | None = 3) -> Study:
-    base = search_base(exp, preset, {**DEFAULTS, "train.muon_lr": lr}, overrides, "expert-search")
+               overrides: dict[str, Any] | None = None, confirm: int | None = None, exp: int | None = 3,
+               config: str | None = None) -> Study:
+    base = search_base(exp, preset, {**DEFAULTS, "train.muon_lr": lr}, overrides, "expert-search", config)
     if base.model.name == "deepseek_mlp":
         raise UserError("expert-search: deepseek_mlp has no experts (a dense MLP); choose moe or deepseek_glm4_moe")
     what = f"Experiment {exp}" if exp is not None else base.model.name
     return Study(kind=KIND.name, name=search_name("expert_search", exp, base), base=base,
                  experiments=expert_experiments(), params={"exp": exp, "lr": lr, "lr_source": lr_source,
-                                                           "preset": preset}, metric=METRIC,
+                                                           "preset": preset, **({"config": config} if config else {})},
+                 metric=METRIC,
                  description=f"Experts x top-k for {what} at Muon LR {lr:.2e} ({lr_source})", confirm=confirm)
 
 
@@ -48,19 +50,21 @@ class ExpertSearchKind(StudyKind):
 
     def add_flags(self, defining, other):
         defining.add("--exp", type=int, choices=[3], default=None,
-                     help="3: Experiment 3's model and preset (the default unless --model is given)")
+                     help="3: Experiment 3's model and preset (the default unless --model or --config is given)")
+        defining.add("--config", default=None, help="a study TOML whose [study] preset and [base] settings define "
+                                                    "the model and run (its grid is not used)")
         defining.add("--lr", type="lr_or_auto", default=None,
                      help="Muon LR, or 'auto' = the lr-search --exp 3 recommendation found under --output-dir "
                           "(default 1e-3)")
 
     def build(self, args, overrides):
-        exp = 3 if args.exp is not None or "model.name" not in overrides else None
+        exp = 3 if args.exp is not None or ("model.name" not in overrides and not args.config) else None
         if args.lr == "auto":
-            lr, source = auto_lr(args.output_dir, exp, overrides.get("model.name"))
+            lr, source = auto_lr(args.output_dir, exp, overrides.get("model.name", "moe"))
         else:
             lr, source = (args.lr, "--lr") if args.lr is not None else (1e-3, "the default 1e-3")
         return make_study(lr=lr, lr_source=source, preset=args.preset, overrides=overrides, confirm=args.confirm,
-                          exp=exp)
+                          exp=exp, config=args.config)
 
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         rec = analysis["recommendation"]

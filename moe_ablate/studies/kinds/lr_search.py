@@ -46,7 +46,7 @@ def lr_experiments(lrs: list[float]) -> list[ExperimentSpec]:
 
 
 def make_study(exp: int | None, *, lrs: list[float] | None = None, full: bool = False, preset: str | None = None,
-               overrides: dict[str, Any] | None = None, confirm: int | None = None) -> Study:
+               overrides: dict[str, Any] | None = None, confirm: int | None = None, config: str | None = None) -> Study:
     mode = "full" if full else "quick"
     if exp is not None:
         settings = FULL if full else QUICK
@@ -55,13 +55,15 @@ def make_study(exp: int | None, *, lrs: list[float] | None = None, full: bool = 
     else:
         (steps, eval_every, patience), default_lrs = GENERIC_STEPS[mode], GENERIC_LRS[mode]
     base = search_base(exp, preset, {"train.steps": steps, "train.eval_every": eval_every,
-                                     "train.patience": patience, "train.log_every": 10}, overrides, "lr-search")
+                                     "train.patience": patience, "train.log_every": 10}, overrides, "lr-search",
+                       config)
     if lrs:
         schema.check_axis("--lrs", list(lrs), "lr-search")
     lrs = sorted(lrs or default_lrs)
     what = f"Experiment {exp} ({base.model.name})" if exp is not None else base.model.name
     return Study(kind=KIND.name, name=search_name("lr_search", exp, base), base=base, experiments=lr_experiments(lrs),
-                 params={"exp": exp, "lrs": lrs, "mode": mode, "preset": preset}, metric=METRIC,
+                 params={"exp": exp, "lrs": lrs, "mode": mode, "preset": preset,
+                         **({"config": config} if config else {})}, metric=METRIC,
                  description=f"Learning-rate search for {what}", confirm=confirm)
 
 
@@ -145,6 +147,8 @@ class LRSearchKind(StudyKind):
               help="a named experiment: 9 = deepseek_mlp at preset exp9, 3 = deepseek_glm4_moe at preset exp3 "
                    "(default: --model at --preset)")
         d.add("--full", action="store_true", help="more LRs and steps (see above)")
+        d.add("--config", default=None, help="a study TOML whose [study] preset and [base] settings define the model "
+                                             "and run (its grid is not used)")
         d.add("--lrs", type="pos_float", nargs="+", default=None, help="the LRs to try (Muon LR)")
         other.add("--extend", action="store_true",
                             help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1); works "
@@ -159,7 +163,7 @@ class LRSearchKind(StudyKind):
             raise UserError("--then-train trains Experiment 9 or 3 long: give --exp 9 or --exp 3 (for another model, "
                             "`moe-ablate train --muon-lr` with the recommended LR)")
         return make_study(args.exp, lrs=args.lrs, full=args.full, preset=args.preset, overrides=overrides,
-                          confirm=args.confirm)
+                          confirm=args.confirm, config=args.config)
 
     def follow_up(self, study_dir, study, records, analysis, args):
         """--then-train: the long run (``train --exp``) with the best LR, in ``long_term/``."""
