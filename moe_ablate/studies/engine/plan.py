@@ -122,7 +122,7 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
 def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], shapes) -> None:
     """A few real optimizer steps per distinct model size on random tokens (no data needed): the ETA's speed.
     Skipped for sizes too slow to step here in a few seconds (a 384-wide model on CPU)."""
-    from ...training.measure import seconds_per_step
+    from ...training.speed import seconds_per_step
     from ...utils import resolve_device
 
     pending = {e.id for e in study.experiments} - _finished_ids(plan.folder, study)
