@@ -6,6 +6,7 @@ one) and calls ``studies.pipeline.run_study``."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import time
@@ -218,6 +219,27 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    """``export DIR --format csv|parquet|optuna``: the records for a dataframe tool or optuna-dashboard."""
+    from ..analysis.export import export
+    from ..studies.engine.lock import study_lock
+    from ..studies.engine.outputs import study_records
+
+    d = Path(args.folder)
+    if not d.is_dir():
+        raise UserError(f"results folder not found: {d}")
+    study, _ = load_study(d)
+    default = {"csv": "results.csv", "parquet": "results.parquet", "optuna": "optuna.db"}[args.format]
+    out = Path(args.output) if args.output else d / default
+    with study_lock(d, "exporting it") if out.resolve().parent == d.resolve() else contextlib.nullcontext():
+        records, _ = study_records(d, study, log)
+        export(records, study.metric, study.name, args.format, out)
+    print(f"wrote {out} ({len(records)} experiments)")
+    if args.format == "optuna":
+        print(f"view it: optuna-dashboard sqlite:///{out}")
+    return 0
+
+
 def summary(name: str, r: dict) -> None:
     val = f"{r['val_loss']:.4f}" if r.get("val_loss") is not None else "n/a"
     print(f"{name}: status {r['status']} | steps {r['steps']} | val loss {val} | "
@@ -276,6 +298,17 @@ def register(sub) -> None:
     a.add_argument("folder", nargs="?", default=None, metavar="DIR", help="the study folder")
     a.add_argument("--results-dir", default=None, help="the study folder (the same as DIR, kept for old scripts)")
     a.set_defaults(func=cmd_analyze)
+
+    e = sub.add_parser("export", help="write a study's records as CSV, Parquet or an Optuna storage (optuna-dashboard)",
+                       description="One row (or Optuna trial) per experiment: its hyperparameters, status, stage, "
+                                   "seed, metrics and compute. optuna: a SQLite storage whose trials carry the varied "
+                                   "hyperparameters, the study's metric and the validation curve, for optuna-dashboard "
+                                   "(pip install 'moe-ablate[optuna]').")
+    e.add_argument("folder", metavar="DIR", help="the study folder")
+    e.add_argument("--format", choices=["csv", "parquet", "optuna"], default="csv", help="default csv")
+    e.add_argument("--output", default=None, help="the file to write (default DIR/results.csv, DIR/results.parquet or "
+                                                  "DIR/optuna.db)")
+    e.set_defaults(func=cmd_export)
 
 
 def add_long_run_flags(t) -> None:

@@ -1,7 +1,7 @@
 """The one writer of a study folder's outputs, for every study kind.
 
-Reads the stored study and its records; writes ``final_results.json``, ``analysis.json``,
-``comprehensive_report.json``, the figures, ``report.md``, and the kind's own files. Never touches
+Reads the stored study and its records; writes ``final_results.json``, ``analysis.json``, ``results.csv`` (and
+``.parquet``), ``comprehensive_report.json``, the figures, ``report.md``, and the kind's own files. Never touches
 ``experiments/``.
 """
 
@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...analysis import plots, report
+from ...analysis import plots, report, table
 from ...analysis.stats import analyze, to_frame
 from ...errors import UserError
 from ...utils import atomic_write_json, atomic_write_text
@@ -42,6 +42,7 @@ def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Lo
         "study": study.identity(), "n_expected": len(study.experiments),
         "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})
     atomic_write_json(study_dir / "analysis.json", a)
+    table.write_results(study_dir, records)
     kind.write_files(study_dir, study, records, a)
     df, axes = to_frame(records)
     figures = plots.study_figures(df, axes, records, a, study_dir) + kind.figures(study_dir, study, records, a)
@@ -80,6 +81,13 @@ def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, A
 
 
 def _analyze_locked(study_dir: Path, study: Study, stored: dict, log: Log) -> dict[str, Any]:
+    records, skipped = study_records(study_dir, study, log)
+    return write_outputs(study_dir, study, records, log=log, skipped=skipped, stored=stored)
+
+
+def study_records(study_dir: Path, study: Study, log: Log = default_log) -> tuple[list[dict], list[str]]:
+    """(the study's readable records in study order, the files skipped): what ``analyze`` and ``export`` read.
+    Only records this study would have written count (``records.read_records``); none is one clear error."""
     said: list[str] = []
     done, skipped = read_records(experiments_dir(study_dir), {e.id: e for e in study.experiments},
                                  resolve_configs(study), said.append)
@@ -90,4 +98,4 @@ def _analyze_locked(study_dir: Path, study: Study, stored: dict, log: Log) -> di
         why = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
         raise UserError(f"no {'readable ' if skipped else ''}experiment results of this study in {study_dir}"
                         + (f" ({why})" if why else ""))
-    return write_outputs(study_dir, study, records, log=log, skipped=[s["file"] for s in skipped], stored=stored)
+    return records, [s["file"] for s in skipped]
