@@ -109,3 +109,35 @@ def test_run_extend_walks_the_lr_axis_past_an_open_edge_keeping_the_grid_complet
     best_lr = next(c["muon_lr"] for c in json.loads((out / "s" / "analysis.json").read_text())["configurations"]
                    if c["config_id"] == rec["best"])
     assert best_lr < lrs[-1] or lrs[-1] * 3 > 1  # it stopped: bracketed by estimate, or the next LR is past 1
+
+
+def test_a_confirmed_study_that_grows_confirms_the_new_configurations_the_best_does_not_beat(tmp_path, cache_dir,
+                                                                                             capsys):
+    out = tmp_path / "out"
+    first = tmp_path / "a.toml"
+    first.write_text(kill_resume.study_toml(6, "[0.01, 0.05]", 2, str(cache_dir), name="small"))
+    assert main(["run", "--config", str(first), "--output-dir", str(out), "--name", "s", "--no-progress"]) == 0
+    folder = out / "s"
+    round1 = [e for e in study(folder)["experiments"] if e["stage"] == "confirm"]
+    assert round1  # noise unknown: the best (and any within 2% of it) got two more seeds
+    seeds1 = sorted({e["overrides"]["train.seed"] for e in round1})
+    more = tmp_path / "b.toml"
+    more.write_text(kill_resume.study_toml(6, "[0.01, 0.05, 0.06]", 2, str(cache_dir), name="small"))
+    old = records(folder)
+    assert main(["run", "--resume", str(folder), "--config", str(more), "--no-progress"]) == 0
+    assert {k: v for k, v in records(folder).items() if k in old} == old
+    specs = study(folder)["experiments"]
+    added = {e["config_id"] for e in specs[len(old):] if e["stage"] == "grid"}
+    assert len(added) == 2  # 0.06 with both weight decays
+    round2 = [e for e in specs[len(old):] if e["stage"] == "confirm"]
+    assert round2  # here 0.06 is not beaten by the confirmed best: it gets the same two fresh seeds
+    analysis = json.loads((folder / "analysis.json").read_text())
+    worse = {c["config_id"] for c in analysis["recommendation"].get("outside_confirmation", [])
+             if c["direction"] == "worse"}
+    for c in added:  # each new configuration is confirmed now, or the confirmed best beats it
+        assert c in {e["config_id"] for e in round2} or c in worse, c
+    assert sorted({e["overrides"]["train.seed"] for e in round2}) in ([], seeds1)  # the same fresh seeds
+    # a plain resume afterwards adds nothing
+    n = len(records(folder))
+    assert main(["run", "--resume", str(folder), "--no-progress"]) == 0
+    assert len(records(folder)) == n

@@ -35,7 +35,7 @@ from .folder import (
 )
 from .lock import LOCK_FILE, study_lock
 from .outputs import write_outputs
-from .plan import CONFIRM_MARGIN, max_confirmation_runs
+from .plan import CONFIRM_MARGIN, configurations_after_confirmation, max_confirmation_runs
 from .runner import (
     Batch,
     DataSets,
@@ -166,8 +166,7 @@ def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) ->
         if extend:
             while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):
                 records = grow(more, "the best value is at the edge of the range")
-        if (not interrupt.requested() and study.resolved_confirm()
-                and not any(e.stage == "confirm" for e in study.experiments)):
+        if not interrupt.requested() and study.resolved_confirm():
             more = confirmation_experiments(study, records, log)
             if more:
                 records = grow(more, f"confirmation: {study.resolved_confirm()} more seed(s) for "
@@ -241,12 +240,23 @@ def confirmation_experiments(study: Study, records: list[dict], log: Log = defau
     ``CONFIRM_MARGIN`` of the best (a configuration 1.5 nats worse is not worth two more seeds). Only
     configurations that may be recommended (no failed seed) are confirmed; a single one is confirmed
     too, since its grid result is the one that selected it. New seeds follow the ones a configuration has."""
+    later = configurations_after_confirmation(study)
+    if later is not None and not later:
+        return []  # confirmed already, and the study has not grown since
     a = _analysis(study, records)
     rec = a["recommendation"]
     if rec.get("best") is None:
         return []
     allowed = [c["config_id"] for c in a["configurations"] if c["n"] > 0 and c["config_id"] not in rec["ineligible"]]
-    if rec.get("noise_std") is not None:
+    if later:  # grown after its confirmation: confirm the new configurations the confirmed best does not beat
+        not_worse = {c["config_id"] for c in rec.get("outside_confirmation", []) if c["direction"] != "worse"}
+        top = [c for c in allowed if c in later and c in not_worse][: study.confirm_max]
+        rule = "added after the confirmation stage and not significantly worse than its best"
+        if not top:
+            log(f"confirmation: none of the {len(later)} configuration(s) added since the confirmation stage needs it "
+                "(each is significantly worse than the confirmed best, or failed)")
+            return []
+    elif rec.get("noise_std") is not None:
         top = [c for c in allowed if c in set(rec["near_optimal"])][: study.confirm_max]
         rule = "the best and those not significantly worse"
     else:  # one run each: only those within a stated margin of the best are worth more seeds
@@ -257,10 +267,15 @@ def confirmation_experiments(study: Study, records: list[dict], log: Log = defau
                 f"({study.metric} <= {limit:.4g})")
     log(f"confirmation: {', '.join(top)} ({rule})")
     configs = study.configurations()
-    # the same fresh seeds for every confirmed configuration: their comparison is blocked by seed
+    # the same fresh seeds for every confirmed configuration (a later round reuses the first round's): their
+    # comparison is blocked by seed
+    used = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
+                   if e.stage == "confirm"})
     first = 1 + max(e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments)
+    seeds = used[: study.resolved_confirm()] if used else [first + i for i in range(study.resolved_confirm())]
     more = []
     for c in top:
-        for i in range(study.resolved_confirm()):
-            more.append(configs[c][0].with_seed(len(configs[c]) + i, first + i, stage="confirm"))
+        for i, seed in enumerate(seeds):
+            more.append(configs[c][0].with_seed(len(configs[c]) + i, seed, stage="confirm"))
     return more
+

@@ -77,10 +77,19 @@ def max_confirmation_runs(study: Study) -> tuple[int, int, int]:
     """(runs, seeds per configuration, configurations) confirmation may add after the grid: 0 when it is off or
     has already been added."""
     k = study.resolved_confirm()
-    if not k or any(e.stage == "confirm" for e in study.experiments):
-        return 0, k, 0
-    n = min(study.confirm_max, len(study.configurations()))
-    return k * n, k, n
+    later = configurations_after_confirmation(study)
+    n = min(study.confirm_max, len(study.configurations()) if later is None else len(later))
+    return (k * n, k, n) if k else (0, k, 0)
+
+
+def configurations_after_confirmation(study: Study) -> list[str] | None:
+    """None when the study has no confirmation stage yet; else the configurations whose experiments were all
+    added after it (a study grown in place), which have no confirmation runs."""
+    stages = [i for i, e in enumerate(study.experiments) if e.stage == "confirm"]
+    if not stages:
+        return None
+    before = {e.config_id for e in study.experiments[: stages[-1] + 1]}
+    return list(dict.fromkeys(e.config_id for e in study.experiments[stages[-1] + 1:] if e.config_id not in before))
 
 
 def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:

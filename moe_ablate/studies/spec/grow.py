@@ -88,14 +88,15 @@ def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, i
                             "with the same flags or none, or start a new study")
         return stored, 0
     grown = replace(stored, params=new.params, description=new.description or stored.description,
-                    experiments=_grid_then_confirm(stored.experiments, added),
+                    experiments=_old_then_added(stored.experiments, added),
                     flags=new.flags if new.flags is not None else stored.flags)
     return grown, len(added)
 
 
-def _grid_then_confirm(old: list[ExperimentSpec], added: list[ExperimentSpec]) -> list[ExperimentSpec]:
-    """The old grid, the added experiments, then the old confirmation runs: study order stays grid first."""
-    return [e for e in old if e.stage != "confirm"] + added + [e for e in old if e.stage == "confirm"]
+def _old_then_added(old: list[ExperimentSpec], added: list[ExperimentSpec]) -> list[ExperimentSpec]:
+    """The old experiments in their order, then the added ones: what comes after the confirmation stage is what
+    the study grew by (``pipeline.configurations_after_confirmation`` confirms those that need it)."""
+    return old + added
 
 
 def _fresh(name: str, taken: set[str]) -> str:
