@@ -39,14 +39,17 @@ def study_figures(df: pd.DataFrame, axes: list[str], records: list[dict], a: dic
     lr_axes = [x for x in axes if is_lr_axis(x) and is_numeric_axis(df[x])]
     if lr_axes and not table.empty:
         figs.append(loss_vs_lr(table, axes, lr_axes[0], a, out))
+    best = a["recommendation"].get("best")
     if len(axes) >= 2 and not ok.empty:
         mains = [k for k in a["importance"] if ":" not in k]
-        figs.append(heatmap(ok, (mains + [x for x in axes if x not in mains])[:2], metric, out))
+        figs.append(heatmap(ok, (mains + [x for x in axes if x not in mains])[:2], metric, out,
+                            a["recommendation"].get("best_config")))
     if any(r.get("history", {}).get("eval") for r in records):
-        figs.append(validation_curves(records, a["recommendation"].get("best"), out))
-    if not ok.empty:
-        figs += [performance_distributions(ok, out), hyperparameter_analysis(df, axes, metric, out),
-                 correlation_heatmap(a["correlations"], out), top_performers(table, metric, out)]
+        figs.append(validation_curves(records, best, out))
+    if a.get("conditional_effects"):
+        figs.append(conditional_effects_plot(a["conditional_effects"], metric, best, out))
+    if not table.empty and (table.n > 0).any():
+        figs.append(top_performers(table, metric, out, best))
     if a.get("routing"):
         figs.append(routing_plot(records, a, axes, out))
     return figs
@@ -85,6 +88,10 @@ def loss_vs_lr(table: pd.DataFrame, axes: list[str], lr_axis: str, a: dict, out:
         bad = g[g.n == 0]
         if not bad.empty:
             ax.scatter(bad[lr_axis], [top] * len(bad), **FAILED)
+    chosen = sl[sl.config_id == rec.get("best")]
+    if not chosen.empty:
+        ax.scatter(chosen[lr_axis], chosen["mean"], s=260, facecolors="none", edgecolors="tab:red", linewidths=2.5,
+                   zorder=7, label=f"recommended ({rec['best']})")
     if (table.n == 0).any():
         ax.scatter([], [], label="failed / diverged", **FAILED)
     ax.set_xscale("log")
@@ -95,14 +102,22 @@ def loss_vs_lr(table: pd.DataFrame, axes: list[str], lr_axis: str, a: dict, out:
     return save_figure(fig, out / "loss_vs_lr.png")
 
 
-def heatmap(ok: pd.DataFrame, pair: list[str], metric: str, out: Path) -> Path:
-    """Mean metric over the two most important axes (averaged over the other axes and seeds)."""
+def heatmap(ok: pd.DataFrame, pair: list[str], metric: str, out: Path, best: dict | None = None) -> Path:
+    """Mean metric over the two most important axes (averaged over the other axes and seeds); the recommended
+    configuration's cell outlined in red."""
+    from matplotlib.patches import Rectangle
+
     x, y = pair
     pivot = ok.pivot_table(index=y, columns=x, values=metric, aggfunc="mean")
     pivot = pivot.reindex(index=sorted_values(ok[y]), columns=sorted_values(ok[x]))
     fig, ax = plt.subplots(figsize=(1.2 * len(pivot.columns) + 3, 0.6 * len(pivot.index) + 2.5))
     sns.heatmap(pivot, annot=True, fmt=".3f", cmap="viridis_r", ax=ax, cbar_kws={"label": f"mean {metric}"})
-    ax.set_title(f"mean {metric} by {x} and {y} (the two most important axes)")
+    if best and x in best and y in best:
+        cols, rows = [str(v) for v in pivot.columns], [str(v) for v in pivot.index]
+        if str(best[x]) in cols and str(best[y]) in rows:
+            ax.add_patch(Rectangle((cols.index(str(best[x])), rows.index(str(best[y]))), 1, 1, fill=False,
+                                   edgecolor="tab:red", lw=3, label="recommended"))
+    ax.set_title(f"mean {metric} by {x} and {y} (red: recommended)")
     return save_figure(fig, out / "heatmap.png")
 
 
@@ -117,71 +132,43 @@ def validation_curves(records: list[dict], best: str | None, out: Path) -> Path:
         ax.plot([e["step"] for e in ev], [e["loss"] for e in ev], color="tab:red" if is_best else "0.6",
                 lw=2.2 if is_best else 0.8, alpha=1 if is_best else 0.6, zorder=3 if is_best else 1,
                 ls="-" if r["status"] == "ok" else ":")
-    ax.plot([], [], color="tab:red", lw=2.2, label=f"best configuration ({best})")
+    ax.plot([], [], color="tab:red", lw=2.2, label=f"recommended ({best})")
     ax.plot([], [], color="0.6", lw=0.8, label="other runs (dotted: failed)")
     ax.set(xlabel="step", ylabel="validation loss", title="validation loss over training, every run")
     ax.legend(fontsize=8)
     shown = [r for r in records if config_id(r) == best] or records
     tr = shown[0].get("history", {}).get("train", [])
     ax2.plot([t["step"] for t in tr], [t["lr"] for t in tr], color="tab:blue")
-    ax2.set(xlabel="step", ylabel="learning rate", title="LR schedule of the best configuration")
+    ax2.set(xlabel="step", ylabel="learning rate", title="LR schedule of the recommended configuration")
     return save_figure(fig, out / "validation_curves.png")
 
 
-def performance_distributions(ok: pd.DataFrame, out: Path) -> Path:
-    metrics = [m for m in ("val_loss", "val_accuracy", "val_perplexity", "train_time_s") if ok[m].notna().any()]
-    fig, axs = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4), squeeze=False)
-    for ax, m in zip(axs[0], metrics):
-        sns.histplot(ok[m].dropna(), ax=ax, bins=min(20, max(3, len(ok))), color="tab:blue")
-        ax.axvline(ok[m].mean(), color="k", ls="--", lw=1, label="mean")
-        ax.set_title(m)
-        ax.legend()
-    fig.suptitle(f"Distribution over {len(ok)} successful runs")
-    return save_figure(fig, out / "performance_distributions.png")
+def conditional_effects_plot(effects: dict[str, list[dict]], metric: str, best: str | None, out: Path) -> Path:
+    """Each axis's effect with the other axes at the recommended values (not pooled over them): one panel per
+    axis, the recommended configuration in red."""
+    n = len(effects)
+    fig, axs = plt.subplots(1, n, figsize=(3.8 * n, 3.4), squeeze=False)
+    for ax, (axis, rows) in zip(axs[0], effects.items()):
+        labels = [str(r["value"]) for r in rows]
+        ax.plot(labels, [r["mean"] for r in rows], marker="o", color="0.4")
+        for i, r in enumerate(rows):
+            if r["config_id"] == best:
+                ax.scatter([labels[i]], [r["mean"]], s=90, color="tab:red", zorder=5, label="recommended")
+        ax.set(xlabel=axis, ylabel=f"{metric} (seed-adjusted mean)", title=f"{axis}, others at the recommended")
+    return save_figure(fig, out / "conditional_effects.png")
 
 
-def hyperparameter_analysis(df: pd.DataFrame, axes: list[str], metric: str, out: Path) -> Path:
-    """The metric per value of each axis (box: successful runs; red x: failed runs of that value)."""
-    n = max(1, len(axes))
-    fig, axs = plt.subplots(1, n, figsize=(4 * n, 3.6), squeeze=False)
-    ok = df[(df.status == "ok") & df[metric].notna()]
-    for ax, a in zip(axs[0], axes):
-        data = ok.assign(**{a: ok[a].astype(str)})
-        order = [str(v) for v in sorted_values(df[a])]
-        sns.boxplot(data=data, x=a, y=metric, order=order, ax=ax, color="tab:cyan")
-        sns.stripplot(data=data, x=a, y=metric, order=order, ax=ax, color="k", size=3)
-        bad = df[df.status != "ok"]
-        if not bad.empty and not ok.empty:
-            ax.scatter([order.index(str(v)) for v in bad[a]], [ok[metric].max()] * len(bad), **FAILED)
-        ax.set_title(f"{metric} by {a}")
-    if not axes:
-        axs[0][0].text(0.5, 0.5, "no varied hyperparameters", ha="center")
-    return save_figure(fig, out / "hyperparameter_analysis.png")
-
-
-def correlation_heatmap(correlations: dict, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 5))
-    if correlations:
-        sns.heatmap(pd.DataFrame(correlations), annot=True, fmt=".2f", cmap="coolwarm", vmin=-1, vmax=1, ax=ax,
-                    square=True)
-        ax.set_title("Spearman rank correlation (numeric axes; LRs on log scale)")
-    else:
-        ax.text(0.5, 0.5, "too few successful runs or numeric axes for correlations", ha="center")
-        ax.axis("off")
-    return save_figure(fig, out / "correlation_heatmap.png")
-
-
-def top_performers(table: pd.DataFrame, metric: str, out: Path, k: int = 10) -> Path:
-    """The best configurations by mean, with 95% CIs over seeds where there are two or more."""
-    head = table[table.n > 0].head(k).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(head) + 1.8))
-    bars = ax.barh(head.config_id, head["mean"], xerr=head["ci95"].fillna(0), color="tab:gray", capsize=3)
-    if len(head):
-        bars[-1].set_color("tab:red")
-        lo, hi = (head["mean"] - head["ci95"].fillna(0)).min(), (head["mean"] + head["ci95"].fillna(0)).max()
-        pad = 0.05 * (hi - lo + 1e-9) + 1e-3
-        ax.set_xlim(lo - pad, hi + pad)
-    ax.set(xlabel=f"mean {metric} (± 95% CI over seeds)", title=f"best {len(head)} configurations (red: best)")
+def top_performers(table: pd.DataFrame, metric: str, out: Path, best: str | None = None, k: int = 12) -> Path:
+    """The configurations as the table orders them (the recommended first, in red, then by mean): each a dot
+    with its 95% CI over seeds, on an axis that is not cut to exaggerate the differences' look."""
+    done = table[table.n > 0]
+    order = pd.concat([done[done.config_id == best], done[done.config_id != best]]).head(k).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1.8))
+    colors = ["tab:red" if c == best else "0.35" for c in order.config_id]
+    ax.errorbar(order["mean"], order.config_id, xerr=order["ci95"].fillna(0), fmt="none", ecolor="0.6", capsize=3)
+    ax.scatter(order["mean"], order.config_id, c=colors, s=50, zorder=3)
+    ax.set(xlabel=f"seed-adjusted mean {metric} (± 95% CI over seeds; none with one seed)",
+           title=f"{len(order)} configurations, the recommended first (red)")
     return save_figure(fig, out / "top_performers_analysis.png")
 
 
@@ -244,14 +231,16 @@ def figure_caption(name: str) -> str:
 
 CAPTIONS: dict[str, Any] = {
     "loss_vs_lr.png": "Loss vs learning rate, one curve per value of the most important other axis (mean ± 95% CI "
-                      "over seeds; star: each curve's optimum; red x: failed runs).",
-    "heatmap.png": "Mean metric over the two most important axes.",
-    "validation_curves.png": "Validation loss over steps for every run (red: the best configuration) and its LR "
-                             "schedule.",
-    "performance_distributions.png": "Distribution of the metrics over all successful runs.",
-    "hyperparameter_analysis.png": "The metric per value of each axis (red x: failed runs).",
-    "correlation_heatmap.png": "Spearman correlations between numeric axes and metrics.",
-    "top_performers_analysis.png": "The best configurations by mean, with 95% CIs.",
+                      "over seeds; star: each curve's optimum; red ring: the recommended configuration; red x: "
+                      "failed runs): read whether the optimum is inside the range.",
+    "heatmap.png": "Mean metric over the two most important axes, averaged over the others (red: the "
+                   "recommended configuration's cell): read where the low region lies.",
+    "validation_curves.png": "Validation loss over steps for every run (red: the recommended configuration) and "
+                             "its LR schedule: read whether the runs had converged.",
+    "conditional_effects.png": "Each axis's effect with the other axes at the recommended values (red: the "
+                               "recommended configuration): read how far the metric moves along each axis.",
+    "top_performers_analysis.png": "The configurations, the recommended first (red), each with its 95% CI over "
+                                   "seeds: read whether the intervals overlap.",
     "routing.png": "Routing health: the best configuration's share of tokens per expert in each layer over training "
                    "(dashed: a fair share), and MaxVio at the end of training per configuration (red: dead "
                    "experts).",

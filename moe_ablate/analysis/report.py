@@ -45,21 +45,43 @@ def _data_lines(stored: dict) -> list[str]:
 
 
 def render(name: str, title: str, description: str, stored: dict, a: dict, figures: list[Path],
-           extra: list[str]) -> str:
+           extra: list[str], in_progress: str | None = None) -> str:
     rec = a["recommendation"]
     lines = [f"# {title}: {name}", ""]
     if description:
         lines += [description, ""]
-    lines += ["## Answer", "", a["answer"], ""]
-    lines += [f"- **Warning:** {w}" for w in rec.get("edge_warnings", [])]
+    if in_progress:
+        lines += [f"**In progress: {in_progress}.** This report is refreshed as experiments finish; the answer "
+                  "may change.", ""]
+    head = a.get("headline") or {"text": a["answer"], "caveats": rec.get("edge_warnings", [])}
+    lines += ["## Answer", "", head["text"], ""]
+    lines += [f"- **Caveat:** {w}" for w in head.get("caveats", [])]
     conf = a.get("confirmation") or {}
     if conf.get("runs"):
         share = 100 * conf["seconds"] / conf["grid_seconds"] if conf.get("grid_seconds") else float("nan")
         lines.append(f"- Confirmation stage: {conf['runs']} extra runs of {', '.join(conf['configurations'])} "
                      f"({conf['seconds']:.1f} s of training, {share:.0f}% on top of the grid's "
                      f"{conf['grid_seconds']:.1f} s).")
-    lines += ["", *extra, *_evidence(stored, a), *_configurations(a), *_routing_and_compute(a), *_lr_sections(a),
-              *_effects_and_tail(a, figures)]
+    if a.get("settings"):
+        lines += ["", "## What this holds for", "", *[f"- **{k}**: {v}" for k, v in a["settings"]]]
+    if head["text"] != a["answer"]:
+        lines += ["", "## The statistics behind it", "", a["answer"]]
+    shown = {f.name: f for f in figures}
+
+    def fig(*names: str) -> list[str]:
+        """Figures next to the section they support, each with the line that says what to read from it."""
+        out = []
+        for n in names:
+            if shown.pop(n, None) is not None:
+                out += [f"![{n[:-4]}]({n})", "", f"_{figure_caption(n)}_", ""]
+        return out
+
+    lines += ["", *extra, *_evidence(stored, a), *fig("validation_curves.png"), *_configurations(a),
+              *fig("top_performers_analysis.png", "loss_vs_lr.png", "heatmap.png"), *_routing_and_compute(a),
+              *fig("routing.png", "halving_rungs.png"), *_lr_sections(a), *_effects_and_tail(a),
+              *fig("conditional_effects.png")]
+    if shown:
+        lines += ["## More figures", "", *fig(*shown)]
     return "\n".join(lines) + "\n"
 
 
@@ -98,14 +120,15 @@ def _configurations(a: dict) -> list[str]:
     """The configuration table and the comparisons with the best."""
     metric, rec, lines = a["metric"], a["recommendation"], []
     axes = a["axes"]
-    configs = a["configurations"]
+    configs = ordered_configurations(a)
     lines += ["", "## Configurations (seeds folded in)", "",
               f"`mean` is the seed-adjusted mean of `{metric}` (the estimate every comparison uses), `raw_mean` the "
               "plain mean of the successful seeds with its std and 95% confidence interval (Student t); "
               "`failure_rate` = failed seeds / seeds tried; pruned configurations show the step and metric they "
-              "reached. Best first" + (f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS
-                                       else "") + ".", "",
-              table(configs[:MAX_ROWS], ["config_id", *axes, "n", "mean", "raw_mean", "std", "ci95", "n_failed",
+              "reached. The recommended configuration first, then by `mean`" + (
+                  f"; the first {MAX_ROWS} of {len(configs)}" if len(configs) > MAX_ROWS else "") + ".", "",
+              *_how_decided(a, configs),
+              table(configs[:MAX_ROWS], ["", "config_id", *axes, "n", "mean", "raw_mean", "std", "ci95", "n_failed",
                                          "failure_rate", "n_pruned", "pruned_at_step", "rung_metric", "epochs"])]
     if rec.get("comparisons"):
         known = rec.get("noise_std") is not None
@@ -120,6 +143,30 @@ def _configurations(a: dict) -> list[str]:
                    if known else "Near-optimal set: cannot tell (no configuration ran twice, so the noise is "
                                  "unknown)."), ""]
     return lines
+
+
+def ordered_configurations(a: dict) -> list[dict]:
+    """The configurations as every table and figure shows them: the recommended one first (marked), then by the
+    seed-adjusted mean; ``seeds`` says which runs each number pools."""
+    best = a["recommendation"].get("best")
+    rows = [{"": "recommended" if c["config_id"] == best else "", **c} for c in a["configurations"]]
+    return sorted(rows, key=lambda c: c["config_id"] != best)
+
+
+def _how_decided(a: dict, configs: list[dict]) -> list[str]:
+    """When confirmation decided, why a configuration may read lower in the table than the recommended one."""
+    rec, metric = a["recommendation"], a["metric"]
+    if not rec.get("confirmed") or rec.get("best") is None:
+        return []
+    lower = [c for c in configs[1:] if c.get("mean") is not None and c["mean"] < configs[0]["mean"]]
+    text = (f"How this was decided: {rec['best']} was chosen on the grid seed, then recommended among the "
+            f"{len(rec['confirmed'])} confirmed configurations on their confirmation seeds alone ({metric} "
+            f"{rec[metric]:.4g}; the grid seed that selected it is left out, so it carries no winner's curse). The "
+            "table's `mean` pools every seed, grid and confirmation")
+    if lower:
+        text += (f", so {', '.join(c['config_id'] for c in lower[:3])} can read lower here without being "
+                 "better on the fresh seeds")
+    return [text + ".", ""]
 
 
 def _routing_and_compute(a: dict) -> list[str]:
@@ -203,7 +250,7 @@ def _lr_sections(a: dict) -> list[str]:
     return lines
 
 
-def _effects_and_tail(a: dict, figures: list[Path]) -> list[str]:
+def _effects_and_tail(a: dict) -> list[str]:
     """Per-axis effects, importance, summary statistics, failures and figures."""
     metric, lines = a["metric"], []
     if a["effects"]:
@@ -229,9 +276,5 @@ def _effects_and_tail(a: dict, figures: list[Path]) -> list[str]:
         lines += ["## Failed experiments (never recommended)", "", table(a["failures"])]
     if a.get("skipped_files"):
         lines += ["Skipped unreadable files: " + ", ".join(a["skipped_files"]), ""]
-    if figures:
-        lines += ["## Figures", ""]
-        for f in figures:
-            lines += [f"![{f.stem}]({f.name})", "", f"_{figure_caption(f.name)}_", ""]
     return lines
 

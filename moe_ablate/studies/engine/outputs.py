@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ...analysis import plots, report, table
+from ...analysis import html, plots, report, table
+from ...analysis.headline import headline, settings
 from ...analysis.stats import analyze, to_frame
 from ...errors import UserError
 from ...utils import atomic_write_json, atomic_write_text
@@ -24,38 +25,81 @@ from .lock import study_lock
 from .records import read_records
 from .runner import Log, default_log, own_seconds, resolve_configs
 
+# figures earlier versions drew and this one does not (pooled box plots, correlations between designed axes,
+# histograms over runs of different configurations): removed when a study is analysed again
+OBSOLETE_FIGURES = ("performance_distributions.png", "hyperparameter_analysis.png", "correlation_heatmap.png")
+
 
 def write_outputs(study_dir: Path, study: Study, records: list[dict], *, log: Log = default_log,
-                  skipped: list[str] | None = None, stored: dict | None = None) -> dict[str, Any]:
+                  skipped: list[str] | None = None, stored: dict | None = None,
+                  in_progress: str | None = None) -> dict[str, Any]:
+    """Every output of the study from these records. ``in_progress`` ("6 of 10 experiments recorded") marks a
+    report written while the study still runs."""
     kind = get_kind(study.kind)
     a = analyze(records, study.metric)
     a["skipped_files"] = skipped or []
     a["n_expected"] = len(study.experiments)
     a["confirmation"] = _confirmation_cost(records)
     kind.analyze(study, records, a)
-    a["answer"] = kind.answer(study, records, a) or a["recommendation"]["text"]
+    own = kind.answer(study, records, a)
+    a["answer"] = own or a["recommendation"]["text"]
+    a["headline"] = headline(a) if own is None else {"text": own, "action": own, "evidence": "", "caveats": []}
+    if stored is None:
+        _, stored = load_study(study_dir)
+    a["settings"] = settings(study.base.to_dict(), records, a["axes"], stored.get("data", {}))
     a["halving"] = halving_analysis(study_dir, records, a) if study.halving else None
-    fams = [] if study.halving else branching.families(study.experiments, resolve_configs(study))
+    final = in_progress is None  # mid-study only the report and the table: files other tools read stay final
+    fams = [] if study.halving or not final else branching.families(study.experiments, resolve_configs(study))
     a["branching"] = branching.write_summary(study_dir, fams,
                                              {r["experiment_id"]: r for r in records}) if fams else None
-    atomic_write_json(study_dir / "final_results.json", {
-        "study": study.identity(), "n_expected": len(study.experiments),
-        "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})
-    atomic_write_json(study_dir / "analysis.json", a)
+    if final:
+        atomic_write_json(study_dir / "final_results.json", {
+            "study": study.identity(), "n_expected": len(study.experiments),
+            "results": [{k: v for k, v in r.items() if k != "history"} for r in records]})
+        atomic_write_json(study_dir / "analysis.json", a)
+        kind.write_files(study_dir, study, records, a)
     table.write_results(study_dir, records)
-    kind.write_files(study_dir, study, records, a)
     df, axes = to_frame(records)
+    for name in OBSOLETE_FIGURES:  # drawn by earlier versions; a stale one beside the report would mislead
+        (study_dir / name).unlink(missing_ok=True)
     figures = plots.study_figures(df, axes, records, a, study_dir) + kind.figures(study_dir, study, records, a)
     if a["halving"]:
         figures.append(plots.rung_plot(a["halving"], a["metric"], study_dir))
-    if stored is None:
-        _, stored = load_study(study_dir)
-    atomic_write_json(study_dir / "comprehensive_report.json", {
-        "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": stored, "analysis": a,
-        "experiments": df.to_dict("records"), "figures": [f.name for f in figures]})
-    atomic_write_text(study_dir / "report.md", report.render(
-        study_dir.name, kind.title, study.description, stored, a, figures, kind.report_sections(study, records, a)))
+    if final:
+        atomic_write_json(study_dir / "comprehensive_report.json", {
+            "generated": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": stored, "analysis": a,
+            "experiments": df.to_dict("records"), "figures": [f.name for f in figures]})
+    markdown = report.render(study_dir.name, kind.title, study.description, stored, a, figures,
+                             kind.report_sections(study, records, a), in_progress)
+    atomic_write_text(study_dir / "report.md", markdown)
+    atomic_write_text(study_dir / "report.html", html.render(study_dir, f"{kind.title}: {study_dir.name}",
+                                                             study.description, a, markdown, in_progress))
     return a
+
+
+class LiveReport:
+    """Refreshes the report (md, html, csv) while a study runs, at most every ``EVERY`` seconds, marked "in
+    progress: N of M", so the page opened mid-study shows where it stands. Called with each new record; a refresh
+    that fails is said once and never stops the study."""
+
+    EVERY = 60.0
+
+    def __init__(self, study_dir: Path, study: Study, log: Log = default_log):
+        self.study_dir, self.study, self.log = study_dir, study, log
+        self.last, self.failed = time.monotonic(), False
+
+    def __call__(self, record: dict) -> None:
+        if time.monotonic() - self.last < self.EVERY:
+            return
+        try:
+            records, _ = study_records(self.study_dir, self.study, lambda m: None)
+            write_outputs(self.study_dir, self.study, records, log=lambda m: None,
+                          in_progress=f"{len(records)} of {len(self.study.experiments)} experiments recorded")
+        except Exception as e:  # noqa: BLE001  (a report refresh must never cost the study)
+            if not self.failed:
+                self.log(f"note: the in-progress report could not be refreshed ({type(e).__name__}: {e})")
+            self.failed = True
+        self.last = time.monotonic()
 
 
 def _confirmation_cost(records: list[dict]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from .folder import (
     set_aside_crashes,
 )
 from .lock import LOCK_FILE, study_lock
-from .outputs import write_outputs
+from .outputs import LiveReport, write_outputs
 from .plan import CONFIRM_MARGIN, configurations_after_confirmation, max_confirmation_runs
 from .runner import (
     Batch,
@@ -141,11 +141,13 @@ def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) ->
         f"{', '.join(sorted(sources))} ({len(datasets.by_key)} tokenisation{'s' if len(datasets.by_key) > 1 else ''})")
     final_model = study_dir / "final_model.pt" if kind.keeps_final_model else None
 
+    live = LiveReport(study_dir, study, log) if not kind.keeps_final_model else None
+
     def run() -> list[dict]:
         if not study.halving:
             run_wsd_families(ctx)
         return run_experiments(ctx, Batch(final_model=final_model, rerun_from=rerun_from or {},
-                                          expected_more=max_confirmation_runs(study)[0]))
+                                          expected_more=max_confirmation_runs(study)[0], on_record=live))
 
     def grow(more: list[ExperimentSpec], why: str) -> list[dict]:
         study.experiments.extend(more)
