@@ -53,7 +53,9 @@ def headline(a: dict) -> dict[str, Any]:
             between = "; ".join(f"{x} made no {word} difference between "
                                 f"{' and '.join(_value(v) for v in sorted({r[x] for r in near}, key=str))}"
                                 for x in free)
-            action = f"Use {setting}; {between}."
+            action = (f"Use {setting}; {between}." if fixed_axes else
+                      f"Use {_setting(best, axes)}, the lowest estimate; {between}, so the {len(near)} are as good as "
+                      "each other as far as this study can tell.")
         else:
             action = (f"Use {_setting(best, axes)}; {len(level)} other configuration(s) could not be told from it "
                       "(listed below).")
