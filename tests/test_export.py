@@ -32,7 +32,6 @@ def test_results_csv_has_one_row_per_record_with_settings_status_and_metrics(fin
         assert row["train.muon_lr"] == r["config"]["train"]["muon_lr"] and row["status"] == r["status"]
         assert row["val_loss"] == pytest.approx(r["val_loss"]) and row["flops"] == r["flops"]
         assert row["stage"] == "grid" and row["seed"] == r["seed"]
-    pytest.importorskip("pyarrow")  # (datasets depends on it, so it is normally there)
     parquet = pd.read_parquet(folder / "results.parquet")
     assert list(parquet.columns) == list(df.columns) and parquet.experiment_id.tolist() == df.experiment_id.tolist()
     assert parquet["val_loss"].tolist() == pytest.approx(df["val_loss"].tolist())

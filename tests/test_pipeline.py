@@ -123,7 +123,8 @@ def test_a_text_axis_gets_a_full_report(tmp_path, cache_dir):
     assert "name" not in a["correlations"] and "muon_lr" in a["correlations"]  # only numeric axes correlate
     report = (d / "report.md").read_text()
     assert "### name" in report and "## Configurations" in report
-    for f in ("loss_vs_lr.png", "heatmap.png", "hyperparameter_analysis.png", "correlation_heatmap.png"):
+    for f in ("loss_vs_lr.png", "heatmap.png", "conditional_effects.png", "top_performers_analysis.png",
+              "report.html", "results.csv"):
         assert (d / f).exists(), f
 
 

@@ -171,3 +171,14 @@ def test_report_html_loads_sorts_filters_and_is_not_blank_in_a_real_browser(stud
 
     colours = Image.open(shot).convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 20  # text, table and figures, not a blank page
+
+
+def test_text_from_a_study_is_escaped_on_the_page(study):
+    """A study's description, names and report text are text: markup in them is shown, never run."""
+    from moe_ablate.analysis import html
+
+    folder, a, _ = study
+    evil = "<script>alert(1)</script>"
+    md = (folder / "report.md").read_text() + f"\n## Notes\n\n{evil} <img src=x onerror=alert(2)>\n"
+    page = html.render(folder, f"t {evil}", evil, a, md)
+    assert evil not in page and "onerror=alert(2)>" not in page and "&lt;script&gt;alert(1)" in page

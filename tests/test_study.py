@@ -98,8 +98,8 @@ def test_diverging_experiment_is_recorded_and_the_study_goes_on(tmp_path, cache_
     assert analysis["n_failed"] == 2
     assert analysis["recommendation"]["best_config"]["muon_lr"] == 0.05
     assert analysis["recommendation"]["best"] not in {f["config_id"] for f in analysis["failures"]}
-    for f in ("final_results.json", "comprehensive_report.json", "report.md", "performance_distributions.png",
-              "hyperparameter_analysis.png", "correlation_heatmap.png", "top_performers_analysis.png"):
+    for f in ("final_results.json", "comprehensive_report.json", "report.md", "report.html", "results.csv",
+              "top_performers_analysis.png"):
         assert (tmp_path / "d" / f).exists(), f
 
 

@@ -31,10 +31,6 @@ def export(records: list[dict], metric: str, study_name: str, fmt: str, out: Pat
     if fmt == "csv":
         atomic_write_text(out, df.to_csv(index=False))
     else:
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise UserError("--format parquet needs pyarrow (pip install pyarrow)") from None
         atomic_write(out, lambda f: df.to_parquet(f, index=False))
     return out
 

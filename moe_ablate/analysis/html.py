@@ -40,7 +40,6 @@ def _inline_figures(markdown: str, folder: Path) -> str:
 def render(folder: Path, title: str, description: str, a: dict, markdown: str, in_progress: str | None = None) -> str:
     import jinja2
     from markdown_it import MarkdownIt
-    from markupsafe import Markup
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("moe_ablate.analysis", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
@@ -51,8 +50,8 @@ def render(folder: Path, title: str, description: str, a: dict, markdown: str, i
             for r in ordered_configurations(a)]
     sections = markdown.split("\n## ")[1:]  # the title's section (before the first "## ") is the page's header
     rest = "\n".join("## " + x for x in sections if not x.startswith(("Answer", "What this holds for")))
-    html_body = MarkdownIt("commonmark").enable("table").render(_inline_figures(rest, folder))
+    html_body = MarkdownIt("commonmark", {"html": False}).enable("table").render(_inline_figures(rest, folder))
     return env.get_template("report.html.j2").render(
         title=title, description=description, in_progress=in_progress, answer=head["text"],
         caveats=head.get("caveats", []), settings=a.get("settings") or [], metric=a["metric"],
-        columns=columns, rows=rows, body=Markup(html_body))
+        columns=columns, rows=rows, body=html_body)

@@ -211,7 +211,10 @@ def routing_plot(records: list[dict], a: dict, axes: list[str], out: Path) -> Pa
                title=f"{best}: layer {layer} load per expert")
     ax = axs[0, -1]
     rows = pd.DataFrame(a["routing"]["rows"])
-    x_axis = next((x for x in [a.get("most_important"), *axes] if x in rows and is_numeric_axis(rows[x])), None)
+    # against the axis under study: an expert-count or balance axis when the study has one, else the most important
+    routing_first = [x for x in ROUTING_AXES if x in axes]
+    x_axis = next((x for x in [*routing_first, a.get("most_important"), *axes]
+                   if x in rows and is_numeric_axis(rows[x])), None)
     xs = rows[x_axis] if x_axis else np.arange(len(rows))
     dead = rows.get("dead_experts", pd.Series(0, index=rows.index)).fillna(0) > 0
     ax.scatter(xs[~dead], rows["maxvio"][~dead], color="tab:blue", label="no dead experts")
@@ -223,6 +226,10 @@ def routing_plot(records: list[dict], a: dict, axes: list[str], out: Path) -> Pa
            title="load imbalance per configuration")
     ax.legend(fontsize=7)
     return save_figure(fig, out / "routing.png")
+
+
+ROUTING_AXES = ("num_experts", "top_k", "active_d_ff", "aux_loss_weight", "router_z_loss_weight", "bias_update_rate",
+                "n_shared_experts")
 
 
 def figure_caption(name: str) -> str:

@@ -19,6 +19,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             return "n/a"
+        if abs(v) < 1e-12:  # a float sum's residue (a std of 1.4e-17 over equal values) is zero
+            return "0"
         return f"{v:.4g}"
     if v is None:
         return "n/a"
@@ -98,8 +100,10 @@ def _evidence(stored: dict, a: dict) -> list[str]:
               f"- Many comparisons: {rec.get('correction', 'none')} over the {rec.get('family_size', 'n/a')} "
               f"configurations compared, familywise level {rec.get('alpha', 0.05)}; every difference, interval and "
               "verdict comes from the same model",
-              f"- Failures: {rec.get('failure_rule', '')}; pruned configurations (successive halving) are listed at "
-              "the rung they reached and are not failures"]
+]
+    if rec.get("failure_rule"):
+        lines.append(f"- Failures: {rec['failure_rule']}; pruned configurations (successive halving) are listed at "
+                     "the rung they reached and are not failures")
     if rec.get("confirmed"):
         lines.append(f"- Recommended among the {len(rec['confirmed'])} confirmed configurations, estimated on their "
                      "confirmation seeds only (the grid seed that selected them is left out: no winner's curse)")
@@ -231,6 +235,9 @@ def _lr_sections(a: dict) -> list[str]:
         def ci(c: list | None) -> str:
             return "n/a" if not c else f"[{c[0]:.4f}, {c[1]:.4f}]"
 
+        n_lrs = len({c.get(sens["axis"]) for c in a["configurations"]})
+        caveat = (f" **Caveat:** only {n_lrs} {sens['axis']} values were tried: the sensitivity rests on "
+                  "them alone and is a rough number." if n_lrs < 3 else "")
         lines += ["## Learning-rate sensitivity", "",
                   f"Loss above the best, averaged over the {sens['axis']} values tried (Wortsman et al. 2023; each "
                   f"failed seed counts at {sens['cap']:.3f}, the loss of a uniform prediction, within its "
@@ -238,7 +245,8 @@ def _lr_sections(a: dict) -> list[str]:
                   f"{ci(sens.get('overall_ci95'))} (bias-corrected: on a nearly flat curve it sits below the plug-in); "
                   f"cross-fitted {num(sens.get('overall_corrected'))} (the loss "
                   "above the LR the other seeds chose: zero on a flat curve, where the plug-in reads above zero; "
-                  f"n/a where the LRs of a setting share fewer than 2 seeds). {sens.get('method', '')}.{pruned}", ""]
+                  f"n/a where the LRs of a setting share fewer than 2 seeds). {sens.get('method', '')}.{pruned}"
+                  f"{caveat}", ""]
         for axis, rows in sens["per_axis"].items():
             order = sens.get("order", {}).get(axis)
             lines += [f"### per {axis}", "", table([{"value": r["value"], "sensitivity": r["sensitivity"],

@@ -83,7 +83,11 @@ def routing_text(r: dict[str, Any], metric: str) -> list[str]:
                          f"{f['config_id']} ({metric} {f[metric]:.4f}, MaxVio {f['maxvio']:.2f}, "
                          f"{int(f.get('dead_experts') or 0)} dead)" for f in r["flagged"]) + ".")
     else:
-        lines.append(f"No configuration had dead experts or a MaxVio above {r['severe_maxvio']:g}.")
+        peaks = [x.get("maxvio_peak") for x in r["rows"] if x.get("maxvio_peak") is not None]
+        peak = max(peaks, default=None)
+        lines.append(f"No configuration ended training with dead experts or a MaxVio above {r['severe_maxvio']:g}"
+                     + (f" (the highest peak during training: {peak:.2f}, in the table)" if peak is not None and
+                        peak > r["severe_maxvio"] else "") + ".")
     lines.append("")
     if r.get("matched") is not None:
         lo, hi = r["flops_per_token_range"]

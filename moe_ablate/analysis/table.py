@@ -1,4 +1,4 @@
-"""``results.csv`` (and ``results.parquet``): one row per experiment record, for a notebook, a spreadsheet or any
+"""``results.csv`` and ``results.parquet``: one row per experiment record, for a notebook, a spreadsheet or any
 dataframe tool. Columns: the ids (experiment, configuration, stage, status, seed), every hyperparameter of the
 run's config flattened (``train.muon_lr``, ``model.num_experts``, ...), then every scalar result (the metrics,
 compute, routing, timing). Lists and nested results (history, checkpoints, per-layer routing) stay in
@@ -34,16 +34,10 @@ def results_frame(records: list[dict]) -> pd.DataFrame:
 
 
 def write_results(study_dir: Path, records: list[dict]) -> list[Path]:
-    """results.csv, and results.parquet when pyarrow is installed; both atomic."""
+    """results.csv and results.parquet (pandas writes it with pyarrow); both atomic."""
     from ..utils import atomic_write, atomic_write_text
 
     df = results_frame(records)
-    written = [study_dir / "results.csv"]
-    atomic_write_text(written[0], df.to_csv(index=False))
-    try:
-        import pyarrow  # noqa: F401  (optional: pandas writes parquet through it)
-    except ImportError:
-        return written
+    atomic_write_text(study_dir / "results.csv", df.to_csv(index=False))
     atomic_write(study_dir / "results.parquet", lambda f: df.to_parquet(f, index=False))
-    written.append(study_dir / "results.parquet")
-    return written
+    return [study_dir / "results.csv", study_dir / "results.parquet"]
