@@ -168,3 +168,29 @@ def test_a_batch_size_axis_gets_its_own_law():
     from moe_ablate.studies.kinds.scaling import law_file
 
     assert all(s["batch_opt"] and s["batch_opt_ci"] for s in law_file(a)["scales"])
+
+
+def test_the_held_out_check_beside_reuse_of_the_next_rungs_optimum_on_a_planted_law():
+    """Plant lr* = 20 C^-0.2 and hold out a rung G times the next one's compute: reusing the next rung's optimum
+    is off by |exponent| ln G, which grows with G; the law's error does not. The verdict says who won."""
+    from moe_ablate.studies.kinds.scaling import scaling_answer
+
+    rng = np.random.default_rng(7)
+    reuse, law, verdicts = {}, {}, {}
+    for gap in (3.0, 30.0, 1000.0):
+        compute = (1e12, 1e13, 1e14, 1e14 * gap)
+        rows = [scaling_check.trial(rng, n_boot=150, seeds=3, compute=compute)["analysis"] for _ in range(6)]
+        held = [a["fits"]["lr"]["holdout"] for a in rows]
+        reuse[gap] = np.mean([abs(h["naive"]["log_error"]) for h in held])
+        law[gap] = np.mean([abs(h["log_error"]) for h in held])
+        verdicts[gap] = [h["law_vs_reuse"] for h in held]
+        for h in held:  # the same fields as the law's, and the grid argmin's too
+            assert {"predicted", "log_error", "loss_penalty", "from_scale"} <= set(h["naive"])
+            assert {"predicted", "log_error"} <= set(h["naive"]["argmin"])
+        if gap == 1000.0:
+            text = scaling_answer({**rows[0], "lr_axis": "muon_lr", "metric": "val_loss", "prediction": None})
+            assert "Reusing the next-largest scale's optimum" in text and "the law beat reuse" in text
+    assert reuse[3.0] < reuse[30.0] < reuse[1000.0]
+    assert abs(reuse[1000.0] - 0.2 * math.log(1000.0)) < 0.3  # |exponent| ln G, as planted
+    assert law[1000.0] < 0.5 * reuse[1000.0] and law[1000.0] < law[3.0] + 0.3  # the law's error does not grow
+    assert verdicts[1000.0].count("law") >= 5 and "reuse" not in verdicts[3.0] + verdicts[30.0] + verdicts[1000.0]

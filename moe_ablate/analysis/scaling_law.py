@@ -305,11 +305,36 @@ def fit_ladder(scales: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
         held: dict[str, Any] = {"scale": used[-1]["scale"], "compute": float(C[-1]), "predicted": pred["value"],
                                 "predicted_interval": pred.get("interval"), "measured": last["opt"],
                                 "measured_ci": last["ci"], "log_error": log_error}
-        if last.get("polynomial") and last.get("convex"):
-            poly = np.polynomial.polynomial.Polynomial(last["polynomial"])
+        poly = (np.polynomial.polynomial.Polynomial(last["polynomial"])
+                if last.get("polynomial") and last.get("convex") else None)
+        if poly is not None:
             held["loss_penalty"] = float(poly(math.log(pred["value"])) - poly(last["log_opt"]))
+        held.update(naive_baseline(used[-2], last, key, poly, math.log(pred["value"])))
         law["holdout"] = held
     return law
+
+
+def naive_baseline(previous: dict[str, Any], last: dict[str, Any], key: str, poly,
+                   law_log: float) -> dict[str, Any]:
+    """What a researcher does without a law: reuse the next-largest rung's optimum (its fitted vertex, and its
+    grid argmin) at the held-out rung. The same fields as the law's check, and a verdict: the law beat reuse
+    when its log error is smaller by more than twice the held-out optimum's noise (its bootstrap sd in log),
+    reuse won when the reverse holds, else the two cannot be told apart."""
+    prev = previous[key]
+    out: dict[str, Any] = {"noise_log_sd": last.get("log_sd")}
+    naive = {}
+    for name, value in (("vertex", prev["opt"]), ("argmin", prev["argmin"])):
+        entry = {"from_scale": previous["scale"], "predicted": value,
+                 "log_error": math.log(value) - last["log_opt"]}
+        if poly is not None:
+            entry["loss_penalty"] = float(poly(math.log(value)) - poly(last["log_opt"]))
+        naive[name] = entry
+    out["naive"] = naive["vertex"] | {"argmin": naive["argmin"]}
+    law_err, reuse_err = abs(law_log - last["log_opt"]), abs(naive["vertex"]["log_error"])
+    margin = 2 * (last.get("log_sd") or 0.0)
+    out["law_vs_reuse"] = ("law" if reuse_err - law_err > margin else "reuse" if law_err - reuse_err > margin
+                           else "cannot tell")
+    return out
 
 
 def _scale_label(row: pd.Series, scale_axes: list[str]) -> str:

@@ -254,6 +254,17 @@ def scaling_answer(law: dict) -> str:
                        f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI "
                        f"{_g(h['measured_ci'][0])}-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} "
                        f"(log error {h['log_error']:+.3f}){penalty}.")
+            nv = h.get("naive")
+            if nv:
+                cost = (f", costing {nv['loss_penalty']:.4f}" if nv.get("loss_penalty") is not None else "")
+                said = {"law": "the law beat reuse by more than the noise",
+                        "reuse": "reuse beat the law by more than the noise",
+                        "cannot tell": "the two cannot be told apart within the noise"}[h["law_vs_reuse"]]
+                noise = (f" (the held-out optimum's noise: {h['noise_log_sd']:.3f} in log)"
+                         if h.get("noise_log_sd") is not None else "")
+                out.append(f"Reusing the next-largest scale's optimum ({nv['from_scale']}: {_g(nv['predicted'])}) "
+                           f"instead is off by a factor {math.exp(abs(nv['log_error'])):.2f} (log error "
+                           f"{nv['log_error']:+.3f}){cost}: {said}{noise}.")
         else:
             out.append("No held-out check: it needs at least 3 bracketed scales.")
     if left:
