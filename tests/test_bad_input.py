@@ -258,3 +258,25 @@ def test_a_damaged_hash_index_is_only_a_lost_shortcut(index, tmp_path):
     (tmp_path / "file_hashes.json").write_text(index)
     content_sha256([f], tmp_path)  # no exception, and the index is rebuilt
     assert json.loads((tmp_path / "file_hashes.json").read_text())[str(f.resolve())]["sha256"] == file_sha256(f)
+
+
+@pytest.mark.parametrize("flag, name, content, said", [
+    ("auto", "lr_recommendation.json", "[1, 2]", "damaged one(s) passed over"),
+    ("auto", "lr_recommendation.json", '{"exp": 9, "best_learning_rate": "abc"}', "damaged one(s) passed over"),
+    ("auto", "lr_recommendation.json", '{"exp": 9, "best_learning_rate": -1}', "damaged one(s) passed over"),
+    ("scaling", "scaling_law.json", "[1]", "is damaged (not a scaling law's file)"),
+    ("scaling", "scaling_law.json", '{"fits": {"lr": {"fitted": true, "coef": "x", "exponent": 1}}}',
+     "is damaged (coef 'x'"),
+    ("scaling", "scaling_law.json", '{"fits": {"lr": {"fitted": true, "coef": 1e400, "exponent": 1}}}',
+     "is damaged"),
+])
+def test_a_damaged_recommendation_or_law_is_one_line_before_anything_trains(tmp_path, capsys, flag, name, content,
+                                                                           said):
+    folder = tmp_path / "out" / "old_study"
+    folder.mkdir(parents=True)
+    (folder / name).write_text(content)
+    lr = "auto" if flag == "auto" else f"scaling:{folder}"
+    assert main(["train", "--exp", "9", "--lr", lr, "--steps", "2", "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["old_study"]  # nothing started

@@ -64,17 +64,19 @@ def long_run_settings(steps: int = 10000, hellaswag: str | None = None) -> dict:
 def auto_lr(output_dir: str | Path, exp: int | None, model: str | None = None) -> tuple[float, str]:
     """``--lr auto``: the newest lr-search recommendation under ``output_dir`` for experiment ``exp`` (or, without
     one, for ``model``): (LR, its path)."""
-    found = find_recommendation(output_dir, "lr_recommendation.json", exp, model)
+    damaged: list[Path] = []
+    found = find_recommendation(output_dir, "lr_recommendation.json", exp, model, damaged)
     if found is None:
         what, flags = (f"exp {exp}", f"--exp {exp}") if exp is not None else (f"model {model}", f"--model {model}")
-        raise UserError(f"--lr auto: no lr_recommendation.json for {what} under {output_dir}; "
+        passed = (f" ({len(damaged)} damaged one(s) passed over, e.g. {damaged[0]})" if damaged else "")
+        raise UserError(f"--lr auto: no usable lr_recommendation.json for {what} under {output_dir}{passed}; "
                         f"run `moe-ablate lr-search {flags} --output-dir {output_dir}` first")
     rec, path = found
     return rec["best_learning_rate"], str(path)
 
 
-def find_recommendation(output_dir: str | Path, filename: str, exp: int | None,
-                        model: str | None = None) -> tuple[dict, Path] | None:
+def find_recommendation(output_dir: str | Path, filename: str, exp: int | None, model: str | None = None,
+                        damaged: list[Path] | None = None) -> tuple[dict, Path] | None:
     """The newest ``filename`` under ``output_dir`` made for experiment ``exp`` (or, for ``exp`` None, by a search
     without one of ``model``)."""
     found = []
@@ -82,12 +84,23 @@ def find_recommendation(output_dir: str | Path, filename: str, exp: int | None,
         try:
             rec = read_json(p)
         except UserError:
+            rec = None
+        if not isinstance(rec, dict):
+            (damaged if damaged is not None else []).append(p)
             continue
-        if not isinstance(rec, dict) or rec.get("exp", exp) != exp or (exp is None and rec.get("model") != model):
+        if rec.get("exp", exp) != exp or (exp is None and rec.get("model") != model):
             continue
-        if rec.get("best_learning_rate") or rec.get("num_experts"):
+        lr, experts = rec.get("best_learning_rate"), rec.get("num_experts")
+        if _number(lr) and lr > 0 or _number(experts) and experts > 0:
             found.append((p.stat().st_mtime, p, rec))
+        elif lr is not None or experts is not None:  # a hand-edited or damaged value (an every-run-failed one is None)
+            (damaged if damaged is not None else []).append(p)
     if not found:
         return None
     _, path, rec = max(found, key=lambda t: t[0])
     return rec, path
+
+
+def _number(v) -> bool:
+    """A usable number in a recommendation file (a damaged or hand-edited one is passed over)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")

@@ -191,15 +191,27 @@ def lr_from_law(study_dir: str | Path, cfg: ExperimentConfig) -> tuple[float, di
         raise UserError(f"--lr scaling:{study_dir}: no {LAW_FILE} there (run `moe-ablate scaling` into it first, or "
                         "`moe-ablate analyze --results-dir` on a finished scaling study)")
     law = read_json(path)
+    if not isinstance(law, dict) or not isinstance(law.get("fits", {}), dict):
+        raise UserError(f"--lr scaling:{study_dir}: {path} is damaged (not a scaling law's file); run "
+                        f"`moe-ablate analyze {study_dir}` to write it again")
     fit = (law.get("fits") or {}).get("lr") or {}
-    if not fit.get("fitted") or "coef" not in fit:
-        raise UserError(f"--lr scaling:{study_dir}: its LR law was not fitted ({fit.get('why', 'too few scales')})")
+    if not isinstance(fit, dict) or not fit.get("fitted") or "coef" not in fit:
+        why = fit.get("why", "too few scales") if isinstance(fit, dict) else "it is not a law"
+        raise UserError(f"--lr scaling:{study_dir}: its LR law was not fitted ({why})")
+    if not all(_positive_number(fit.get(k), k == "exponent") for k in ("coef", "exponent")):
+        raise UserError(f"--lr scaling:{study_dir}: {path} is damaged (coef {fit.get('coef')!r}, exponent "
+                        f"{fit.get('exponent')!r}); run `moe-ablate analyze {study_dir}` to write it again")
     from ...analysis.scaling_law import predict
 
     compute, _, _ = run_compute(cfg)
     p = predict(fit, compute)
     return p["value"], {"scaling_law": str(path), "compute": compute, "predicted_lr": p["value"],
                         "interval80": p.get("interval"), "coef": fit["coef"], "exponent": fit["exponent"]}
+
+
+def _positive_number(v, any_sign: bool = False) -> bool:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return ok and (any_sign or v > 0)
 
 
 # ---------------------------------------------------------------- outputs
