@@ -280,3 +280,19 @@ def test_a_damaged_recommendation_or_law_is_one_line_before_anything_trains(tmp_
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["old_study"]  # nothing started
+
+
+@pytest.mark.parametrize("section, axis, said", [
+    ("[grid.model]", "vocab_size = [256, 512]", "model.vocab_size cannot be a grid axis"),
+    ("[grid.train]", 'amp = ["off", "bf16"]', "train.amp cannot be a grid axis on CPU"),
+    ("[grid.train]", "compile = [false, true]", "train.compile cannot be a grid axis on CPU"),
+])
+def test_an_axis_that_cannot_take_effect_is_refused_before_anything_runs(tmp_path, cache_dir, capsys, section, axis,
+                                                                         said):
+    cfg = write_study(tmp_path, cache_dir, steps=2, lrs="[0.05]")
+    text = cfg.read_text()
+    cfg.write_text(text.replace(f"{section}\n", f"{section}\n{axis}\n") if section in text
+                   else f"{text}\n{section}\n{axis}\n")
+    assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -80,6 +80,24 @@ def open_study(study_dir: Path, study: Study | None, resume: bool, log: Log = de
     return study
 
 
+def check_axes_take_effect(study: Study, configs: dict) -> None:
+    """An axis whose values all run the same experiment would rank identical runs as if they differed: refused
+    before anything is written, naming what to vary instead."""
+    values: dict[str, set] = {}
+    for e in study.experiments:
+        for k, v in e.overrides.items():
+            values.setdefault(k, set()).add(repr(v))
+    varied = {k for k, v in values.items() if len(v) > 1}
+    if "model.vocab_size" in varied:
+        raise UserError("model.vocab_size cannot be a grid axis: the tokenizer sets it (every value would be the "
+                        "same run); vary data.vocab_size (the BPE's size) instead")
+    cpu = [c for c in configs.values() if resolve_device(c.train.device) == "cpu"]
+    for key in ("train.amp", "train.compile"):
+        if key in varied and cpu:
+            raise UserError(f"{key} cannot be a grid axis on CPU: it only takes effect on CUDA, so every value "
+                            "would be the same fp32 run")
+
+
 def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = False, executor: Executor | None = None,
               extend: bool = False, log: Log = default_log, progress: bool = True,
               rerun_from: dict[str, Path] | None = None, trackers: tuple[str, ...] = (),
@@ -113,6 +131,7 @@ def _prepare(study_dir: Path, study: Study, executor: Executor | None, log: Log,
     """The study's run context, once every check that needs no folder has passed (nothing is written yet)."""
     get_kind(study.kind)
     configs = resolve_configs(study)  # an impossible combination stops here, before anything is written
+    check_axes_take_effect(study, configs)
     sizes = {json.dumps([c.model.__dict__, c.train.batch_size, c.train.seq_len, c.train.device, c.data.vocab_size,
                          c.data.tokenizer], sort_keys=True, default=str): c for c in configs.values()}
     for cfg in sizes.values():  # each distinct size once
