@@ -296,3 +296,14 @@ def test_an_axis_that_cannot_take_effect_is_refused_before_anything_runs(tmp_pat
     assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra, said", [
+    ('\n[scaling]\ntarget_preset = "tiny"\n', "[scaling] belongs to a scaling study"),
+    ('\n[[strategy]]\nname = "x"\nbatch_size = 4\nseq_len = 32\n', "[[strategy]] belongs to a batch-seqlen study"),
+])
+def test_a_section_of_another_kind_in_a_grid_toml_is_refused_not_ignored(tmp_path, cache_dir, capsys, extra, said):
+    cfg = write_study(tmp_path, cache_dir, steps=2, lrs="[0.05]", extra=extra)
+    assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -24,6 +24,8 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     """The study a TOML file defines: its [grid] (or [quick]) axes, ``max_experiments`` configurations
     spanning every axis value (seeded), each run with ``seeds`` seeds."""
     spec = load_spec(config)
+    kind_obj = _toml_kind(config, kind or spec.extra.get("kind", "grid"))
+    _no_foreign_sections(config, spec, kind_obj)
     base = spec.base_config(preset, None, overrides or {})
     if quick and not spec.quick:
         raise UserError(f"study {spec.name} defines no [quick] grid")
@@ -43,7 +45,6 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
               "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
     seeds = seeds or int(spec.extra.get("seeds", 1))
-    kind_obj = _toml_kind(config, kind or spec.extra.get("kind", "grid"))
     if confirm is None:
         confirm = spec.extra.get("confirm", kind_obj.default_confirm)
     study = Study(kind=kind_obj.name, name=spec.name, base=base, experiments=with_seeds(configs, seeds,
@@ -52,6 +53,20 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     section = (spec.extra.get(kind_obj.toml_section) or {}) if kind_obj.toml_section else {}
     kind_obj.from_toml(study, section, target or {})
     return study
+
+
+# sections and keys of a study TOML that only another kind reads: in this kind's file they would be ignored
+FOREIGN = {"strategy": ("[[strategy]]", "batch-seqlen"), "scale": ("[scale.*]", "batch-seqlen"),
+           "lrs": ("[study] lrs", "batch-seqlen"), "scaling": ("[scaling]", "scaling")}
+
+
+def _no_foreign_sections(config: str, spec, kind_obj: StudyKind) -> None:
+    for key, (where, owner) in FOREIGN.items():
+        if key in spec.extra and key != kind_obj.toml_section:
+            hint = ('set [study] kind = "scaling" (or run `moe-ablate scaling --config FILE`)' if owner == "scaling"
+                    else f"run it with `moe-ablate {owner} --config FILE`")
+            raise UserError(f"{config}: {where} belongs to a {owner} study, and this {kind_obj.name} study would "
+                            f"ignore it: {hint}, or remove it")
 
 
 def _toml_kind(config: str, name: str) -> StudyKind:
