@@ -102,3 +102,27 @@ def test_a_tokenizer_keeps_its_eos_id_through_save_and_load():
     tok = LoadedTokenizer(raw, 0, "hf:example/tok", "x")
     again = LoadedTokenizer.from_dict(tok.to_dict())
     assert again.eos_id == 0 and again.spec == "hf:example/tok" and again.encode("a b") == [1, 2]
+
+
+def test_a_folder_says_what_it_did_not_read(tmp_path):
+    """Rows without 'text', files of other types and special files are said and recorded, never dropped silently;
+    an upper-case suffix is still the file type it names."""
+    import os
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = [json.dumps({"text": f"Document number {i} talks about cats and dogs at some length. " * 4})
+            for i in range(120)]
+    (folder / "a.jsonl").write_text("\n".join(rows + [json.dumps({"body": "no text"}), json.dumps({"text": None})]))
+    (folder / "B.TXT").write_text("An upper-case file that is still text. " * 40)
+    (folder / "notes.md").write_text("# not data")
+    os.mkfifo(folder / "pipe.txt")
+    said = []
+    data = prepare_data(DataConfig(source=str(folder), cache_dir=str(tmp_path / "cache"), vocab_size=300),
+                        log=said.append, progress=False)
+    dropped = data.provenance["dropped"]
+    assert "2 row(s) without a 'text' value" in dropped["rows_without_text"]
+    assert "2 file(s) in the folder were not read" in dropped["files"]
+    assert "notes.md" in dropped["files"] and "pipe.txt" in dropped["files"]
+    assert data.provenance["num_documents"] == 121  # 120 rows + the upper-case .TXT file's one paragraph
+    assert any("without a 'text' value" in m for m in said) and any("were not read" in m for m in said)

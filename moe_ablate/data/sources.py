@@ -22,11 +22,11 @@ def local_files(source: str) -> list[Path]:
     if not p.exists():
         raise UserError(f"data path does not exist: {source}")
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in FILE_KINDS)
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in FILE_KINDS)
         if not files:
             raise UserError(f"no .txt, .jsonl or .parquet files in folder {source}")
         return files
-    if p.suffix not in FILE_KINDS:
+    if p.suffix.lower() not in FILE_KINDS:
         raise UserError(f"unsupported data file type {p.suffix!r}: use .txt, .jsonl or .parquet")
     if not p.is_file():  # a FIFO, socket or device would block or never end
         raise UserError(f"data path is not a regular file: {source}")
@@ -73,11 +73,20 @@ def source_identity(cfg: DataConfig) -> dict[str, Any]:
     return {"files": len(files), "sha256": content_sha256(files, cache_root(cfg.cache_dir))}
 
 
-def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:
+def skipped_in_folder(source: str) -> list[Path]:
+    """What a data folder holds besides the files read: other file types, and special files (a FIFO, a socket)
+    with a data suffix. Said and recorded by ``prepare_data``, never dropped silently."""
+    p = Path(source)
+    if not p.is_dir():
+        return []
+    return sorted(f for f in p.rglob("*") if not f.is_dir() and not (f.is_file() and f.suffix.lower() in FILE_KINDS))
+
+
+def iter_documents(cfg: DataConfig, caps: Caps, stats: dict[str, int] | None = None) -> Iterator[list[str]]:
     """The source's non-empty documents, in order, in batches; at most ``caps.num_documents``.
     Read errors become one-line UserErrors naming the file (never an OSError about the cache)."""
     n = 0
-    for batch in _raw_batches(cfg, caps.num_documents):
+    for batch in _raw_batches(cfg, caps.num_documents, stats if stats is not None else {}):
         docs = [d for d in batch if d and not d.isspace()]  # (no strip(): it would copy a 200 MB document)
         if caps.num_documents is not None:
             docs = docs[: caps.num_documents - n]
@@ -88,7 +97,7 @@ def iter_documents(cfg: DataConfig, caps: Caps) -> Iterator[list[str]]:
             return
 
 
-def _raw_batches(cfg: DataConfig, limit: int | None) -> Iterator[list[str]]:
+def _raw_batches(cfg: DataConfig, limit: int | None, stats: dict[str, int]) -> Iterator[list[str]]:
     if cfg.source == "builtin":
         count = limit or cfg.builtin_documents
         for start in range(0, count, BATCH):
@@ -98,15 +107,15 @@ def _raw_batches(cfg: DataConfig, limit: int | None) -> Iterator[list[str]]:
     else:
         by_kind: dict[str, list[Path]] = {}
         for f in local_files(cfg.source):
-            by_kind.setdefault(FILE_KINDS[f.suffix], []).append(f)
+            by_kind.setdefault(FILE_KINDS[f.suffix.lower()], []).append(f)
         for files in by_kind.values():  # one streaming dataset per file type: its setup is paid once
             try:
-                yield from _file_batches(files, cfg.txt_split)
+                yield from _file_batches(files, cfg.txt_split, stats)
             except UserError:
                 if len(files) == 1:
                     raise
                 for f in files:  # name the file that failed (only on this error path)
-                    for _ in _file_batches([f], cfg.txt_split):
+                    for _ in _file_batches([f], cfg.txt_split, {}):
                         pass
                 raise
 
@@ -151,11 +160,11 @@ def _text_documents(path: Path, txt_split: str) -> Iterator[str]:
             yield document()
 
 
-def _file_batches(files: list[Path], txt_split: str) -> Iterator[list[str]]:
+def _file_batches(files: list[Path], txt_split: str, stats: dict[str, int]) -> Iterator[list[str]]:
     """Files of one type in streaming mode (bounded memory whatever their size): .txt with
     ``_text_documents`` (one document per paragraph, per line, or the whole file), .jsonl/.parquet
     through ``datasets``."""
-    if FILE_KINDS[files[0].suffix] == "text":
+    if FILE_KINDS[files[0].suffix.lower()] == "text":
         for path in files:
             try:
                 batch: list[str] = []
@@ -178,13 +187,13 @@ def _file_batches(files: list[Path], txt_split: str) -> Iterator[list[str]]:
     level = ds_logging.get_verbosity()
     ds_logging.set_verbosity(ds_logging.CRITICAL)  # a read error is our one line, not their log line too
     try:
-        yield from _datasets_batches(datasets, files, txt_split)
+        yield from _datasets_batches(datasets, files, txt_split, stats)
     finally:
         ds_logging.set_verbosity(level)
 
 
-def _datasets_batches(datasets, files: list[Path], txt_split: str) -> Iterator[list[str]]:
-    kind = FILE_KINDS[files[0].suffix]
+def _datasets_batches(datasets, files: list[Path], txt_split: str, stats: dict[str, int]) -> Iterator[list[str]]:
+    kind = FILE_KINDS[files[0].suffix.lower()]
     kwargs = {"sample_by": {"paragraph": "paragraph", "line": "line", "file": "document"}[txt_split]} \
         if kind == "text" else {}
     f = files[0] if len(files) == 1 else f"one of {len(files)} {files[0].suffix} files in {files[0].parent}"
@@ -197,6 +206,7 @@ def _datasets_batches(datasets, files: list[Path], txt_split: str) -> Iterator[l
             texts = batch["text"]
             if any(not isinstance(t, str) for t in texts if t is not None):
                 raise UserError(f"{f}: the 'text' field must hold strings")
+            stats["rows_without_text"] = stats.get("rows_without_text", 0) + sum(t is None for t in texts)
             yield [t for t in texts if t]
     except UserError:
         raise

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..log import to_stderr
 from ..utils import atomic_write, atomic_write_json
 from .cache import cache_root
-from .sources import Caps, caps_for, iter_documents, source_identity
+from .sources import Caps, caps_for, iter_documents, skipped_in_folder, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
 CACHE_VERSION = 3  # 3: streamed to a memmapped .bin; tokenizer trained on training text only
@@ -213,7 +213,8 @@ def _count(cfg: DataConfig, caps: Caps) -> tuple[np.ndarray, dict[str, Any]]:
     """Pass 1: each kept document's length in characters, and what the caps drop (said and recorded)."""
     lengths, chars_dropped, more_documents = [], 0, False
     peek = Caps(caps.num_documents + 1, None, None) if caps.num_documents else Caps(None, None, None)
-    for batch in iter_documents(cfg, peek):
+    stats: dict[str, int] = {}
+    for batch in iter_documents(cfg, peek, stats):
         for d in batch:
             if caps.num_documents and len(lengths) == caps.num_documents:
                 more_documents = True
@@ -228,6 +229,15 @@ def _count(cfg: DataConfig, caps: Caps) -> tuple[np.ndarray, dict[str, Any]]:
     dropped: dict[str, Any] = {}
     if more_documents and cfg.source != "builtin":  # builtin: num_documents is the generator's size
         dropped["documents"] = f"read the first {len(lengths):,} documents (num_documents cap); the source has more"
+    if stats.get("rows_without_text"):
+        dropped["rows_without_text"] = (f"{stats['rows_without_text']:,} row(s) without a 'text' value (missing or "
+                                        "null) were skipped")
+    skipped = skipped_in_folder(cfg.source) if cfg.source not in ("builtin",) and not cfg.source.startswith("hf:") \
+        else []
+    if skipped:
+        dropped["files"] = (f"{len(skipped)} file(s) in the folder were not read (not a regular .txt, .jsonl or "
+                            f".parquet file): {', '.join(str(f) for f in skipped[:5])}"
+                            + (", ..." if len(skipped) > 5 else ""))
     if chars_dropped:
         dropped["characters"] = (f"{chars_dropped:,} characters past max_doc_chars={caps.max_doc_chars:,} "
                                  f"({100 * chars_dropped / (chars_dropped + lengths.sum()):.1f}% of the text read)")
