@@ -11,6 +11,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,7 +48,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     of any normally created file (0666 less the umask), not mkstemp's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    # the writer's pid in the name: a shared folder (the data cache) removes only the temporaries of dead writers
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -67,6 +69,29 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
             raise OSError(errno.ENOSPC if full else errno.EIO, "No space left on device" if full
                           else f"write failed ({str(e).splitlines()[0][:120]})", str(path)) from None
         raise
+
+
+def remove_dead_writers_temporaries(folder: Path, min_age_s: float = 600.0) -> int:
+    """Temporaries of atomic writes in ``folder`` whose writer is gone (killed by SIGTERM or SIGKILL before it
+    could remove its own): its pid no longer runs here, and the file has not changed for ``min_age_s`` (a writer
+    on another machine sharing the folder keeps its file changing). For folders without a lock (the data cache)."""
+    n = 0
+    for p in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        parts = p.name[: -len(TMP_SUFFIX)].rsplit(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # alive under another user, or not a pid
+        with contextlib.suppress(OSError):
+            if time.time() - p.stat().st_mtime >= min_age_s:
+                p.unlink()
+                n += 1
+    return n
 
 
 def _os_error_in(e: BaseException | None) -> OSError | None:

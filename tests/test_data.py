@@ -126,3 +126,33 @@ def test_a_folder_says_what_it_did_not_read(tmp_path):
     assert "notes.md" in dropped["files"] and "pipe.txt" in dropped["files"]
     assert data.provenance["num_documents"] == 121  # 120 rows + the upper-case .TXT file's one paragraph
     assert any("without a 'text' value" in m for m in said) and any("were not read" in m for m in said)
+
+
+@pytest.mark.parametrize("nth_write", [1, 2, 3])  # the content-hash index, the tokenizer, the token file
+def test_a_killed_data_preparation_leaves_temporaries_the_next_one_removes(tmp_path, nth_write):
+    """A real SIGKILL between a cache file's temporary and its rename; the next preparation removes what the dead
+    writer left (once it is old enough not to be a live writer's on another machine) and keeps a live one's."""
+    import os
+    import subprocess
+    import sys
+
+    from moe_ablate.utils import TMP_SUFFIX
+
+    src = tmp_path / "corpus.txt"
+    src.write_text("\n\n".join(f"Paragraph {i} about a cat, a dog and a bird that met one day." for i in range(400)))
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "moe_ablate", "data", "prepare", "--data", str(src), "--vocab-size", "300",
+           "--cache-dir", str(cache)]
+    killed = subprocess.run(cmd, env={**os.environ, "MOE_ABLATE_KILL_AT": f"write:before_rename:{nth_write}"},
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -9
+    left = list(cache.rglob(f".*{TMP_SUFFIX}"))
+    assert left  # the dead writer's temporary
+    live = left[0].parent / f".other.{os.getpid()}.abcdef{TMP_SUFFIX}"  # a writer that still runs (this process)
+    live.write_text("x")
+    for p in [*left, live]:
+        os.utime(p, (p.stat().st_mtime - 3600, p.stat().st_mtime - 3600))
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-1500:]
+    assert f"removed {len(left)} temporary file(s) a killed data preparation left" in again.stderr
+    assert list(cache.rglob(f".*{TMP_SUFFIX}")) == [live]

@@ -53,8 +53,16 @@ def main(argv: list[str] | None = None) -> int:
               "(continue with --resume)", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("moe-ablate: interrupted; finished experiments are saved (resume with --resume)", file=sys.stderr)
+        runs = args.command in {k.command for k in study_kinds()} or (args.command == "train" and args.exp)
+        print("moe-ablate: interrupted" + ("; finished experiments are saved (resume with --resume)" if runs else
+                                           "; nothing it was writing was left half-written"), file=sys.stderr)
         return 130
+
+
+def study_kinds():
+    from ..studies import kinds
+
+    return kinds.with_commands()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from ..config import DataConfig
 from ..errors import UserError
 from ..log import to_stderr
-from ..utils import atomic_write, atomic_write_json
+from ..utils import atomic_write, atomic_write_json, remove_dead_writers_temporaries
 from .cache import cache_root
 from .sources import Caps, caps_for, iter_documents, skipped_in_folder, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
@@ -154,6 +154,10 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
     identity = source_identity(cfg)
     key = _cache_key(cfg, identity, caps)
     cache = cache_root(cfg.cache_dir) / "tokens"
+    root = cache_root(cfg.cache_dir)
+    for folder in (root, cache, root / "tokenizers"):  # left by a preparation that was killed
+        if (n := remove_dead_writers_temporaries(folder)):
+            log(f"removed {n} temporary file(s) a killed data preparation left in {folder}")
     bin_path, meta_path, tok_path = cache / f"{key}.bin", cache / f"{key}.json", cache / f"{key}.tokenizer.json"
     if bin_path.exists() and meta_path.exists() and tok_path.exists():
         try:
