@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, validate
 from .data.tokenizer import LoadedTokenizer
 from .errors import UserError
 from .utils import atomic_torch_save
@@ -66,7 +66,8 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict; a missing or foreign file is a UserError naming it."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"checkpoint not found: {path}")
+        raise UserError(f"checkpoint {path} is not a regular file (a FIFO, a device or a folder)" if p.exists()
+                        else f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(p, map_location=device, weights_only=False)
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, ImportError, IndexError,
@@ -83,7 +84,16 @@ def load_model(path: str | Path, device: str):
     from .models import build_model
 
     ckpt = read_checkpoint(path, device)
-    cfg = ExperimentConfig.from_dict(ckpt["config"])
-    model = build_model(cfg.model)
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), LoadedTokenizer.from_dict(ckpt["tokenizer"]), cfg
+    try:
+        cfg = validate(ExperimentConfig.from_dict(ckpt["config"]))
+        tok = LoadedTokenizer.from_dict(ckpt["tokenizer"])
+        model = build_model(cfg.model)
+        model.load_state_dict(ckpt["model"])
+    except UserError as e:
+        raise UserError(f"{path}: its config is not valid ({e})") from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:  # weights that do not fit it
+        lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+        first = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0])[:200]
+        raise UserError(f"{path}: its weights do not match its config ({first}); the file was edited or damaged")\
+            from None
+    return model.to(device).eval(), tok, cfg

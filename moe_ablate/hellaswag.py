@@ -111,8 +111,9 @@ def load_items(source: str, limit: int | None = None) -> list[Item]:
         docs = ds.select(range(min(len(ds), limit or len(ds))))
     else:
         path = Path(source)
-        if not path.is_file():
-            raise UserError(f"HellaSwag file not found: {source}")
+        if not path.is_file():  # a FIFO or a device would block or never end
+            raise UserError(f"HellaSwag file {source} is not a regular file" if path.exists()
+                            else f"HellaSwag file not found: {source}")
         docs = []
         try:
             text = path.read_text(encoding="utf-8")

@@ -307,3 +307,21 @@ def test_a_section_of_another_kind_in_a_grid_toml_is_refused_not_ignored(tmp_pat
     assert main(["run", "--config", str(cfg), "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_hellaswag_on_a_checkpoint_whose_config_does_not_match_its_weights_is_one_line(tmp_path, cache_dir, capsys):
+    import torch
+
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "tiny", "--steps", "1", "--eval-every", "1", "--num-documents", "300",
+                 "--vocab-size", "512", "--cache-dir", str(cache_dir), "--output-dir", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0
+    ckpt = torch.load(out / "final_model.pt", weights_only=False)
+    ckpt["config"]["model"]["d_model"] = 2 * ckpt["config"]["model"]["d_model"]
+    torch.save(ckpt, tmp_path / "edited.pt")
+    items = tmp_path / "hs.jsonl"
+    items.write_text(json.dumps(GOOD) + "\n")
+    capsys.readouterr()
+    assert main(["hellaswag", "--checkpoint", str(tmp_path / "edited.pt"), "--data", str(items)]) == 2
+    err = capsys.readouterr().err
+    assert "its weights do not match its config (size mismatch" in err and len(err.strip().splitlines()) == 1

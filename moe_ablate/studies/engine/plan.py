@@ -123,6 +123,11 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
         t = cfg.train
         plan.tokens += t.steps * t.batch_size * t.seq_len * t.grad_accum
         plan.flops += shapes[key][1] * t.steps
+    from ...resources import check_fits
+    from ...utils import resolve_device
+
+    for cfg, _ in shapes.values():  # a study that cannot fit says so here, as the real run would before training
+        check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
     if measure:
         _measure(plan, study, configs, shapes)
     return plan
