@@ -156,3 +156,33 @@ def test_a_killed_data_preparation_leaves_temporaries_the_next_one_removes(tmp_p
     assert again.returncode == 0, again.stderr[-1500:]
     assert f"removed {len(left)} temporary file(s) a killed data preparation left" in again.stderr
     assert list(cache.rglob(f".*{TMP_SUFFIX}")) == [live]
+
+
+def test_a_file_edited_while_it_is_tokenised_leaves_no_cache_entry(tmp_path, monkeypatch):
+    """The edit lands between the content hash and the end of tokenisation (here: right after the tokens are
+    written, a real write to the file). Nothing is cached under the old content's key, so restoring the
+    original later tokenises it afresh instead of serving tokens of text the file never held."""
+    from moe_ablate.data import tokens
+
+    src = tmp_path / "corpus.txt"
+    original = "\n\n".join(f"Paragraph {i}: the cat and the dog walked to the river and back." for i in range(300))
+    src.write_text(original)
+    cfg = DataConfig(source=str(src), cache_dir=str(tmp_path / "cache"), vocab_size=300)
+    real = tokens._tokenize_to
+
+    def then_edit(*args, **kw):
+        out = real(*args, **kw)
+        src.write_text(original + "\n\nA paragraph added while the file was being read.")
+        return out
+
+    monkeypatch.setattr(tokens, "_tokenize_to", then_edit)
+    with pytest.raises(UserError, match="changed while it was being read; nothing was cached"):
+        prepare_data(cfg, log=lambda m: None, progress=False)
+    assert not list((tmp_path / "cache" / "tokens").glob("*.json"))
+    monkeypatch.setattr(tokens, "_tokenize_to", real)
+    src.write_text(original)
+    fresh = prepare_data(cfg, log=lambda m: None, progress=False)
+    assert fresh.provenance["from_cache"] is False
+    clean = prepare_data(DataConfig(source=str(src), cache_dir=str(tmp_path / "other"), vocab_size=300),
+                         log=lambda m: None, progress=False)
+    assert list(fresh.train) == list(clean.train) and list(fresh.val) == list(clean.val)

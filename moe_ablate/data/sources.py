@@ -73,6 +73,19 @@ def source_identity(cfg: DataConfig) -> dict[str, Any]:
     return {"files": len(files), "sha256": content_sha256(files, cache_root(cfg.cache_dir))}
 
 
+def file_stats(cfg: DataConfig) -> dict[str, tuple[int, int, int, int]] | None:
+    """(size, mtime, ctime, inode) of each local data file (None for builtin and hub sources): compared before
+    and after a preparation, so that a file edited while it is read never leaves a cache entry filed under the
+    content it held before."""
+    if cfg.source == "builtin" or cfg.source.startswith("hf:"):
+        return None
+    out = {}
+    for f in local_files(cfg.source):
+        st = f.stat()
+        out[str(f)] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return out
+
+
 def skipped_in_folder(source: str) -> list[Path]:
     """What a data folder holds besides the files read: other file types, and special files (a FIFO, a socket)
     with a data suffix. Said and recorded by ``prepare_data``, never dropped silently."""

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..log import to_stderr
 from ..utils import atomic_write, atomic_write_json, remove_dead_writers_temporaries
 from .cache import cache_root
-from .sources import Caps, caps_for, iter_documents, skipped_in_folder, source_identity
+from .sources import Caps, caps_for, file_stats, iter_documents, skipped_in_folder, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
 CACHE_VERSION = 3  # 3: streamed to a memmapped .bin; tokenizer trained on training text only
@@ -151,6 +151,7 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
     characters (to place the split), train the BPE on training text only, then tokenise in
     batches into a ``uint16``/``uint32`` file that training reads through ``np.memmap``."""
     caps = caps_for(cfg)
+    stats = file_stats(cfg)  # before the content hash: any edit from here to the end is seen
     identity = source_identity(cfg)
     key = _cache_key(cfg, identity, caps)
     cache = cache_root(cfg.cache_dir) / "tokens"
@@ -206,6 +207,11 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
         "pass_seconds": {"read_and_count": round(t_count - t0, 2), "tokenizer": round(t_tok - t_count, 2),
                          "tokenize_to_disk": round(time.perf_counter() - t_tok, 2)},
     }
+    if file_stats(cfg) != stats:  # edited while it was read: the tokens are not the content the key names
+        for stale in (bin_path, cache_root(cfg.cache_dir) / "tokenizers" / f"bpe_{cfg.vocab_size}_{key[:16]}.json"):
+            stale.unlink(missing_ok=True)
+        raise UserError(f"data {cfg.source} changed while it was being read; nothing was cached: run again once "
+                        "it no longer changes")
     for what in dropped.values():
         log(f"data {cfg.source}: {what}")
     atomic_write_json(tok_path, tok.to_dict())
