@@ -148,6 +148,7 @@ def check_study_file(raw: dict, folder: Path) -> str:
 
 
 FLAG_VALUES = st.one_of(st.text(max_size=8), st.integers(-3, 10**12).map(str), st.floats().map(repr),
+                        st.integers(2**62, 10**400).map(str),  # huge integers: refused at the flag, never overflow
                         st.sampled_from(["nan", "inf", "-inf", "1e300", "1e-300", str(2**64), "0", "-0", "1e9",
                                          "0x10", " 3", "", "auto"]))
 
@@ -231,6 +232,36 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 120) -> dict:
             "stderr": "\n".join(lines[-3:])}
 
 
+SPECIAL_FILES = ("fifo", "folder", "devnull", "symlink to fifo", "empty", "junk")
+# where the tool reads a file the user names ("FILE" is replaced): the command and the file's suffix
+FILE_INPUTS = {"config": ["run", "--config", "FILE"],
+               "data": ["data", "prepare", "--data", "FILE"],
+               "checkpoint": ["hellaswag", "--checkpoint", "FILE", "--data", "items.jsonl"],
+               "resume checkpoint": ["train", "--resume", "FILE"]}
+SUFFIX = {"config": ".toml", "data": ".txt", "checkpoint": ".pt", "resume checkpoint": ".pt"}
+
+
+def special_file(stem: Path, kind: str, command: list[str]) -> Path:
+    """A file of ``kind`` with the suffix the command expects."""
+    target = next(k for k, v in FILE_INPUTS.items() if v == command)
+    path = stem.with_suffix(SUFFIX[target])
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "devnull":
+        path.symlink_to("/dev/null")
+    elif kind == "symlink to fifo":
+        fifo = stem.with_name(stem.name + "_fifo")
+        os.mkfifo(fifo)
+        path.symlink_to(fifo)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(bytes(range(256)) * 4)
+    return path
+
+
 def cli_cases(n: int, work: Path) -> list[dict]:
     """``n`` commands from generated study files and flag values, run end to end."""
     out = []
@@ -238,13 +269,18 @@ def cli_cases(n: int, work: Path) -> list[dict]:
 
     @settings(max_examples=n, database=None, suppress_health_check=list(HealthCheck), deadline=None)
     @given(raw=STUDY_FILE, flag=st.sampled_from(sorted(_experiment_flags())), value=FLAG_VALUES,
-           which=st.integers(0, 2))
-    def collect(raw, flag, value, which):
+           which=st.integers(0, 3), special=st.sampled_from(SPECIAL_FILES), target=st.sampled_from(sorted(FILE_INPUTS)))
+    def collect(raw, flag, value, which, special, target):
         i = len(examples)
         path = work / f"study_{i}.toml"
         path.write_text(to_toml(raw))
         cache = ["--cache-dir", str(work / "cache")]
-        if which == 0:
+        if which == 3:  # a special file where the tool reads one: refused in one line, never a hang
+            f = special_file(work / f"special_{i}", special, FILE_INPUTS[target])
+            examples.append([*(a if a != "FILE" else str(f) for a in FILE_INPUTS[target]), *cache]
+                            if target != "config" else ["run", "--config", str(f), "--output-dir", str(work / "out"),
+                                                        *TINY, *cache])
+        elif which == 0:
             examples.append(["run", "--config", str(path), "--max-experiments", "2", "--output-dir",
                              str(work / "out"), *TINY, *cache])
         elif which == 1:

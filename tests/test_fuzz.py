@@ -50,3 +50,18 @@ def base_study(tmp_path_factory):
 def test_a_tampered_study_folder_is_analysed_or_refused_in_one_line_and_never_counts_what_it_should_not(
         ops, base_study, tmp_path_factory):
     fuzz.check_tampered(base_study, ops, tmp_path_factory.mktemp("t"))
+
+
+@pytest.mark.parametrize("target", sorted(fuzz.FILE_INPUTS))
+def test_a_special_file_wherever_the_tool_reads_one_is_one_line_never_a_hang(tmp_path, target):
+    """A FIFO, a folder, /dev/null, a symlink to a FIFO, an empty file and binary junk, for every file the user
+    names: refused (or, for an empty or junk file the format allows, handled) in one line, in a real process."""
+    for i, kind in enumerate(fuzz.SPECIAL_FILES):
+        f = fuzz.special_file(tmp_path / f"special_{i}", kind, fuzz.FILE_INPUTS[target])
+        args = [a if a != "FILE" else str(f) for a in fuzz.FILE_INPUTS[target]]
+        if target == "config":
+            args += ["--output-dir", str(tmp_path / "out"), *fuzz.TINY]
+        out = fuzz.run_cli([*args, "--cache-dir", str(tmp_path / "cache")] if target in ("config", "data") else args,
+                           tmp_path, timeout=60)
+        assert out["outcome"] in ("refused", "ok"), (kind, out)
+        assert out["outcome"] == "refused" or kind in ("empty",), (kind, out)

@@ -50,6 +50,10 @@ def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, i
         raise UserError(f"{why}: {k} is {a[k]!r} in the study, {b[k]!r} now ({hint})")
     base = _base_diff(a["base"], b["base"])
     if base:
+        if base[0].startswith("train.steps "):  # the one base change people expect to grow: say why it cannot
+            hint = ("runs of another length are another study: the LR schedule's shape depends on the length, so "
+                    "the finished runs cannot be continued to it; start a new study, or compare lengths from one "
+                    "trunk with a [grid.train] steps axis and schedule = \"wsd\"")
         raise UserError(f"{why}: a base setting differs: {'; '.join(base[:3])} ({hint})")
     if stored.halving:
         raise UserError(f"{why}: a study run with successive halving cannot grow (its rungs were decided on the "
