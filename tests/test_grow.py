@@ -27,15 +27,20 @@ def records(folder):
     return {p.name: p.read_bytes() for p in (folder / "experiments").glob("*.json")}
 
 
+def finished_study(tmp_path, cache_dir, lrs="[0.01, 0.1]"):
+    """A finished 2 LRs x 2 weight decays study (4 steps a run) in tmp_path/out/s."""
+    out = tmp_path / "out"
+    assert main(["run", "--config", toml(tmp_path, cache_dir, "a.toml", lrs), "--output-dir", str(out),
+                 "--name", "s", "--no-progress"]) == 0
+    return out / "s"
+
+
 def study(folder):
     return json.loads((folder / "config.json").read_text())["study"]
 
 
 def test_a_config_with_a_value_added_inside_the_range_runs_only_the_new_experiments(tmp_path, cache_dir, capsys):
-    out = tmp_path / "out"
-    assert main(["run", "--config", toml(tmp_path, cache_dir, "a.toml", "[0.01, 0.1]"), "--output-dir", str(out),
-                 "--name", "s", "--no-progress"]) == 0
-    folder = out / "s"
+    folder = finished_study(tmp_path, cache_dir)
     old = records(folder)
     old_specs = {e["id"]: e["overrides"] for e in study(folder)["experiments"]}
     # 0.03 goes between: a fresh enumeration renumbers exp_002.., so matching must be by settings, not by id
@@ -77,10 +82,7 @@ def test_more_seeds_add_repeats_of_the_same_configurations(tmp_path, cache_dir, 
 
 
 def test_a_change_that_is_not_a_superset_is_refused_naming_it_and_touches_nothing(tmp_path, cache_dir, capsys):
-    out = tmp_path / "out"
-    assert main(["run", "--config", toml(tmp_path, cache_dir, "a.toml", "[0.01, 0.1]"), "--output-dir", str(out),
-                 "--name", "s", "--no-progress"]) == 0
-    folder = out / "s"
+    folder = finished_study(tmp_path, cache_dir)
     before = snapshot(folder)
     capsys.readouterr()
     cases = [(toml(tmp_path, cache_dir, "steps.toml", "[0.01, 0.1, 0.3]", steps=6),
