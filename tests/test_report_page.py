@@ -135,6 +135,7 @@ def _browser():
 
 @pytest.mark.extras
 def test_report_html_loads_sorts_filters_and_is_not_blank_in_a_real_browser(study, tmp_path):
+    pytest.importorskip("selenium")  # the browser extra
     from selenium.webdriver.common.by import By
 
     folder, a, _ = study

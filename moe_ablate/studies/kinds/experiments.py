@@ -69,7 +69,7 @@ def auto_lr(output_dir: str | Path, exp: int | None, model: str | None = None) -
     if found is None:
         what, flags = (f"exp {exp}", f"--exp {exp}") if exp is not None else (f"model {model}", f"--model {model}")
         passed = (f" ({len(damaged)} damaged one(s) passed over, e.g. {damaged[0]})" if damaged else "")
-        raise UserError(f"--lr auto: no usable lr_recommendation.json for {what} under {output_dir}{passed}; "
+        raise UserError(f"--lr auto: no lr_recommendation.json for {what} under {output_dir}{passed}; "
                         f"run `moe-ablate lr-search {flags} --output-dir {output_dir}` first")
     rec, path = found
     return rec["best_learning_rate"], str(path)
