@@ -41,6 +41,9 @@ def test_export_csv_and_parquet_to_a_chosen_file(finished, tmp_path, capsys):
     folder, records = finished
     assert main(["export", str(folder), "--format", "csv", "--output", str(tmp_path / "r.csv")]) == 0
     assert len(pd.read_csv(tmp_path / "r.csv")) == len(records)
+    assert main(["export", str(folder), "--format", "parquet", "--output", str(tmp_path / "r.parquet")]) == 0
+    assert pd.read_parquet(tmp_path / "r.parquet").experiment_id.tolist() == \
+        pd.read_csv(tmp_path / "r.csv").experiment_id.tolist()
     assert main(["export", str(tmp_path), "--format", "csv"]) == 2  # not a study folder: one line
     assert "moe-ablate: error:" in capsys.readouterr().err
 

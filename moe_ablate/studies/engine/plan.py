@@ -103,10 +103,10 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
             if k != "train.seed" and v not in axes.setdefault(k, []):
                 axes[k].append(v)
     confirm, k, n = max_confirmation_runs(study)
-    finished = _finished(folder, study) if folder.is_dir() else 0
+    done = _finished_ids(folder, study) & {e.id for e in study.experiments}  # read once: count and ETA
     plan = Plan(study.kind, folder, len(by_config), sorted({len(s) for s in by_config.values()}),
                 {a: v for a, v in axes.items() if len(v) > 1 or len(by_config) == 1}, len(study.experiments),
-                finished, confirm, k, n, steps=sorted({c.train.steps for c in configs.values()}))
+                len(done), confirm, k, n, steps=sorted({c.train.steps for c in configs.values()}))
     if study.halving:
         from .halving import rung_steps
 
@@ -129,17 +129,17 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
     for cfg, _ in shapes.values():  # a study that cannot fit says so here, as the real run would before training
         check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
     if measure:
-        _measure(plan, study, configs, shapes)
+        _measure(plan, study, configs, shapes, done)
     return plan
 
 
-def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], shapes) -> None:
+def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], shapes, done: set[str]) -> None:
     """A few real optimizer steps per distinct model size on random tokens (no data needed): the ETA's speed.
     Skipped for sizes too slow to step here in a few seconds (a 384-wide model on CPU)."""
     from ...training.speed import seconds_per_step
     from ...utils import resolve_device
 
-    pending = {e.id for e in study.experiments} - _finished_ids(plan.folder, study)
+    pending = {e.id for e in study.experiments} - done
     per_step: dict[str, float] = {}
     for key, (cfg, flops_per_step) in shapes.items():
         if resolve_device(cfg.train.device) == "cpu" and flops_per_step > 2e11:
@@ -181,7 +181,4 @@ def _finished_ids(folder: Path, study: Study) -> set[str]:
 
     return set(load_finished(folder, lambda m: None, study=study))
 
-
-def _finished(folder: Path, study: Study) -> int:
-    return len(_finished_ids(folder, study) & {e.id for e in study.experiments})
 

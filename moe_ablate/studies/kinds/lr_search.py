@@ -187,8 +187,6 @@ class LRSearchKind(StudyKind):
         nxt = next_lr(records, analysis)
         return lr_experiments([nxt]) if nxt is not None else []
 
-    _bracket = staticmethod(lambda analysis: lr_bracket(analysis))
-
     def recommendation(self, study: Study, records: list[dict], analysis: dict) -> dict[str, Any]:
         """lr_recommendation.json: the seeds' fields plus the noise-aware verdict."""
         rec = analysis["recommendation"]
@@ -197,7 +195,7 @@ class LRSearchKind(StudyKind):
         if lr is None:
             return {"exp": exp, "best_learning_rate": None, "bracketed": False, "tried": tried,
                     "recommendation": "every run failed; no learning rate to recommend"}
-        side = self._bracket(analysis)
+        side = lr_bracket(analysis)
         from ...analysis.ranking import FAILED
 
         by_id = {config_id(r): r for r in records}
