@@ -186,3 +186,28 @@ def test_a_file_edited_while_it_is_tokenised_leaves_no_cache_entry(tmp_path, mon
     clean = prepare_data(DataConfig(source=str(src), cache_dir=str(tmp_path / "other"), vocab_size=300),
                          log=lambda m: None, progress=False)
     assert list(fresh.train) == list(clean.train) and list(fresh.val) == list(clean.val)
+
+
+def test_a_same_size_rewrite_the_stamps_miss_is_caught_by_the_bytes(tmp_path, monkeypatch):
+    """On a filesystem whose timestamps tick coarsely, a same-size rewrite during tokenisation keeps every
+    stamp (size, mtime, ctime, inode) equal. The content is hashed again from its bytes at the end, so the
+    tokens of the changed text are never filed under the original content's key."""
+    from moe_ablate.data import sources, tokens
+
+    src = tmp_path / "corpus.txt"
+    original = "\n\n".join(f"Paragraph {i}: the cat and the dog walked to the river and back." for i in range(300))
+    src.write_text(original)
+    cfg = DataConfig(source=str(src), cache_dir=str(tmp_path / "cache"), vocab_size=300)
+    monkeypatch.setattr(tokens, "file_stats", lambda cfg: {"blind": (0, 0, 0, 0)})  # a coarse tick: no stamp moves
+    real = tokens._tokenize_to
+
+    def then_rewrite(*args, **kw):
+        out = real(*args, **kw)
+        src.write_text(original.replace("cat", "owl"))  # same size
+        return out
+
+    monkeypatch.setattr(tokens, "_tokenize_to", then_rewrite)
+    with pytest.raises(UserError, match="changed while it was being read; nothing was cached"):
+        prepare_data(cfg, log=lambda m: None, progress=False)
+    assert not list((tmp_path / "cache" / "tokens").glob("*.json"))
+    assert sources.content_unchanged(cfg, {"files": 1, "sha256": "0" * 64}) is False

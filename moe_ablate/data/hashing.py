@@ -32,8 +32,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def content_sha256(files: list[Path], cache_dir: Path) -> str:
-    """One hash over the files' contents (and their names relative order), using the shortcut index."""
+def content_sha256(files: list[Path], cache_dir: Path, shortcut: bool = True) -> str:
+    """One hash over the files' contents (and their names relative order), using the shortcut index unless
+    ``shortcut`` is False (the check after a preparation: the bytes as they are now, whatever the stamps say)."""
     index_path = cache_dir / "file_hashes.json"
     try:
         index = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -48,8 +49,8 @@ def content_sha256(files: list[Path], cache_dir: Path) -> str:
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
         entry = index.get(key)
         fresh = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < RACY_SECONDS
-        if isinstance(entry, dict) and entry.get("stamp") == stamp and isinstance(entry.get("sha256"), str) \
-                and not fresh:
+        if shortcut and isinstance(entry, dict) and entry.get("stamp") == stamp \
+                and isinstance(entry.get("sha256"), str) and not fresh:
             digest = entry["sha256"]
         else:
             try:

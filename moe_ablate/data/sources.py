@@ -73,6 +73,21 @@ def source_identity(cfg: DataConfig) -> dict[str, Any]:
     return {"files": len(files), "sha256": content_sha256(files, cache_root(cfg.cache_dir))}
 
 
+def content_unchanged(cfg: DataConfig, identity: dict[str, Any]) -> bool:
+    """Whether the local files still hold the content ``identity`` names, hashed again from their bytes (no
+    shortcut). The stamps of ``file_stats`` miss a same-size rewrite within one timestamp tick of a coarse
+    filesystem; the bytes do not."""
+    if "sha256" not in identity:
+        return True
+    from .cache import cache_root
+    from .hashing import content_sha256
+
+    try:
+        return content_sha256(local_files(cfg.source), cache_root(cfg.cache_dir), shortcut=False) == identity["sha256"]
+    except (UserError, OSError):  # gone or unreadable now: not the content that was read
+        return False
+
+
 def file_stats(cfg: DataConfig) -> dict[str, tuple[int, int, int, int]] | None:
     """(size, mtime, ctime, inode) of each local data file (None for builtin and hub sources): compared before
     and after a preparation, so that a file edited while it is read never leaves a cache entry filed under the

@@ -27,7 +27,7 @@ from ..errors import UserError
 from ..log import to_stderr
 from ..utils import atomic_write, atomic_write_json, remove_dead_writers_temporaries
 from .cache import cache_root
-from .sources import Caps, caps_for, file_stats, iter_documents, skipped_in_folder, source_identity
+from .sources import Caps, caps_for, content_unchanged, file_stats, iter_documents, skipped_in_folder, source_identity
 from .tokenizer import LoadedTokenizer, load_hub_tokenizer, train_bpe
 
 CACHE_VERSION = 3  # 3: streamed to a memmapped .bin; tokenizer trained on training text only
@@ -207,7 +207,8 @@ def prepare_data(cfg: DataConfig, log=to_stderr, progress: bool = True) -> Token
         "pass_seconds": {"read_and_count": round(t_count - t0, 2), "tokenizer": round(t_tok - t_count, 2),
                          "tokenize_to_disk": round(time.perf_counter() - t_tok, 2)},
     }
-    if file_stats(cfg) != stats:  # edited while it was read: the tokens are not the content the key names
+    # edited while it was read (the stamps, then the bytes hashed again): the tokens are not the content the key names
+    if file_stats(cfg) != stats or not content_unchanged(cfg, identity):
         for stale in (bin_path, cache_root(cfg.cache_dir) / "tokenizers" / f"bpe_{cfg.vocab_size}_{key[:16]}.json"):
             stale.unlink(missing_ok=True)
         raise UserError(f"data {cfg.source} changed while it was being read; nothing was cached: run again once "
