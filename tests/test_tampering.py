@@ -156,6 +156,38 @@ def test_a_huge_scaling_bootstrap_is_refused_before_anything_trains(tmp_path, ca
     assert len(err) == 1 and "bootstrap" in err[0] and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("edit, flags, words", [
+    (("[study]\n", "[study]\nseeds = 1000000000000000\n"), [], "study.seeds"),  # before: expanded forever
+    (("[study]\n", "[study]\nconfirm = 1000000000000000\n"), [], "study.confirm"),  # before: stored, then
+    (("muon_lr = [0.01, 0.05]", "muon_lr = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.2]"),
+     ["--seeds", "1000"], "110,000 runs"),  # its folder unloadable
+    (None, ["--seeds", "100000"], "--seeds"),
+    (None, ["--confirm", "1000"], "--confirm"),
+    (None, ["--halving", "100000"], "--halving"),
+    (None, ["--max-experiments", "10000000000"], "--max-experiments"),
+])
+def test_a_study_number_beyond_its_bound_is_one_line_before_anything_runs(edit, flags, words, tmp_path, capsys):
+    """Every number that sizes a study has a bound at the flag and the TOML boundary, and the same bound holds
+    where the stored study is read back (before: confirm = 10**15 was accepted, and its folder then refused)."""
+    import kill_resume
+
+    cfg = tmp_path / "study.toml"
+    text = kill_resume.study_toml(2)
+    if edit:
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1], 1)
+    cfg.write_text(text.replace("weight_decay = [0.0, 0.1]", "weight_decay = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, "
+                                "0.7, 0.8, 0.9]"))
+    try:
+        code = main(["run", "--config", str(cfg), *flags, "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    except SystemExit as e:  # argparse's exit
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_fifo_as_config_is_one_line_not_a_hang(tmp_path):
     """Before: `run --config` naming a FIFO blocked forever."""
     import os

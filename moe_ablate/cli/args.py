@@ -16,6 +16,7 @@ from pathlib import Path
 from ..config import Amp, DecayShape, ModelName, Schedule, choices
 from ..errors import UserError
 from ..log import to_stderr
+from ..studies.spec import limits
 from ..tracking import TrackerName
 
 DEFAULT_OUTPUT = "ablation_results"
@@ -51,7 +52,11 @@ pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, l
 nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 seed_int = _number(int, lambda v: 0 <= v < 2**32, "in [0, 2**32)")  # numpy's and every RNG's range
-lr_float = _number(float, lambda v: 0 < v <= 1e3, "in (0, 1000]")  # beyond that every run diverges at once
+lr_float = _number(float, lambda v: 0 < v <= limits.MAX_LR, "in (0, 1000]")  # beyond that every run diverges at once
+seeds_int = _number(int, lambda v: 1 <= v <= limits.MAX_SEEDS, f"in [1, {limits.MAX_SEEDS}]")
+confirm_int = _number(int, lambda v: 0 <= v <= limits.MAX_CONFIRM, f"in [0, {limits.MAX_CONFIRM}]")
+halving_int = _number(int, lambda v: 1 <= v <= limits.MAX_HALVING, f"in [1, {limits.MAX_HALVING}]")
+steps_int = _number(int, lambda v: 1 <= v <= limits.MAX_STEPS, f"in [1, {limits.MAX_STEPS:.0e}]")
 
 
 def lr_or_auto(text: str) -> float | str:
@@ -65,7 +70,8 @@ def lr_or_auto(text: str) -> float | str:
 
 # flag types by name: a study kind declares its flags without importing argparse (``StudyKind.add_flags``)
 FLAG_TYPES = {"pos_int": pos_int, "pos_float": pos_float, "nonneg_int": nonneg_int, "nonneg_float": nonneg_float,
-              "fraction": fraction, "seed_int": seed_int, "lr_float": lr_float, "lr_or_auto": lr_or_auto}
+              "fraction": fraction, "seed_int": seed_int, "lr_float": lr_float, "lr_or_auto": lr_or_auto,
+              "seeds_int": seeds_int, "steps_int": steps_int}
 
 
 def _typed(kw: dict) -> dict:
@@ -187,16 +193,16 @@ def add_study_flags(p: argparse.ArgumentParser, default_name: str, name_flag: bo
     g.add_argument("--no-measure", action="store_true", help="with --dry-run: no measured steps, so no ETA")
     if confirm:
         Defining(p, "confirmation").add(
-            "--confirm", type=nonneg_int, default=None, metavar="K",
+            "--confirm", type=confirm_int, default=None, metavar="K",
             help="after the grid, rerun the top configurations (the best and those within noise of it, at most 3) "
                  "with K more seeds and recommend on the replicated set (default 2 for studies of >= 4 "
                  "configurations; 0 turns it off)")
     if confirm:
         h = Defining(p, "successive halving")
-        h.add("--halving", type=pos_int, default=None, metavar="ETA",
+        h.add("--halving", type=halving_int, default=None, metavar="ETA",
               help="after each rung keep the best 1/ETA of the configurations; they continue exactly from their "
                    "checkpoint (e.g. 3)")
-        h.add("--min-steps", type=pos_int, default=None, help="steps of the first rung (default steps / ETA^2)")
+        h.add("--min-steps", type=steps_int, default=None, help="steps of the first rung (default steps / ETA^2)")
         h.add("--halving-restart", action="store_true",
               help="keep no checkpoints: rerun survivors from step 0 (more compute)")
     add_tracking_flags(p)

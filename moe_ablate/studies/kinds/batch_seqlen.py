@@ -127,7 +127,7 @@ class BatchSeqlenKind(StudyKind):
         d.add("--config", default=None, help="study TOML (default configs/batch_seqlen.toml)")
         d.add("--batch", type="pos_int", default=None, help="custom run: sequences per micro-batch")
         d.add("--seqlen", type="pos_int", default=None, help="custom run: tokens per sequence")
-        d.add("--lr", type="pos_float", default=None, help="custom run: Muon learning rate")
+        d.add("--lr", type="lr_float", default=None, help="custom run: Muon learning rate")
         d.add("--grad-accum", type="pos_int", default=None, help="custom run: micro-batches per step")
         d.add("--name", default=None, help="custom run: its name (used in the folder name)")
 

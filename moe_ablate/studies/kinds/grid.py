@@ -25,7 +25,7 @@ class GridKind(StudyKind):
                    "--dry-run shows the plan)")
         d.add("--max-experiments", type="pos_int", default=None,
               help="run N configurations chosen to span every value of every axis (seeded, not the first N)")
-        d.add("--seeds", type="pos_int", default=None, help="run each configuration with K seeds (N x K runs)")
+        d.add("--seeds", type="seeds_int", default=None, help="run each configuration with K seeds (N x K runs)")
         other.add("--extend", action="store_true",
                   help="while the best muon_lr is at an edge of its axis, add muon_lr x3 beyond it (with every value "
                        "of the other axes and every seed; bounds 1e-6..1), as lr-search --extend does; works with "

@@ -149,13 +149,13 @@ class LRSearchKind(StudyKind):
         d.add("--full", action="store_true", help="more LRs and steps (see above)")
         d.add("--config", default=None, help="a study TOML whose [study] preset and [base] settings define the model "
                                              "and run (its grid is not used)")
-        d.add("--lrs", type="pos_float", nargs="+", default=None, help="the LRs to try (Muon LR)")
+        d.add("--lrs", type="lr_float", nargs="+", default=None, help="the LRs to try (Muon LR)")
         other.add("--extend", action="store_true",
                             help="while the best LR is at an edge, add LRs x3 beyond it (bounds 1e-6..1); works "
                                  "with --resume")
         other.add("--then-train", action="store_true",
                             help="then train long (train --exp) with the best LR")
-        other.add("--long-steps", type="pos_int", default=10000, help="with --then-train: steps of the long run")
+        other.add("--long-steps", type="steps_int", default=10000, help="with --then-train: steps of the long run")
         other.add("--hellaswag", default=None, help="with --then-train: HellaSwag source for the long run")
 
     def build(self, args, overrides):

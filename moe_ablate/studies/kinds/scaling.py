@@ -45,8 +45,8 @@ class ScalingKind(StudyKind):
         d.add("--config", default=None, help="scaling TOML file or preset name in configs/ (default scaling_tiny, a "
                                              "CPU-sized ladder; scaling is the GPU-sized one)")
         d.add("--quick", action="store_true", help="run the file's [quick] grid")
-        d.add("--seeds", type="pos_int", default=None, help="seeds per configuration (default: the file's)")
-        d.add("--target-steps", type="pos_int", default=None,
+        d.add("--seeds", type="seeds_int", default=None, help="seeds per configuration (default: the file's)")
+        d.add("--target-steps", type="steps_int", default=None,
               help="steps of the run to predict for (default: the file's [scaling] target_steps, else 10,000)")
         d.add("--target-model", default=None, metavar="PRESET",
               help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")

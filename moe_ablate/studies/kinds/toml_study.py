@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...errors import UserError
-from ..spec import schema
+from ..spec import limits, schema
 from ..spec.file import (
     configurations,
     load_spec,
@@ -34,6 +34,8 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
         raise UserError(f"{config}: the study defines no axes: add a [grid.train] (or [grid.model], [grid.data]) "
                         "section with at least one list of values")
     size = schema.grid_size(axes)
+    if max_experiments and max_experiments > schema.MAX_CONFIGURATIONS:
+        raise UserError(f"--max-experiments {max_experiments:,} is above {schema.MAX_CONFIGURATIONS:,} configurations")
     if size > schema.MAX_CONFIGURATIONS and not max_experiments:
         raise UserError(f"{config}: the grid has {size:,} configurations; run a subset with --max-experiments N")
     if max_experiments and size > schema.MAX_CONFIGURATIONS:
@@ -45,6 +47,9 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
     params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
               "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
     seeds = seeds or int(spec.extra.get("seeds", 1))
+    if len(configs) * seeds > limits.MAX_RUNS:
+        raise UserError(f"{config}: {len(configs):,} configurations x {seeds:,} seeds is {len(configs) * seeds:,} "
+                        f"runs, above {limits.MAX_RUNS:,}: use fewer seeds or --max-experiments N")
     if confirm is None:
         confirm = spec.extra.get("confirm", kind_obj.default_confirm)
     study = Study(kind=kind_obj.name, name=spec.name, base=base, experiments=with_seeds(configs, seeds,

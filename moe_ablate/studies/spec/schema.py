@@ -12,14 +12,12 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     StrictBool,
     StrictFloat,
     StrictInt,
@@ -28,6 +26,7 @@ from pydantic import (
 )
 
 from ...errors import UserError
+from . import limits
 
 # Every metric a study may rank by, with its direction. The analysis minimises, so only lower-is-better
 # metrics can be a study's metric today; the others are reported, never silently minimised.
@@ -36,7 +35,7 @@ METRICS: dict[str, Literal["lower", "higher"]] = {
     "final_train_loss": "lower", "val_accuracy": "higher", "final_train_accuracy": "higher",
 }
 SECTIONS = ("model", "train", "data")
-MAX_CONFIGURATIONS = 100_000  # a larger grid needs --max-experiments (it is never enumerated whole)
+MAX_CONFIGURATIONS = limits.MAX_CONFIGURATIONS
 
 Value = Union[StrictBool, StrictInt, StrictFloat, StrictStr]  # noqa: UP007  (pydantic types)
 
@@ -51,21 +50,22 @@ class StudySection(_Strict):
     preset: StrictStr = "seed"
     metric: StrictStr = "val_loss"
     description: StrictStr = ""
-    seeds: PositiveInt = 1
-    confirm: int | None = Field(default=None, ge=0)
-    lrs: list[PositiveFloat] | None = None  # batch-seqlen: the Muon LRs every strategy runs with
+    seeds: int = Field(default=1, ge=1, le=limits.MAX_SEEDS)
+    confirm: int | None = Field(default=None, ge=0, le=limits.MAX_CONFIRM)
+    # batch-seqlen: the Muon LRs every strategy runs with
+    lrs: list[Annotated[float, Field(gt=0, le=limits.MAX_LR)]] | None = Field(default=None, max_length=limits.MAX_LRS)
 
 
 class Strategy(_Strict):
     name: StrictStr
-    batch_size: PositiveInt
-    seq_len: PositiveInt
-    grad_accum: PositiveInt = 1
+    batch_size: int = Field(ge=1, le=limits.MAX_BATCH)
+    seq_len: int = Field(ge=1, le=limits.MAX_SEQ)
+    grad_accum: int = Field(default=1, ge=1, le=limits.MAX_ACCUM)
 
 
 class Scale(_Strict):
-    batch: PositiveInt = 1
-    seq: PositiveInt = 1
+    batch: int = Field(default=1, ge=1, le=limits.MAX_SCALE)
+    seq: int = Field(default=1, ge=1, le=limits.MAX_SCALE)
 
 
 class ScalingSection(_Strict):
@@ -73,7 +73,7 @@ class ScalingSection(_Strict):
 
     target_exp: Literal[3, 9] = 3
     target_preset: StrictStr | None = None  # size the target model with this preset instead of the exp's
-    target_steps: PositiveInt | None = None  # default: the long run's 10,000
+    target_steps: int | None = Field(default=None, ge=1, le=limits.MAX_STEPS)  # default: the long run's 10,000
     # bootstrap replicates per scale: 100,000 is already ~100x what a 95% interval needs; 10^8 hung after the ladder
     bootstrap: int = Field(default=1000, ge=100, le=100_000)
 

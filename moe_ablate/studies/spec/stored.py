@@ -18,6 +18,7 @@ from typing import Any
 from ...config import ExperimentConfig
 from ...errors import UserError
 from ...utils import atomic_write_json, git_commit, read_json, software_versions
+from . import limits
 from .file import ExperimentSpec
 
 STUDY_FILE = "config.json"
@@ -102,8 +103,10 @@ def _check_stored(study: Study, path: Path) -> None:
     bad = [i for i in ids if not isinstance(i, str) or not i or i != Path(i).name or i.startswith(".")]
     if bad:
         raise UserError(f"{path}: experiment id {bad[0]!r} is not a plain file name")
-    for name, value, hi in (("confirm", study.confirm, 100), ("confirm_max", study.confirm_max, 10_000),
-                            ("halving", study.halving, 1_000), ("min_steps", study.min_steps, 10 ** 9)):
+    for name, value, hi in (("confirm", study.confirm, limits.MAX_CONFIRM),
+                            ("confirm_max", study.confirm_max, limits.MAX_CONFIRM_CONFIGS),
+                            ("halving", study.halving, limits.MAX_HALVING),
+                            ("min_steps", study.min_steps, limits.MAX_STEPS)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
             raise UserError(f"{path}: {name} = {value!r} is not an integer in [0, {hi}]")
 
