@@ -210,3 +210,33 @@ def test_hellaswag_output_never_overwrites_its_checkpoint(tmp_path, capsys):
     assert model.read_bytes() == b"the user's model"
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "would overwrite the --checkpoint input" in err[0]
+
+
+def test_two_studies_started_in_the_same_second_get_two_folders(tmp_path, cache_dir, monkeypatch, capsys):
+    """Before: without --name both took <name>_<time>, and the second was refused with "in use by ...; wait for it
+    to finish (or stop it) before resuming" although nothing was being resumed. Here the other process claims
+    the name right after this one chose it (the race), holding the folder's lock as a running study does."""
+    import kill_resume
+
+    from moe_ablate.cli import study_cmds
+    from moe_ablate.studies.engine.lock import study_lock
+
+    real, held = study_cmds.study_dir_for, []
+
+    def chosen_then_taken(args, name):
+        path = real(args, name)
+        lock = study_lock(path)
+        lock.__enter__()  # the other study: same second, same name, running
+        held.append((path, lock))
+        return path
+
+    monkeypatch.setattr(study_cmds, "study_dir_for", chosen_then_taken)
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.study_toml(2, "[0.01]", 0, str(cache_dir), name="twin"))
+    out = tmp_path / "out"
+    assert main(["run", "--config", str(cfg), "--output-dir", str(out), "--no-progress"]) == 0
+    taken, lock = held[0]
+    lock.__exit__(None, None, None)
+    assert sorted(p.name for p in out.iterdir()) == [taken.name, f"{taken.name}_2"]
+    assert (out / f"{taken.name}_2" / "config.json").exists() and not (taken / "config.json").exists()
+    assert "in use" not in capsys.readouterr().err

@@ -65,8 +65,10 @@ def _run(args, build, **kw) -> StudyResult:
     study = _resumed_with_flags(args, build) if args.resume else _build(args, build, record_flags=True)
     ex = executor(args)  # after the flags and the TOML are checked (it imports torch), before anything is written
     t0 = time.perf_counter()
+    numbered = not args.resume and getattr(args, "study_folder", None) is None  # the tool names the folder
     result = run_study(study, study_dir_for(args, study.name if study else ""), resume=bool(args.resume),
-                       executor=ex, log=log, progress=not args.no_progress, **tracking_kwargs(args), **kw)
+                       executor=ex, log=log, progress=not args.no_progress, numbered=numbered,
+                       **tracking_kwargs(args), **kw)
     _print_outcome(result, time.perf_counter() - t0)
     fail_if_nothing_finished(result)
     return result
@@ -278,7 +280,7 @@ def cmd_train_exp(args) -> int:
                                         args.hellaswag_every, experiment_overrides(args))
     study = long_train.compose(request, log)
     out = Path(output) / f"exp{args.exp}_long_term_{time.strftime('%Y%m%d_%H%M%S')}"
-    _print_long(run_study(study, out, log=log, progress=not args.no_progress, **tracking_kwargs(args)))
+    _print_long(run_study(study, out, log=log, progress=not args.no_progress, numbered=True, **tracking_kwargs(args)))
     return 0
 
 

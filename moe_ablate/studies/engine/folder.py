@@ -110,3 +110,17 @@ def remove_stale_temporaries(study_dir: Path) -> int:
             p.unlink()
             n += 1
     return n
+
+
+def claim_numbered(study_dir: Path) -> Path:
+    """Create a new study's folder named by the tool (``<name>_<time>``) atomically: ``mkdir`` fails when the name
+    is taken, and then the next number is tried (``_2``, ``_3``...). Two studies started in the same second
+    therefore get two folders instead of one refusing the other as "in use"."""
+    study_dir.parent.mkdir(parents=True, exist_ok=True)
+    path, n = study_dir, 2
+    while True:
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            path, n = study_dir.with_name(f"{study_dir.name}_{n}"), n + 1

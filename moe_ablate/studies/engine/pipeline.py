@@ -29,6 +29,7 @@ from ..spec.stored import Study, load_study, save_study
 from . import branching, halving
 from .folder import (
     checkpoint_dir,
+    claim_numbered,
     record_path,
     remove_stale_temporaries,
     set_aside_crashes,
@@ -101,8 +102,9 @@ def check_axes_take_effect(study: Study, configs: dict) -> None:
 def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = False, executor: Executor | None = None,
               extend: bool = False, log: Log = default_log, progress: bool = True,
               rerun_from: dict[str, Path] | None = None, trackers: tuple[str, ...] = (),
-              tracking_dir: str | Path | None = None) -> StudyResult:
+              tracking_dir: str | Path | None = None, numbered: bool = False) -> StudyResult:
     """Run (or resume) a study in ``study_dir`` and write its outputs; see the module docstring.
+    ``numbered``: the tool chose the folder's name (no ``--name``), so a taken name moves on to the next number.
 
     Nothing is written before the study is known to be sound (configs valid, data prepared); the
     folder is then locked for this process alone. A signal stops it cleanly (``interrupt.py``)."""
@@ -120,6 +122,8 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
             return _execute(ctx, extend, rerun_from)
     study = open_study(study_dir, study, resume=False)
     ctx = _prepare(study_dir, study, executor, log, progress, tracking_spec)
+    if numbered:  # claimed only now, once the study is sound: a refused one leaves no folder
+        ctx.folder = study_dir = claim_numbered(study_dir)
     with study_lock(study_dir):
         if any(p.name != LOCK_FILE for p in study_dir.iterdir()):  # another process created it meanwhile
             raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")
