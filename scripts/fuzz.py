@@ -5,8 +5,10 @@
 
 Generators (``hypothesis`` strategies) make study TOML files (sections, keys and values: misspelt,
 mistyped, empty, NaN/inf, huge, duplicated, seed as an axis), flag values for every experiment flag,
-HellaSwag items, data files, and tampered study folders (a finished study's records and config.json edited,
-copied, repeated or replaced by junk: read through the gate of ``studies/engine/records.py`` and analysed).
+HellaSwag items, data files, tampered study folders (a finished study's records and config.json edited,
+copied, repeated or replaced by junk: read through the gate of ``studies/engine/records.py`` and analysed), and
+names that become file names (``--name``, ``[study] name``, ``[[strategy]] name``: nothing written outside
+``--output-dir``).
 In-process checks run the real parsers and validators
 (``grid.make_study`` + ``resolve_configs``, the CLI parser + ``validate``, ``hellaswag.load_items``);
 ``--cli N`` also runs N end-to-end ``moe-ablate`` commands in subprocesses with a timeout (hangs), a
@@ -413,6 +415,61 @@ def check_tampered(base: Path, ops: list, work: Path) -> str:
         raise Broken(f"{type(e).__name__}: {e}\nops: {ops}\n{traceback.format_exc()[-1500:]}") from e
 
 
+# ---------------------------------------------------------------- names that become files (issue 36)
+HOSTILE_NAMES = ["../escaped", "../../../../escaped", "a/b", "..", ".", ".hidden", "/abs/escaped", "x\\y", "nul\0x",
+                 "tab\tname", "new\nline", "\udcff\udcfe", "é" * 200, "a" * 201, "a" * 250, " ", "-", "--name",
+                 "ok_name", "CON", "name with spaces", "ü_ß_漢字", "a" * 60 + "/" + "b"]
+NAME = st.one_of(st.sampled_from(HOSTILE_NAMES), st.text(st.sampled_from(list("ab./\\ \0\n_-é漢\udcff")), max_size=12))
+NAME_TARGETS = ("run --name", "batch-seqlen --name", "[study] name", "[[strategy]] name", "lr-search --name")
+
+
+def name_command(target: str, name: str, work: Path, i: int) -> list[str]:
+    """A tiny one-step study whose ``name`` ends up in a file or folder name."""
+    out, cache = str(work / "out"), ["--cache-dir", str(work / "cache")]
+    if target == "run --name":
+        return ["run", "--quick", *TINY, "--output-dir", out, "--name", name, *cache]
+    if target == "batch-seqlen --name":
+        return ["batch-seqlen", "--batch", "2", "--seqlen", "16", "--lr", "0.01", "--name", name, "--output-dir", out,
+                *[a for a in TINY if a not in ("--batch-size", "2", "--seq-len", "16")], *cache]
+    if target == "lr-search --name":
+        return ["lr-search", "--exp", "9", "--lrs", "0.01", "--name", name, "--output-dir", out, *TINY, *cache]
+    path = work / f"names_{i}.toml"
+    if target == "[study] name":
+        path.write_text(to_toml({"study": {"name": name, "preset": "tiny"}, "grid": {"train": {"muon_lr": [0.01]}}}))
+        return ["run", "--config", str(path), "--output-dir", out, *TINY, *cache]
+    path.write_text(to_toml({"study": {"name": "bs", "preset": "tiny", "lrs": [0.01]}})
+                    + f"[[strategy]]\nname = {json.dumps(name)}\nbatch_size = 2\nseq_len = 16\n")
+    return ["batch-seqlen", "--config", str(path), "--output-dir", out,
+            *[a for a in TINY if a not in ("--batch-size", "2", "--seq-len", "16")], *cache]
+
+
+def check_name(target: str, name: str, work: Path, i: int) -> str:
+    """In process: exit 0 or one line (exit 2), and nothing written outside --output-dir (and the data cache)."""
+    from moe_ablate.cli import main as cli
+
+    def outside() -> dict[str, float]:
+        keep = (work / "out", work / "cache")
+        return {str(p): p.stat().st_mtime_ns for p in work.rglob("*")
+                if not any(p == k or k in p.parents for k in keep) and not p.name.startswith("names_")}
+
+    before = outside()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            code = cli(name_command(target, name, work, i))
+    except SystemExit as e:
+        code = e.code
+    except Exception as e:  # noqa: BLE001  (the contract: nothing but a result or one line)
+        raise Broken(f"{target} {name!r}: {type(e).__name__}: {e}") from e
+    lines = [ln for ln in err.getvalue().strip().splitlines() if ln.startswith("moe-ablate: ")]
+    if "Traceback" in err.getvalue() or (code != 0 and len(lines) != 1):
+        raise Broken(f"{target} {name!r}: exit {code}, stderr {err.getvalue()[-800:]}")
+    moved = {p for p, t in outside().items() if before.get(p) != t}
+    if moved:
+        raise Broken(f"{target} {name!r}: wrote outside --output-dir: {sorted(moved)[:3]}")
+    return "ok" if code == 0 else "refused"
+
+
 def fuzz_in_process(cases: int, work: Path) -> dict[str, dict[str, int]]:
     counts: dict[str, dict[str, int]] = {}
 
@@ -445,7 +502,12 @@ def fuzz_in_process(cases: int, work: Path) -> dict[str, dict[str, int]]:
     def tampered(ops):
         tally("tampered study", check_tampered(base, ops, work))
 
-    for run in (study_files, flags, hellaswag, tampered):
+    @settings(max_examples=max(1, cases // 4), database=None, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(target=st.sampled_from(NAME_TARGETS), name=NAME)
+    def names(target, name):  # each accepted name trains a one-step study: a quarter of the budget
+        tally("names", check_name(target, name, work, sum(counts.get("names", {}).values())))
+
+    for run in (study_files, flags, hellaswag, tampered, names):
         run()
     return counts
 

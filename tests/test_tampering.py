@@ -240,3 +240,13 @@ def test_two_studies_started_in_the_same_second_get_two_folders(tmp_path, cache_
     assert sorted(p.name for p in out.iterdir()) == [taken.name, f"{taken.name}_2"]
     assert (out / f"{taken.name}_2" / "config.json").exists() and not (taken / "config.json").exists()
     assert "in use" not in capsys.readouterr().err
+
+
+def test_a_name_too_long_for_a_file_name_is_refused_before_anything_runs(tmp_path, capsys):
+    """Before: 200 two-byte characters passed the name check and failed as "File name too long" at the folder,
+    after the data had been prepared. Names are measured in the bytes a file name holds."""
+    out = tmp_path / "out"
+    assert main(["run", "--quick", "--preset", "tiny", "--name", "é" * 101, "--output-dir", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "202 bytes" in err[0] and not out.exists()

@@ -157,9 +157,11 @@ def safe_name(name: str, what: str) -> str:
         raise UserError(f"{what} must be a plain folder name (one path component: no '/', not '..', not hidden, "
                         f"printable), got {name!r}")
     try:
-        name.encode("utf-8")
+        size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise UserError(f"{what} must be valid text, got {name!r}") from None
+    if size > 200:  # a file name holds 255 bytes; the tool adds a kind prefix, a time stamp or an LR to it
+        raise UserError(f"{what} is {size} bytes in UTF-8; at most 200 fit in a file name with what the tool adds")
     return name
 
 
