@@ -55,6 +55,8 @@ def test_a_file_managers_copy_of_a_record_is_not_a_second_seed(study, capsys):
     (lambda r: r.update(config_id=["a", "b"]), "names configuration"),
     (lambda r: r["config"]["data"].update(num_documents=999), "made with other settings (data.num_documents"),
     (lambda r: r["config"]["train"].update(steps=40), "made with other settings (train.steps"),
+    # a record copied in from a study of another tokenisation (same settings, other text): before, ranked
+    (lambda r: r["data"].update(cache_key="0123456789abcdef"), "made on other data (tokenisation 0123456789ab"),
 ])
 def test_a_tampered_or_foreign_record_is_skipped_with_its_reason(study, capsys, change, reason):
     edit(study / "experiments" / "exp_001.json", change)

@@ -22,7 +22,7 @@ from . import branching
 from .folder import experiments_dir
 from .halving import halving_analysis
 from .lock import study_lock
-from .records import read_records
+from .records import read_records, stored_data_keys
 from .runner import Log, default_log, own_seconds, resolve_configs
 
 # figures earlier versions drew and this one does not (pooled box plots, correlations between designed axes,
@@ -134,7 +134,7 @@ def study_records(study_dir: Path, study: Study, log: Log = default_log) -> tupl
     Only records this study would have written count (``records.read_records``); none is one clear error."""
     said: list[str] = []
     done, skipped = read_records(experiments_dir(study_dir), {e.id: e for e in study.experiments},
-                                 resolve_configs(study), said.append)
+                                 resolve_configs(study), said.append, data_keys=stored_data_keys(study_dir))
     records = [done[e.id] for e in study.experiments if e.id in done]
     for line in said if records else []:  # with nothing to analyse, the one error line says it all
         log(line)

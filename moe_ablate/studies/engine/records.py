@@ -45,8 +45,19 @@ def config_differences(recorded: Any, expected: ExperimentConfig) -> list[str]:
             if k not in RESOLVED_AT_RUN and got.get(k) != want.get(k)]
 
 
-def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfig] | None) -> str | None:
-    """Why ``rec`` (read from ``<stem>.json``) is not evidence for this study, or None when it is."""
+def stored_data_keys(study_dir: Path) -> set[str] | None:
+    """The tokenisations (data cache keys) the study recorded in ``config.json`` (None: none recorded)."""
+    try:
+        data = json.loads((study_dir / "config.json").read_text(encoding="utf-8")).get("data")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(data) if isinstance(data, dict) and data else None
+
+
+def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfig] | None,
+            data_keys: set[str] | None = None) -> str | None:
+    """Why ``rec`` (read from ``<stem>.json``) is not evidence for this study, or None when it is.
+    ``data_keys``: the tokenisations the study trained on; a record made on another is not its evidence."""
     if not isinstance(rec, dict):
         return "not an experiment record"
     eid = rec.get("experiment_id")
@@ -67,6 +78,10 @@ def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfi
         return f"hyperparameters {rec['hyperparameters']} differ from the study's {eid}: {spec.hyperparameters}"
     if rec.get("stage", spec.stage) != spec.stage:
         return f"stage {rec.get('stage')!r}; the study's {eid} is a {spec.stage} run"
+    made_on = rec.get("data", {}).get("cache_key") if isinstance(rec.get("data"), dict) else None
+    if data_keys is not None and made_on is not None and made_on not in data_keys:
+        ours = ", ".join(k[:12] for k in sorted(data_keys))
+        return f"made on other data (tokenisation {str(made_on)[:12]}; the study's: {ours})"
     if configs is not None and "config" in rec:
         diff = config_differences(rec["config"], configs[eid])
         if diff:
@@ -75,7 +90,8 @@ def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfi
 
 
 def read_records(exp_dir: Path, specs: dict, configs: dict[str, ExperimentConfig] | None,
-                 log: Callable[[str], None], set_aside: bool = False) -> tuple[dict[str, dict], list[dict[str, str]]]:
+                 log: Callable[[str], None], set_aside: bool = False,
+                 data_keys: set[str] | None = None) -> tuple[dict[str, dict], list[dict[str, str]]]:
     """({experiment id: record} for the records that pass ``problem``, [{file, reason}] for the others).
     ``set_aside``: a record at its own experiment's path that fails (other settings, another configuration)
     moves to ``experiments/set_aside/`` so that the experiment can run again without overwriting it."""
@@ -86,7 +102,7 @@ def read_records(exp_dir: Path, specs: dict, configs: dict[str, ExperimentConfig
     for f in sorted(exp_dir.glob("*.json")):
         try:
             rec = json.loads(f.read_text(encoding="utf-8"))
-            why = problem(rec, f.stem, specs, configs)
+            why = problem(rec, f.stem, specs, configs, data_keys)
         except (ValueError, UnicodeDecodeError, OSError) as e:
             why = f"unreadable ({type(e).__name__})"
         if why is None:
@@ -94,7 +110,7 @@ def read_records(exp_dir: Path, specs: dict, configs: dict[str, ExperimentConfig
             continue
         skipped.append({"file": f.name, "reason": why})
         log(f"skipped experiment file {f.name}: {why}")
-        if set_aside and f.stem in specs and why.startswith(("made with", "names configuration", "stage",
+        if set_aside and f.stem in specs and why.startswith(("made with", "made on", "names configuration", "stage",
                                                                "unknown status", "hyperparameters")):
             (exp_dir / SET_ASIDE_DIR).mkdir(exist_ok=True)
             os.replace(f, exp_dir / SET_ASIDE_DIR / f"{f.stem}.{int(time.time())}.json")

@@ -101,7 +101,7 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
                   study: Study | None = None, configs: dict[str, ExperimentConfig] | None = None) -> dict[str, dict]:
     """Finished experiment records by id (``records.read_records``: only what this study would have written;
     the rest is said and treated as unfinished). Interrupted runs (stopped by a signal) run again."""
-    from .records import read_records
+    from .records import read_records, stored_data_keys
 
     exp_dir = exp_dir or experiments_dir(study_dir)
     specs = {e.id: e for e in study.experiments} if study is not None else None
@@ -114,7 +114,8 @@ def load_finished(study_dir: Path, log: Log = default_log, exp_dir: Path | None 
                                                                                                          "grid"))
             except (ValueError, UnicodeDecodeError, OSError, AttributeError, TypeError):
                 pass
-    done, _ = read_records(exp_dir, specs, configs, log, set_aside=study is not None)
+    done, _ = read_records(exp_dir, specs, configs, log, set_aside=study is not None,
+                           data_keys=stored_data_keys(study_dir) if study is not None else None)
     return {k: r for k, r in done.items() if r.get("status") != "interrupted"}
 
 
