@@ -65,3 +65,17 @@ def test_a_special_file_wherever_the_tool_reads_one_is_one_line_never_a_hang(tmp
                            tmp_path, timeout=60)
         assert out["outcome"] in ("refused", "ok"), (kind, out)
         assert out["outcome"] == "refused" or kind in ("empty",), (kind, out)
+
+
+@pytest.fixture(scope="module")
+def names_work(tmp_path_factory):
+    return tmp_path_factory.mktemp("names")  # one data cache for every example
+
+
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(target=st.sampled_from(fuzz.NAME_TARGETS), name=fuzz.NAME)
+def test_a_generated_name_is_used_or_refused_in_one_line_and_nothing_is_written_outside_the_output_folder(
+        target, name, names_work):
+    """Names that become file names (``--name``, ``[study] name``, ``[[strategy]] name``): a study that is
+    accepted trains one step; ``scripts/fuzz.py`` tries many more."""
+    fuzz.check_name(target, name, names_work, 0)
