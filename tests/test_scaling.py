@@ -112,6 +112,12 @@ def test_scaling_end_to_end_analyze_and_train_with_the_law(tmp_path, cache_dir):
     used = run["study"]["params"]["settings_from"]["lr_scaling_law"]
     assert run["study"]["base"]["train"]["muon_lr"] == pytest.approx(used["predicted_lr"])
     assert used["compute"] > 0 and used["interval80"][0] < used["predicted_lr"] < used["interval80"][1]
+    if law["loss_law"]["fitted"]:  # the loss the law expects, judged on the run it predicted
+        assert used["predicted_loss"]["value"] > 0 and len(used["predicted_loss"]["interval"]) == 2
+        answer = json.loads(next(out.glob("*/analysis.json")).read_text())["answer"]
+        assert "The scaling law predicted" in answer and "measured minus predicted" in answer
+    else:
+        assert law["loss_law"]["why"]
 
 
 def test_a_scaling_study_needs_a_ladder(tmp_path, cache_dir, capsys):
@@ -194,3 +200,28 @@ def test_the_held_out_check_beside_reuse_of_the_next_rungs_optimum_on_a_planted_
     assert abs(reuse[1000.0] - 0.2 * math.log(1000.0)) < 0.3  # |exponent| ln G, as planted
     assert law[1000.0] < 0.5 * reuse[1000.0] and law[1000.0] < law[3.0] + 0.3  # the law's error does not grow
     assert verdicts[1000.0].count("law") >= 5 and "reuse" not in verdicts[3.0] + verdicts[30.0] + verdicts[1000.0]
+
+
+def test_the_loss_law_interval_covers_the_planted_final_loss():
+    """Plant L(C) = 2.0 + 95 C^-0.15 at four scales (1e12-1e15 FLOPs, each best loss with seed noise 0.01) and
+    predict the loss 100x beyond the largest: the 95% interval covers the planted value in >= 90% of studies,
+    and alpha's CI covers the planted exponent as often."""
+    from moe_ablate.analysis.scaling_law import loss_law, predict_loss
+
+    E, A, alpha, se = 2.0, 95.0, 0.15, 0.01
+    target = 1e17
+    truth = E + A * target ** -alpha
+    rng = np.random.default_rng(3)
+    hits = alpha_hits = 0
+    studies = 60
+    for _ in range(studies):
+        scales = [{"scale": f"s{j}", "compute": c, "lr": {"best_loss": E + A * c ** -alpha + se * rng.standard_normal(),
+                                                          "best_loss_se": se}}
+                  for j, c in enumerate((1e12, 1e13, 1e14, 1e15))]
+        law = loss_law(scales, n_boot=400, rng=rng)
+        assert law["fitted"] and law["n_points"] == 4
+        lo, hi = predict_loss(law, target)["interval"]
+        hits += lo <= truth <= hi
+        alpha_hits += law["alpha_ci"][0] <= alpha <= law["alpha_ci"][1]
+    assert hits >= 0.9 * studies and alpha_hits >= 0.9 * studies
+    assert loss_law(scales[:2])["fitted"] is False  # two scales cannot fix three parameters: said, not fitted

@@ -100,6 +100,13 @@ class LongTrainKind(StudyKind):
             return f"The long run ended with status {r.get('status', 'unknown')}: {r.get('error') or ''}".strip()
         text = (f"{r['config']['model']['name']} trained {r['steps']} steps: validation loss {r['val_loss']:.4f} "
                 f"(best {r['best_val_loss']:.4f} at step {r['best_step']}).")
+        law = (study.params.get("settings_from") or {}).get("lr_scaling_law") or {}
+        pred = law.get("predicted_loss")
+        if pred and pred.get("interval"):  # the scaling study's loss law, judged on the run it predicted
+            lo, hi = pred["interval"]
+            inside = "inside" if lo <= r["val_loss"] <= hi else "outside"
+            text += (f" The scaling law predicted {pred['value']:.4f} ({pred['level']:.0%} interval {lo:.4f}-{hi:.4f}):"
+                     f" measured minus predicted {r['val_loss'] - pred['value']:+.4f}, {inside} the interval.")
         hs = r.get("history", {}).get("hellaswag", [])
         if hs:
             text += f" HellaSwag at step {hs[-1]['step']}: acc_norm {hs[-1]['acc_norm']:.4f} (n {hs[-1]['n']})."

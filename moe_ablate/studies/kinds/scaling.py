@@ -161,8 +161,9 @@ def run_compute(cfg: ExperimentConfig) -> tuple[float, int, int]:
 
 
 def prediction_for(law: dict, cfg: ExperimentConfig, label: str, records: list[dict]) -> dict[str, Any]:
-    """The fitted laws evaluated at ``cfg``'s compute, with 80% intervals and what makes them shaky."""
-    from ...analysis.scaling_law import predict
+    """The fitted laws evaluated at ``cfg``'s compute, with 80% intervals (95% for the loss) and what makes them
+    shaky."""
+    from ...analysis.scaling_law import predict, predict_loss
 
     compute, active, tokens = run_compute(cfg)
     out: dict[str, Any] = {"target": label, "model": cfg.model.name, "compute": compute, "params_active": active,
@@ -171,6 +172,8 @@ def prediction_for(law: dict, cfg: ExperimentConfig, label: str, records: list[d
         fit = (law.get("fits") or {}).get(key)
         if fit and fit.get("fitted"):
             out[key] = predict(fit, compute)
+    if (law.get("loss_law") or {}).get("fitted"):
+        out["loss"] = predict_loss(law["loss_law"], compute)
     largest = max((s["compute"] for s in law.get("scales", []) if s.get("compute")), default=None)
     if largest and compute > largest:
         out["extrapolation"] = compute / largest
@@ -201,12 +204,21 @@ def lr_from_law(study_dir: str | Path, cfg: ExperimentConfig) -> tuple[float, di
     if not all(_positive_number(fit.get(k), k == "exponent") for k in ("coef", "exponent")):
         raise UserError(f"--lr scaling:{study_dir}: {path} is damaged (coef {fit.get('coef')!r}, exponent "
                         f"{fit.get('exponent')!r}); run `moe-ablate analyze {study_dir}` to write it again")
-    from ...analysis.scaling_law import predict
+    from ...analysis.scaling_law import predict, predict_loss
 
     compute, _, _ = run_compute(cfg)
     p = predict(fit, compute)
-    return p["value"], {"scaling_law": str(path), "compute": compute, "predicted_lr": p["value"],
-                        "interval80": p.get("interval"), "coef": fit["coef"], "exponent": fit["exponent"]}
+    out = {"scaling_law": str(path), "compute": compute, "predicted_lr": p["value"], "interval80": p.get("interval"),
+           "coef": fit["coef"], "exponent": fit["exponent"]}
+    loss = law.get("loss_law")
+    if isinstance(loss, dict) and loss.get("fitted"):  # the loss the law expects this run to reach
+        try:
+            q = predict_loss(loss, compute)
+            out["predicted_loss"] = {"value": q["value"], "interval": q.get("interval"), "level": q["level"],
+                                     "metric": law.get("metric", "val_loss")}
+        except (KeyError, TypeError, ValueError):
+            pass  # a damaged loss law only loses the loss prediction; the LR is checked above
+    return p["value"], out
 
 
 def _positive_number(v, any_sign: bool = False) -> bool:
@@ -232,7 +244,7 @@ def law_file(law: dict) -> dict[str, Any]:
         scales.append(row)
     return {"metric": law["metric"], "lr_axis": law["lr_axis"], "batch_axis": law["batch_axis"],
             "scale_axes": law["scale_axes"], "scales": scales, "fits": law["fits"], "n_d_fits": law["n_d_fits"],
-            "holdout": law.get("holdout"), "prediction": law.get("prediction")}
+            "holdout": law.get("holdout"), "prediction": law.get("prediction"), "loss_law": law.get("loss_law")}
 
 
 def _g(v: float | None) -> str:
@@ -282,6 +294,15 @@ def scaling_answer(law: dict) -> str:
     if left:
         out.append("Left out (optimum not bracketed): " + "; ".join(f"{s['scale']} ({s['lr'].get('why', '')})"
                                                                  for s in left) + ".")
+    ll = law.get("loss_law") or {}
+    if ll.get("fitted"):
+        lo, hi = ll.get("alpha_ci", (math.nan, math.nan))
+        elo, ehi = ll.get("E_ci", (math.nan, math.nan))
+        out.append(f"The best {law['metric']} per scale follows E + A x C^-alpha with alpha = {ll['alpha']:.3f} "
+                   f"({ll['level']:.0%} CI [{lo:.3f}, {hi:.3f}]) and E = {ll['E']:.3f} "
+                   f"([{elo:.3f}, {ehi:.3f}]), on {ll['n_points']} scales"
+                   + (" (3 points for 3 parameters: nothing is left to test the form)" if ll["n_points"] == 3 else "")
+                   + ".")
     b = law["fits"].get("batch")
     if b and b.get("fitted"):
         out.append(f"Batch size: B_opt = {_g(b['coef'])} x C^{b['exponent']:+.3f} (95% CI "
@@ -293,6 +314,10 @@ def scaling_answer(law: dict) -> str:
                    f"{_g(p['lr']['value'])} (80% interval {_g(iv[0])}-{_g(iv[1])})"
                    + (f" and batch size {_g(p['batch']['value'])}" if p.get("batch") else "")
                    + "; `moe-ablate train --exp N --lr scaling:<this folder>` uses it.")
+    if p.get("loss"):
+        iv = p["loss"].get("interval") or (math.nan, math.nan)
+        out.append(f"The loss law expects the target to reach {law['metric']} {p['loss']['value']:.3f} "
+                   f"({p['loss']['level']:.0%} interval {iv[0]:.3f}-{iv[1]:.3f}).")
     out += [f"Warning: {w}." for w in p.get("warnings", [])]
     return " ".join(out)
 
