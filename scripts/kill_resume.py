@@ -194,6 +194,11 @@ def trial(kind: str, kills: int, seed: int, work: Path, steps: int = 20, cache: 
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     env.pop("MOE_ABLATE_KILL_AT", None)
     cache = cache or work / "cache"
+    # the data every kind trains on, tokenised before the reference is timed: the kill moments are drawn from the
+    # reference's time, and a reference that paid for the tokenisation made them land after a warm run had ended
+    subprocess.run([sys.executable, "-m", "moe_ablate", "data", "prepare", "--preset", "tiny", "--num-documents", "300",
+                    "--max-tokens", "60000", "--vocab-size", "512", "--cache-dir", str(cache)], env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     fresh, resume = commands(kind, work, work / "reference", steps, cache)
     ref, _, seconds = run_to_end(fresh, resume, work / "reference", env)
     fresh, resume = commands(kind, work, work / "killed", steps, cache)
