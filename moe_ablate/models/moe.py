@@ -110,7 +110,9 @@ class MoEFeedForward(RoutingLoad):
         flat = top_idx.reshape(-1)
         order = flat.argsort(stable=True)  # slots grouped by expert, contiguous
         token_of = order // k
-        xs = x[token_of]
+        # a gather whose backward adds each token's k rows in index order: x[token_of] backs into index_put_(accumulate)
+        # with atomic float adds on CPU, whose order (so whose rounding, for k >= 3) changes from run to run
+        xs = torch.index_select(x, 0, token_of)
         if mode == "grouped":
             ys = self._grouped(xs, flat[order])
         else:
