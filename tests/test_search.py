@@ -191,3 +191,11 @@ def test_lr_search_runs_on_any_preset_and_model_without_exp(tmp_path, cache_dir,
     cfg.write_text(kill_resume.study_toml(7, "[0.01]", 0, str(cache_dir), name="mine"))
     assert main(["lr-search", "--config", str(cfg), "--dry-run", "--no-measure"]) == 0
     assert "steps           7 per run" in capsys.readouterr().out
+
+
+def test_an_lr_search_of_one_lr_says_nothing_brackets_it(tmp_path, cache_dir):
+    """Found by the names fuzz: `lr-search --lrs 0.01` (one LR) ended in KeyError 'tested' after training."""
+    assert main(["lr-search", "--exp", "9", "--lrs", "0.01", "--steps", "2", "--eval-every", "2", "--output-dir",
+                 str(tmp_path), *kill_resume.SMALL, "--cache-dir", str(cache_dir)]) == 0
+    (rec,) = [json.loads(p.read_text()) for p in tmp_path.glob("*/lr_recommendation.json")]
+    assert rec["best_learning_rate"] == 0.01 and rec["bracketed"] is None and rec["tried"] == [0.01]

@@ -99,8 +99,8 @@ def _ended_worse(records: list[dict], rec: dict) -> dict | None:
 
 def lr_bracket(analysis: dict) -> dict:
     """Whether the best muon_lr is bracketed, and which side is open (``ranking.bracket``)."""
-    if "muon_lr" not in analysis["axes"]:
-        return {"bracketed": False, "open": None}
+    if "muon_lr" not in analysis["axes"]:  # one LR tried: nothing brackets it (ranking.bracket's fields)
+        return {"bracketed": False, "tested": False, "open": None, "by_estimate": False}
     import pandas as pd  # the statistics stack loads when a study is analysed, not when the CLI starts
 
     from ...analysis import ranking

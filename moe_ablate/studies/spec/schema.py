@@ -50,7 +50,7 @@ class StudySection(_Strict):
     preset: StrictStr = "seed"
     metric: StrictStr = "val_loss"
     description: StrictStr = ""
-    seeds: int = Field(default=1, ge=1, le=limits.MAX_SEEDS)
+    seeds: int = Field(default=1, gt=0, le=limits.MAX_SEEDS)
     confirm: int | None = Field(default=None, ge=0, le=limits.MAX_CONFIRM)
     # batch-seqlen: the Muon LRs every strategy runs with
     lrs: list[Annotated[float, Field(gt=0, le=limits.MAX_LR)]] | None = Field(default=None, max_length=limits.MAX_LRS)
