@@ -225,3 +225,7 @@ def test_the_loss_law_interval_covers_the_planted_final_loss():
         alpha_hits += law["alpha_ci"][0] <= alpha <= law["alpha_ci"][1]
     assert hits >= 0.9 * studies and alpha_hits >= 0.9 * studies
     assert loss_law(scales[:2])["fitted"] is False  # two scales cannot fix three parameters: said, not fitted
+    flat = [{**sc, "lr": {"best_loss": 3.0 + 0.05 * rng.standard_normal(), "best_loss_se": 0.05}} for sc in scales[:3]]
+    open_law = loss_law(flat, n_boot=400, rng=rng)  # three noisy points that barely fall: alpha is not pinned down
+    assert open_law["fitted"] and open_law["alpha_open"]
+    assert law["alpha_open"] is False

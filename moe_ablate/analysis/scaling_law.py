@@ -409,6 +409,8 @@ def loss_law(scales: list[dict[str, Any]], n_boot: int = N_BOOT, rng: np.random.
     if len(be) > 1:
         out["alpha_ci"] = [float(t) for t in np.percentile(bal, [tail, 100 - tail])]
         out["E_ci"] = [float(t) for t in np.percentile(be, [tail, 100 - tail])]
+        # an interval that runs into the searched range's end is cut there, not measured: the data leave alpha open
+        out["alpha_open"] = bool(out["alpha_ci"][0] <= ALPHAS[0] or out["alpha_ci"][1] >= ALPHAS[-1])
     return out
 
 

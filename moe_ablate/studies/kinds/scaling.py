@@ -302,7 +302,9 @@ def scaling_answer(law: dict) -> str:
                    f"({ll['level']:.0%} CI [{lo:.3f}, {hi:.3f}]) and E = {ll['E']:.3f} "
                    f"([{elo:.3f}, {ehi:.3f}]), on {ll['n_points']} scales"
                    + (" (3 points for 3 parameters: nothing is left to test the form)" if ll["n_points"] == 3 else "")
-                   + ".")
+                   + (f"; alpha's interval runs into the fit's bound ({ll['alpha_ci'][1]:.0f}): the data do not pin "
+                      "it down, so the loss predicted for the target is a range, not a number" if ll.get("alpha_open")
+                      else "") + ".")
     b = law["fits"].get("batch")
     if b and b.get("fitted"):
         out.append(f"Batch size: B_opt = {_g(b['coef'])} x C^{b['exponent']:+.3f} (95% CI "
