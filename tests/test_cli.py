@@ -33,6 +33,8 @@ def run_cli(args, capsys):
     (["train", "--model", "gpt"], "unknown model"),
     (["train", "--device", "tpu"], "device"),
     (["run", "--config", "/no/such.toml"], "study config not found"),
+    (["lr-search", "--halving", "1"], "must be in [2, 1000]"),  # ETA 1 keeps every configuration: no halving
+    (["lr-search", "--lrs", *(f"{1e-5 * (i + 1):.6g}" for i in range(1001))], "at most 1000"),
     (["analyze", "--results-dir", "/no/such/dir"], "results folder not found"),
     (["analyze", "/no/such/dir"], "results folder not found"),
     (["analyze"], "analyze needs a study folder"),

@@ -159,10 +159,13 @@ def test_a_huge_scaling_bootstrap_is_refused_before_anything_trains(tmp_path, ca
 
 
 @pytest.mark.parametrize("edit, flags, words", [
-    (("[study]\n", "[study]\nseeds = 1000000000000000\n"), [], "study.seeds"),  # before: expanded forever
-    (("[study]\n", "[study]\nconfirm = 1000000000000000\n"), [], "study.confirm"),  # before: stored, then
+    # before: expanded its experiment list until killed
+    (("[study]\n", "[study]\nseeds = 1000000000000000\n"), [], "study.seeds"),
+    # before: accepted and trained, then its folder was refused on every later read
+    (("[study]\n", "[study]\nconfirm = 1000000000000000\n"), [], "study.confirm"),
+    # 11 LRs x 10 weight decays x 1,000 seeds: each bound holds, the product does not
     (("muon_lr = [0.01, 0.05]", "muon_lr = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.2]"),
-     ["--seeds", "1000"], "110,000 runs"),  # its folder unloadable
+     ["--seeds", "1000"], "110,000 runs"),
     (None, ["--seeds", "100000"], "--seeds"),
     (None, ["--confirm", "1000"], "--confirm"),
     (None, ["--halving", "100000"], "--halving"),
@@ -220,7 +223,9 @@ def test_two_studies_started_in_the_same_second_get_two_folders(tmp_path, cache_
     the name right after this one chose it (the race), holding the folder's lock as a running study does."""
     import kill_resume
 
+    from moe_ablate import tracking
     from moe_ablate.cli import study_cmds
+    from moe_ablate.studies.engine import pipeline
     from moe_ablate.studies.engine.lock import study_lock
 
     real, held = study_cmds.study_dir_for, []
@@ -233,13 +238,25 @@ def test_two_studies_started_in_the_same_second_get_two_folders(tmp_path, cache_
         return path
 
     monkeypatch.setattr(study_cmds, "study_dir_for", chosen_then_taken)
+    tracked = []  # the tracker runs' names: they must name the study's own folder, the "_2" one
+
+    class Tracker:
+        def __init__(self, spec, run, hparams, start_step):
+            tracked.append(run)
+        log = finish = lambda self, *a: None
+
+    monkeypatch.setattr(tracking.TrackingSpec, "check_installed", lambda self: None)
+    monkeypatch.setitem(tracking.ADAPTERS, "tensorboard", Tracker)
+    monkeypatch.setattr(pipeline, "attach_study_outputs", lambda *a: None)
     cfg = tmp_path / "s.toml"
     cfg.write_text(kill_resume.study_toml(2, "[0.01]", 0, str(cache_dir), name="twin"))
     out = tmp_path / "out"
-    assert main(["run", "--config", str(cfg), "--output-dir", str(out), "--no-progress"]) == 0
+    assert main(["run", "--config", str(cfg), "--output-dir", str(out), "--no-progress", "--tracker", "tensorboard",
+                 "--tracking-dir", str(tmp_path / "tracking")]) == 0
     taken, lock = held[0]
     lock.__exit__(None, None, None)
     assert sorted(p.name for p in out.iterdir()) == [taken.name, f"{taken.name}_2"]
+    assert tracked and all(run.startswith(f"{taken.name}_2/") for run in tracked), tracked
     assert (out / f"{taken.name}_2" / "config.json").exists() and not (taken / "config.json").exists()
     assert "in use" not in capsys.readouterr().err
 

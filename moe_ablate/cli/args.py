@@ -52,10 +52,10 @@ pos_int, pos_float = _number(int, lambda v: v > 0, "positive"), _number(float, l
 nonneg_int, nonneg_float = _number(int, lambda v: v >= 0, ">= 0"), _number(float, lambda v: v >= 0, ">= 0")
 fraction = _number(float, lambda v: 0 <= v < 1, "in [0, 1)")
 seed_int = _number(int, lambda v: 0 <= v < 2**32, "in [0, 2**32)")  # numpy's and every RNG's range
-lr_float = _number(float, lambda v: 0 < v <= limits.MAX_LR, "in (0, 1000]")  # beyond that every run diverges at once
+lr_float = _number(float, lambda v: 0 < v <= limits.MAX_LR, f"in (0, {limits.MAX_LR:g}]")
 seeds_int = _number(int, lambda v: 1 <= v <= limits.MAX_SEEDS, f"in [1, {limits.MAX_SEEDS}]")
 confirm_int = _number(int, lambda v: 0 <= v <= limits.MAX_CONFIRM, f"in [0, {limits.MAX_CONFIRM}]")
-halving_int = _number(int, lambda v: 1 <= v <= limits.MAX_HALVING, f"in [1, {limits.MAX_HALVING}]")
+halving_int = _number(int, lambda v: 2 <= v <= limits.MAX_HALVING, f"in [2, {limits.MAX_HALVING}]")  # ETA: keep 1/ETA
 steps_int = _number(int, lambda v: 1 <= v <= limits.MAX_STEPS, f"in [1, {limits.MAX_STEPS:.0e}]")
 
 

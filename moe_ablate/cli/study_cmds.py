@@ -111,8 +111,6 @@ def _build(args, build, record_flags: bool = False):
     """The study these flags define (``build(args)`` plus the halving settings every kind shares)."""
     study = build(args)
     if getattr(args, "halving", None):
-        if args.halving < 2:
-            raise UserError("--halving needs ETA >= 2")
         study.halving, study.min_steps, study.halving_restart = args.halving, args.min_steps or 0, args.halving_restart
         if study.min_steps >= study.base.train.steps:
             raise UserError(f"--min-steps ({study.min_steps}) must be below the steps of a run "
@@ -230,11 +228,11 @@ def cmd_export(args) -> int:
     d = Path(args.folder)
     if not d.is_dir():
         raise UserError(f"results folder not found: {d}")
-    study, _ = load_study(d)
+    study, stored = load_study(d)
     default = {"csv": "results.csv", "parquet": "results.parquet", "optuna": "optuna.db"}[args.format]
     out = Path(args.output) if args.output else d / default
     with study_lock(d, "exporting it") if out.resolve().parent == d.resolve() else contextlib.nullcontext():
-        records, _ = study_records(d, study, log)
+        records, _ = study_records(d, study, log, stored)
         export(records, study.metric, study.name, args.format, out)
     print(f"wrote {out} ({len(records)} experiments)")
     if args.format == "optuna":

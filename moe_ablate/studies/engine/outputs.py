@@ -125,16 +125,17 @@ def analyze_folder(study_dir: str | Path, log: Log = default_log) -> dict[str, A
 
 
 def _analyze_locked(study_dir: Path, study: Study, stored: dict, log: Log) -> dict[str, Any]:
-    records, skipped = study_records(study_dir, study, log)
+    records, skipped = study_records(study_dir, study, log, stored)
     return write_outputs(study_dir, study, records, log=log, skipped=skipped, stored=stored)
 
 
-def study_records(study_dir: Path, study: Study, log: Log = default_log) -> tuple[list[dict], list[str]]:
+def study_records(study_dir: Path, study: Study, log: Log = default_log,
+                  stored: dict | None = None) -> tuple[list[dict], list[str]]:
     """(the study's readable records in study order, the files skipped): what ``analyze`` and ``export`` read.
     Only records this study would have written count (``records.read_records``); none is one clear error."""
     said: list[str] = []
     done, skipped = read_records(experiments_dir(study_dir), {e.id: e for e in study.experiments},
-                                 resolve_configs(study), said.append, data_keys=stored_data_keys(study_dir))
+                                 resolve_configs(study), said.append, data_keys=stored_data_keys(study_dir, stored))
     records = [done[e.id] for e in study.experiments if e.id in done]
     for line in said if records else []:  # with nothing to analyse, the one error line says it all
         log(line)

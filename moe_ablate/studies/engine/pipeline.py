@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,8 @@ def run_study(study: Study | None, study_dir: str | Path, *, resume: bool = Fals
     ctx = _prepare(study_dir, study, executor, log, progress, tracking_spec)
     if numbered:  # claimed only now, once the study is sound: a refused one leaves no folder
         ctx.folder = study_dir = claim_numbered(study_dir)
+        if ctx.tracking is not None:  # a "_2" study's runs are named after its own folder, not the first's
+            ctx.tracking = replace(ctx.tracking, study=study_dir.name)
     with study_lock(study_dir):
         if any(p.name != LOCK_FILE for p in study_dir.iterdir()):  # another process created it meanwhile
             raise UserError(f"study folder {study_dir} already exists; use --resume {study_dir} or another --name")

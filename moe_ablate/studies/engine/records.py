@@ -45,10 +45,13 @@ def config_differences(recorded: Any, expected: ExperimentConfig) -> list[str]:
             if k not in RESOLVED_AT_RUN and got.get(k) != want.get(k)]
 
 
-def stored_data_keys(study_dir: Path) -> set[str] | None:
-    """The tokenisations (data cache keys) the study recorded in ``config.json`` (None: none recorded)."""
+def stored_data_keys(study_dir: Path, stored: dict | None = None) -> set[str] | None:
+    """The tokenisations (data cache keys) the study recorded in ``config.json`` (None: none recorded).
+    ``stored``: that file as the caller already parsed it (read once, so the check and the study agree)."""
     try:
-        data = json.loads((study_dir / "config.json").read_text(encoding="utf-8")).get("data")
+        if stored is None:
+            stored = json.loads((study_dir / "config.json").read_text(encoding="utf-8"))
+        data = stored.get("data")
     except (OSError, ValueError, AttributeError):
         return None
     return set(data) if isinstance(data, dict) and data else None

@@ -19,7 +19,7 @@ from ...config import apply_overrides
 from ...errors import UserError
 from ...record import config_id
 from ...utils import atomic_write_json
-from ..spec import schema
+from ..spec import limits, schema
 from ..spec.file import ExperimentSpec
 from ..spec.stored import Study
 from .base import FollowUp, StudyKind, register
@@ -59,6 +59,8 @@ def make_study(exp: int | None, *, lrs: list[float] | None = None, full: bool = 
                        config)
     if lrs:
         schema.check_axis("--lrs", list(lrs), "lr-search")
+        if len(lrs) > limits.MAX_LRS:
+            raise UserError(f"lr-search: --lrs lists {len(lrs)} learning rates; at most {limits.MAX_LRS}")
     lrs = sorted(lrs or default_lrs)
     what = f"Experiment {exp} ({base.model.name})" if exp is not None else base.model.name
     return Study(kind=KIND.name, name=search_name("lr_search", exp, base), base=base, experiments=lr_experiments(lrs),
