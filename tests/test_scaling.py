@@ -229,3 +229,71 @@ def test_the_loss_law_interval_covers_the_planted_final_loss():
     open_law = loss_law(flat, n_boot=400, rng=rng)  # three noisy points that barely fall: alpha is not pinned down
     assert open_law["fitted"] and open_law["alpha_open"]
     assert law["alpha_open"] is False
+
+
+def test_the_validation_scale_beyond_the_ladder_recovers_its_optimum_and_says_who_won():
+    """Plant lr* = 20 C^-0.2, run a 3-rung ladder (1e12-1e14 FLOPs), let the tool choose the LR grid at a scale
+    100x beyond (1e16), simulate it and measure its optimum as every rung's: its 95% CI covers the planted optimum
+    in >= 90% of studies, the grid brackets both the law's LR and reuse's, and the verdict names the law there
+    (reusing the largest rung's optimum is off by 0.2 ln 100 = 0.92 in log, the law is not)."""
+    from moe_ablate.analysis.scaling_law import analyze_scaling, validation_check, validation_lrs
+    from moe_ablate.analysis.stats import to_frame
+
+    rng = np.random.default_rng(11)
+    studies, covered, verdicts, law_err, reuse_err = 40, 0, [], [], []
+    for _ in range(studies):
+        ladder = scaling_check.simulate(rng, compute=(1e12, 1e13, 1e14), seeds=3)
+        law = analyze_scaling(ladder, n_boot=200, seed=int(rng.integers(2 ** 31)), statistical_set=False)
+        plan = validation_lrs(law, 1e16)
+        lrs = plan["lrs"]
+        assert 5 <= len(lrs) <= 12 and lrs[0] < plan["reuse"] < lrs[-1] and lrs[0] < plan["centre"] < lrs[-1]
+        val = scaling_check.simulate(rng, compute=(1e16,), grid=lrs, seeds=3, jitter=False, stage="validate")
+        df, _ = to_frame(val)
+        check = validation_check(law, df, "val_loss", 1e16, "d_model=1024", n_boot=200, rng=rng)
+        truth = scaling_check.true_opt(1e16)
+        lo, hi = check["measured"]["ci"]
+        covered += lo <= truth <= hi
+        verdicts.append(check["verdict"])
+        law_err.append(abs(check["law"]["log_error"]))
+        reuse_err.append(abs(check["reuse"]["log_error"]))
+        assert check["law"]["loss_penalty"] is not None and check["reuse"]["loss_penalty"] is not None
+        assert check["extrapolation"] == pytest.approx(100.0)
+    assert covered >= 0.9 * studies, covered
+    assert np.mean(reuse_err) > 0.6 and np.mean(law_err) < 0.5 * np.mean(reuse_err), (law_err, reuse_err)
+    assert verdicts.count("law") >= 0.75 * studies and "reuse" not in verdicts, verdicts
+
+
+def test_a_validation_scale_runs_after_the_ladder_and_is_reported_beside_the_law(tmp_path, cache_dir, capsys):
+    """[scaling] validate: after the ladder, an LR grid at the unseen width is stored with the study and run; the
+    law is fitted on the ladder alone; scaling_law.json, the answer and the report hold law vs reuse vs measured;
+    a resume runs nothing again. A validate table that names a ladder scale or the wrong axis is one line."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(6, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]")
+                   + "validate = { \"model.d_model\" = 64 }\nvalidate_lrs = 4\n")
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    d = tmp_path / "s"
+    stored = json.loads((d / "config.json").read_text())["study"]
+    val = [e for e in stored["experiments"] if e["stage"] == "validate"]
+    assert len(val) >= 4 * 2 and all(e["overrides"]["model.d_model"] == 64 for e in val)  # >= 4 LRs x 2 seeds
+    assert all((d / "experiments" / f"{e['id']}.json").exists() for e in val)
+    law = json.loads((d / "scaling_law.json").read_text())
+    assert [s["scale"] for s in law["scales"]] == ["d_model=16", "d_model=32", "d_model=48"]  # never the check
+    v = law["validation"]
+    assert v["scale"] == "d_model=64" and v["runs"] == len(val) and v["extrapolation"] > 1
+    assert "measured" in v and v["verdict"] in ("law", "reuse", "cannot tell", "no law")
+    answer = json.loads((d / "analysis.json").read_text())["answer"]
+    assert "Validation at d_model=64" in answer
+    err = capsys.readouterr().err
+    assert "validation at d_model=64" in err
+    assert main(["scaling", "--resume", str(d), "--no-progress"]) == 0
+    assert f"{len(stored['experiments'])} of {len(stored['experiments'])} experiments already finished" in \
+        capsys.readouterr().err
+    again = json.loads((d / "config.json").read_text())["study"]["experiments"]
+    assert again == stored["experiments"]  # nothing added twice
+    for table, words in (('{ "model.d_model" = 32 }', "names a scale of the ladder"),
+                         ('{ "model.n_layers" = 3 }', "one value for each axis")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(kill_resume.scaling_toml(6, str(cache_dir)) + f"validate = {table}\n")
+        assert main(["scaling", "--config", str(bad), "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0] and not (tmp_path / "o").exists()

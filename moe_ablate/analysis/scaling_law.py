@@ -496,3 +496,85 @@ def analyze_scaling(records: list[dict], metric: str = "val_loss", lr_axis: str 
     return {"metric": metric, "lr_axis": lr_axis, "batch_axis": batch, "scale_axes": scale_axes, "scales": scales,
             "fits": fits, "n_d_fits": {k: v for k, v in nd.items() if v}, "holdout": fits["lr"].get("holdout"),
             "loss_law": loss_law(scales, n_boot, rng)}
+
+
+# ---------------------------------------------------------------- validation at a scale the ladder never saw
+VALIDATE_LRS = 5  # LRs tried at the validation scale (at least 4: a cubic's window needs them)
+MAX_VALIDATE_LRS = 12
+
+
+def _bracketed(scales: list[dict[str, Any]], key: str = "lr") -> list[dict[str, Any]]:
+    return sorted((s for s in scales if s.get(key) and s[key].get("bracketed") and s[key].get("log_sd")),
+                  key=lambda s: s["compute"])
+
+
+def validation_lrs(law: dict[str, Any], compute: float, n: int = VALIDATE_LRS, ratio: float = 2.0,
+                   max_lr: float = 1e3) -> dict[str, Any]:
+    """The LR grid for the validation scale: ``n`` values ``ratio`` apart (the ladder's spacing) centred on the
+    law's prediction there, widened a step at a time until reusing the largest bracketed rung's optimum is
+    inside too (a tried value on each side of both candidates, so the measured optimum can decide between
+    them). Without a law, centred on that reuse. ``{"lrs": [], "why": ...}`` when the ladder gives neither."""
+    used = _bracketed(law.get("scales") or [])
+    reuse = used[-1]["lr"]["opt"] if used else None
+    fit = (law.get("fits") or {}).get("lr") or {}
+    if fit.get("fitted"):
+        centre, how = predict(fit, compute)["value"], "the law's prediction"
+    elif reuse is not None:
+        centre, how = reuse, f"the largest bracketed scale's optimum (no law: {fit.get('why', 'not fitted')})"
+    else:
+        tried = [s for s in law.get("scales") or [] if s.get("compute") and (s.get("lr") or {}).get("argmin")]
+        if not tried:
+            return {"lrs": [], "why": "no run of the ladder finished: there is nothing to carry to the validation "
+                                      "scale"}
+        last = max(tried, key=lambda s: s["compute"])
+        centre, how = last["lr"]["argmin"], f"the best LR tried at {last['scale']} (no scale has a bracketed optimum)"
+    lrs = [centre * ratio ** (i - (n - 1) / 2) for i in range(n)]
+    while reuse is not None and reuse < lrs[1] and len(lrs) < MAX_VALIDATE_LRS:
+        lrs.insert(0, lrs[0] / ratio)
+    while reuse is not None and reuse > lrs[-2] and len(lrs) < MAX_VALIDATE_LRS:
+        lrs.append(lrs[-1] * ratio)
+    lrs = sorted({float(f"{v:.3g}") for v in lrs if v <= max_lr})
+    return {"lrs": lrs, "centre": centre, "centred_on": how, "reuse": reuse, "ratio": ratio}
+
+
+def validation_check(law: dict[str, Any], sub: pd.DataFrame, metric: str, compute: float, scale: str,
+                     lr_axis: str = "muon_lr", n_boot: int = N_BOOT, rng: np.random.Generator | None = None
+                     ) -> dict[str, Any]:
+    """Law vs reuse vs measured at the validation scale: its optimum measured as every rung's is (vertex, CI),
+    the law's prediction and reuse of the largest bracketed rung's optimum each with its log error and its loss
+    penalty on the measured curve, the verdict by ``naive_baseline``'s rule, and the loss law's prediction of
+    the best loss against the measured one."""
+    rng = rng or np.random.default_rng(1)
+    measured = scale_optimum(sub, lr_axis, metric, n_boot=n_boot, rng=rng)
+    used = _bracketed(law.get("scales") or [])
+    largest = max((s["compute"] for s in law.get("scales") or [] if s.get("compute")), default=None)
+    out: dict[str, Any] = {"scale": scale, "compute": compute, "extrapolation": compute / largest if largest else None,
+                           "runs": int(len(sub)), "runs_ok": int((sub.status == "ok").sum()),
+                           "measured": {k: v for k, v in measured.items() if k != "replicates"}}
+    if not measured.get("bracketed"):
+        out["verdict"] = "cannot tell"
+        out["why"] = measured.get("why", "the optimum is not bracketed") + ": the measured optimum is unknown"
+        return out
+    poly = (np.polynomial.polynomial.Polynomial(measured["polynomial"])
+            if measured.get("polynomial") and measured.get("convex") else None)
+    fit = (law.get("fits") or {}).get("lr") or {}
+    law_log = None
+    if fit.get("fitted"):
+        p = predict(fit, compute)
+        law_log = math.log(p["value"])
+        out["law"] = {"predicted": p["value"], "interval": p.get("interval"), "level": p["level"],
+                      "log_error": law_log - measured["log_opt"],
+                      "loss_penalty": float(poly(law_log) - poly(measured["log_opt"])) if poly else None}
+    if used:
+        reuse = naive_baseline(used[-1], measured, "lr", poly, law_log if law_log is not None else math.nan)
+        out["reuse"] = reuse["naive"]
+        out["noise_log_sd"] = reuse["noise_log_sd"]
+        out["verdict"] = reuse["law_vs_reuse"] if law_log is not None else "no law"
+    ll = law.get("loss_law") or {}
+    if ll.get("fitted") and measured.get("best_loss") is not None:
+        q = predict_loss(ll, compute)
+        iv = q.get("interval")
+        out["loss"] = {"predicted": q["value"], "interval": iv, "level": q["level"],
+                       "measured": measured["best_loss"], "measured_se": measured.get("best_loss_se"),
+                       "inside": bool(iv[0] <= measured["best_loss"] <= iv[1]) if iv else None}
+    return out

@@ -95,10 +95,10 @@ def keep_per_group(ranked: list[str], alive: list[str], groups: dict[str, str], 
 def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict]], log) -> list[dict]:
     """Run the rungs; returns the final records (survivors' full runs, pruned and failed records)."""
     steps = rung_steps(study)
-    # the grid alone is halved; a confirmation stage (added after the last rung) is run as it stands
-    configs = {c: [e for e in runs if e.stage != "confirm"] for c, runs in study.configurations().items()}
+    # the grid alone is halved; a stage added after the last rung (confirmation, validation) is run as it stands
+    configs = {c: [e for e in runs if e.stage == "grid"] for c, runs in study.configurations().items()}
     configs = {c: runs for c, runs in configs.items() if runs}
-    confirm = [e for e in study.experiments if e.stage == "confirm"]
+    added = [e for e in study.experiments if e.stage != "grid"]
     alive = list(configs)
     groups = {c: group_of(study, runs[0]) for c, runs in configs.items()}
     summary: dict[str, Any] = {"eta": study.halving, "rungs": [], "restart": study.halving_restart,
@@ -155,7 +155,7 @@ def run_halving(study_dir: Path, study: Study, run_rung: Callable[..., list[dict
     summary.update(trained_steps=trained, share_of_full_grid=trained / max(1, summary["full_grid_steps"]),
                    peak_checkpoint_bytes=peak_disk)
     atomic_write_json(study_dir / "halving.json", summary)
-    return run_rung(confirm, None, None)  # the study's records: pruned, finished and confirmation runs
+    return run_rung(added, None, None)  # the study's records: pruned, finished, confirmation and validation runs
 
 
 class _EarlyRelease:

@@ -193,6 +193,10 @@ def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) ->
         if extend:
             while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):
                 records = grow(more, "the best value is at the edge of the range")
+        if not interrupt.requested():
+            more, why = kind.follow_on(study, records, log)
+            if more:
+                records = grow(more, why)
         if not interrupt.requested() and study.resolved_confirm():
             more = confirmation_experiments(study, records, log)
             if more:

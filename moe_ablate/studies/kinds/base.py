@@ -75,6 +75,12 @@ class StudyKind:
         """Experiments to add after a round (only when the user asked to extend)."""
         return []
 
+    def follow_on(self, study: Study, records: list[dict], log) -> tuple[list[ExperimentSpec], str]:
+        """(experiments the study itself adds once its grid is in, why): a scaling study's validation scale,
+        whose LRs depend on the ladder's law. They are stored before they run, so a resume continues them; return
+        ``([], "")`` once they exist."""
+        return [], ""
+
     def write_files(self, study_dir: Path, study: Study, records: list[dict], analysis: dict) -> None:
         """The kind's own files beside the common ones (kept for the seeds' users)."""
 

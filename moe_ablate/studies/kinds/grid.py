@@ -41,7 +41,7 @@ class GridKind(StudyKind):
         nxt = next_lr(records, analysis)
         if nxt is None:
             return []
-        grid = [e for e in study.experiments if e.stage != "confirm"]
+        grid = [e for e in study.experiments if e.stage == "grid"]
         others = {}
         for e in grid:
             rest = {k: v for k, v in e.overrides.items() if k not in ("train.muon_lr", "train.seed")}

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config
+from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config, validate
 from ...errors import UserError
 from ...utils import atomic_write_json, read_json
 from .base import StudyKind, register
@@ -63,13 +63,19 @@ class ScalingKind(StudyKind):
         if section.get("target_preset") is not None and section["target_preset"] not in PRESETS:
             raise UserError(f"[scaling] target_preset must be a preset ({' | '.join(PRESETS)}), got "
                             f"{section['target_preset']!r}")
-        from ...analysis.scaling_law import N_BOOT  # the statistics stack loads only for a scaling study
+        from ...analysis.scaling_law import N_BOOT, VALIDATE_LRS  # the statistics stack: for a scaling study only
 
         study.params["target"] = {"exp": section.get("target_exp", 3),
                                   "preset": flags.get("preset") or section.get("target_preset"),
                                   "steps": flags.get("steps") or section.get("target_steps"),
                                   "bootstrap": section.get("bootstrap", N_BOOT)}
         check_ladder(study)
+        if section.get("validate") is not None:
+            study.params["validate"] = {"scale": check_validation_scale(study, section["validate"]),
+                                        "lrs": int(section.get("validate_lrs", VALIDATE_LRS))}
+
+    def follow_on(self, study, records, log):
+        return validation_experiments(study, records, log)
 
     def halving_group(self, study, spec):
         """A configuration competes within its scale: pruning across scales would keep only the largest, whose
@@ -80,10 +86,13 @@ class ScalingKind(StudyKind):
         from ...analysis.scaling_law import N_BOOT, analyze_scaling
 
         target = study.params.get("target") or {}
-        law = analyze_scaling(records, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
+        ladder = [r for r in records if r.get("stage", "grid") != "validate"]  # the law never sees the check
+        law = analyze_scaling(ladder, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
         if "error" not in law:
             law["prediction"] = prediction_for(law, target_config(study, records), target_label(target),
                                                records)
+            if study.params.get("validate"):
+                law["validation"] = validation_result(study, records, law)
         analysis["scaling"] = law
         # the generic edge notes would call the largest scale "unbracketed"; each scale's LR bracketing is
         # in the scaling answer instead
@@ -108,21 +117,135 @@ class ScalingKind(StudyKind):
 KIND = register(ScalingKind())
 
 
-def check_ladder(study) -> None:
-    """A scaling study needs an LR axis and at least ``MIN_SCALES`` scales (say so before anything runs)."""
+def _axes(study) -> dict[str, set]:
     axes: dict[str, set] = {}
     for e in study.experiments:
-        for k, v in e.overrides.items():
-            if k != "train.seed":
-                axes.setdefault(k, set()).add(repr(v))
+        if e.stage == "grid":
+            for k, v in e.overrides.items():
+                if k != "train.seed":
+                    axes.setdefault(k, set()).add(repr(v))
+    return axes
+
+
+def scale_axes(study) -> list[str]:
+    """The grid axes that define the ladder's scales (every axis but the tuned LR and batch size)."""
+    axes = _axes(study)
+    return [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
+
+
+def check_ladder(study) -> None:
+    """A scaling study needs an LR axis and at least ``MIN_SCALES`` scales (say so before anything runs)."""
+    axes = _axes(study)
     if len(axes.get("train.muon_lr", ())) < 3:
         raise UserError("a scaling study needs at least 3 values of train.muon_lr at every scale ([grid.train] "
                         "muon_lr = [...]) to locate an optimum")
-    scale_keys = [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
+    scale_keys = scale_axes(study)
     scales = {tuple(repr(e.overrides.get(k)) for k in scale_keys) for e in study.experiments}
     if len(scales) < MIN_SCALES:
         raise UserError(f"a scaling study needs at least {MIN_SCALES} scales (a grid axis such as model.d_model or "
                         f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")
+
+
+# ---------------------------------------------------------------- the validation scale
+def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_validation_scale(study, table: dict) -> dict[str, Any]:
+    """``[scaling] validate``: one value for each of the ladder's scale axes, a scale the ladder does not have,
+    and a configuration that builds (said before anything runs)."""
+    scale = _flat(table)
+    keys = scale_axes(study)
+    if "train.batch_size" in _axes(study):
+        raise UserError("[scaling] validate checks the LR law alone; this ladder also tunes train.batch_size: "
+                        "remove validate, or the batch axis")
+    if sorted(scale) != sorted(keys):
+        raise UserError(f"[scaling] validate must give one value for each axis of the ladder ({', '.join(keys)}), "
+                        f"got {', '.join(scale) or 'none'}")
+    seen = {tuple(repr(e.overrides.get(k)) for k in keys) for e in study.experiments}
+    if tuple(repr(scale[k]) for k in keys) in seen:
+        raise UserError(f"[scaling] validate names a scale of the ladder ({_label(scale)}); it must be one the "
+                        "ladder never saw, e.g. a width beyond its largest")
+    validate(apply_overrides(study.base, scale))
+    return scale
+
+
+def _label(scale: dict[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                     else f"{k.split('.')[-1]}={v}" for k, v in scale.items())
+
+
+def _grid_ratio(study) -> float:
+    """The ladder's LR spacing (the median ratio of adjacent tried LRs): the validation grid's spacing too."""
+    lrs = sorted({e.overrides["train.muon_lr"] for e in study.experiments
+                  if e.stage == "grid" and "train.muon_lr" in e.overrides})
+    ratios = [b / a for a, b in zip(lrs, lrs[1:], strict=False) if a > 0]
+    return float(sorted(ratios)[len(ratios) // 2]) if ratios else 2.0
+
+
+def _validation_config(study, records: list[dict]) -> ExperimentConfig:
+    cfg = apply_overrides(study.base, study.params["validate"]["scale"])
+    vocab = next((r["config"]["model"]["vocab_size"] for r in records if isinstance(r.get("config"), dict)), None)
+    if vocab:
+        cfg.model.vocab_size = vocab
+    return cfg
+
+
+def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
+    """The validation grid, once the ladder is in: LRs centred on the law's prediction at that scale (and
+    holding reuse's LR), the study's seeds; stored with the study before they run, so a resume continues them."""
+    v = study.params.get("validate")
+    if not v or any(e.stage == "validate" for e in study.experiments):
+        return [], ""
+    from ...analysis.scaling_law import N_BOOT, analyze_scaling, validation_lrs
+    from ..spec import limits
+    from ..spec.file import ExperimentSpec
+
+    ladder = [r for r in records if r.get("stage", "grid") == "grid"]
+    law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap",
+                                                                                                  N_BOOT)),
+                          statistical_set=False)
+    label = _label(v["scale"])
+    if "error" in law:
+        log(f"validation at {label}: not run ({law['error']})")
+        return [], ""
+    compute, _, _ = run_compute(_validation_config(study, records))
+    plan = validation_lrs(law, compute, n=int(v["lrs"]), ratio=_grid_ratio(study), max_lr=limits.MAX_LR)
+    if not plan["lrs"]:
+        log(f"validation at {label}: not run ({plan['why']})")
+        return [], ""
+    seeds = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
+                    if e.stage == "grid"})
+    specs = []
+    for i, lr in enumerate(plan["lrs"]):
+        one = ExperimentSpec(f"validate_{i:02d}", {**v["scale"], "train.muon_lr": lr}, stage="validate")
+        specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
+    reuse = f", reuse's {plan['reuse']:.3g} inside" if plan.get("reuse") is not None else ""
+    return specs, (f"validation at {label} ({compute:.3g} FLOPs): {len(plan['lrs'])} LRs "
+                   f"{plan['lrs'][0]:.3g}-{plan['lrs'][-1]:.3g} x {len(seeds)} seed(s), centred on "
+                   f"{plan['centred_on']} ({plan['centre']:.3g}){reuse}")
+
+
+def validation_result(study, records: list[dict], law: dict) -> dict[str, Any]:
+    """``analysis_scaling.validation_check`` on the validation runs (pending until they ran)."""
+    import numpy as np
+
+    from ...analysis.scaling_law import N_BOOT, validation_check
+    from ...analysis.stats import to_frame
+
+    label = _label(study.params["validate"]["scale"])
+    val = [r for r in records if r.get("stage") == "validate"]
+    if not val:
+        return {"scale": label, "pending": True}
+    ok = [r["flops"] for r in val if r.get("status") == "ok" and isinstance(r.get("flops"), (int, float))]
+    compute = float(np.median(ok)) if ok else run_compute(_validation_config(study, records))[0]
+    df, _ = to_frame(val)
+    n_boot = int((study.params.get("target") or {}).get("bootstrap", N_BOOT))
+    return validation_check(law, df, study.metric, compute, label, lr_axis=law["lr_axis"], n_boot=n_boot,
+                            rng=np.random.default_rng(1))
 
 
 # ---------------------------------------------------------------- the target run
@@ -244,7 +367,8 @@ def law_file(law: dict) -> dict[str, Any]:
         scales.append(row)
     return {"metric": law["metric"], "lr_axis": law["lr_axis"], "batch_axis": law["batch_axis"],
             "scale_axes": law["scale_axes"], "scales": scales, "fits": law["fits"], "n_d_fits": law["n_d_fits"],
-            "holdout": law.get("holdout"), "prediction": law.get("prediction"), "loss_law": law.get("loss_law")}
+            "holdout": law.get("holdout"), "prediction": law.get("prediction"), "loss_law": law.get("loss_law"),
+            "validation": law.get("validation")}
 
 
 def _g(v: float | None) -> str:
@@ -291,6 +415,7 @@ def scaling_answer(law: dict) -> str:
                            f"{nv['log_error']:+.3f}){cost}: {said}{noise}.")
         else:
             out.append("No held-out check: it needs at least 3 bracketed scales.")
+    out += validation_sentences(law)
     if left:
         out.append("Left out (optimum not bracketed): " + "; ".join(f"{s['scale']} ({s['lr'].get('why', '')})"
                                                                  for s in left) + ".")
@@ -322,6 +447,52 @@ def scaling_answer(law: dict) -> str:
                    f"({p['loss']['level']:.0%} interval {iv[0]:.3f}-{iv[1]:.3f}).")
     out += [f"Warning: {w}." for w in p.get("warnings", [])]
     return " ".join(out)
+
+
+VERDICTS = {"law": "the law beat reuse by more than the noise", "reuse": "reuse beat the law by more than the noise",
+            "cannot tell": "the two cannot be told apart within the noise",
+            "no law": "no LR law was fitted, so reuse is the only candidate"}
+
+
+def validation_sentences(law: dict) -> list[str]:
+    """Law vs reuse vs measured at the scale the ladder never saw, in the answer's words."""
+    v = law.get("validation")
+    if not v:
+        return []
+    if v.get("pending"):
+        return [f"Validation at {v['scale']}: not run yet (it runs once the ladder is in; resume the study)."]
+    where = f"Validation at {v['scale']} ({v['compute']:.3g} FLOPs" + (
+        f", {v['extrapolation']:.3g}x the ladder's largest compute" if v.get("extrapolation") else "") + ")"
+    m = v["measured"]
+    if "why" in v:
+        return [f"{where}: cannot tell which was right: {v['why']} ({v['runs_ok']} of {v['runs']} runs finished)."]
+    metric = law.get("metric", "val_loss")
+
+    def cost(entry: dict) -> str:
+        return (f", costing {entry['loss_penalty']:.4f} in {metric} on the measured curve"
+                if entry.get("loss_penalty") is not None else "")
+
+    out = [f"{where}: the measured optimum is {_g(m['opt'])} (95% CI {_g(m['ci'][0])}-{_g(m['ci'][1])}, "
+           f"{v['runs_ok']} runs)."]
+    if v.get("law"):
+        lw = v["law"]
+        out.append(f"The law predicted {_g(lw['predicted'])}: off by a factor {math.exp(abs(lw['log_error'])):.2f}"
+                   f"{cost(lw)}.")
+    if v.get("reuse"):
+        r = v["reuse"]
+        noise = (f" (the measured optimum's noise: {v['noise_log_sd']:.3f} in log)"
+                 if v.get("noise_log_sd") is not None else "")
+        out.append(f"Reusing the largest rung's optimum ({r['from_scale']}: {_g(r['predicted'])}) is off by a factor "
+                   f"{math.exp(abs(r['log_error'])):.2f}{cost(r)}: {VERDICTS[v['verdict']]}{noise}.")
+    if v.get("loss"):
+        lo = v["loss"]
+        iv = lo.get("interval") or (math.nan, math.nan)
+        se = f" +- {lo['measured_se']:.3f}" if lo.get("measured_se") is not None else ""
+        out.append(f"The loss law expected a best {metric} of {lo['predicted']:.3f} there ({lo['level']:.0%} interval "
+                   f"{iv[0]:.3f}-{iv[1]:.3f}); measured {lo['measured']:.3f}{se}"
+                   + (": inside the interval." if lo.get("inside") else ": outside the interval."
+                      if lo.get("inside") is False else "."))
+    return out
 
 
 def scaling_sections(law: dict) -> list[str]:
@@ -362,6 +533,21 @@ def scaling_sections(law: dict) -> list[str]:
                   "Lack of fit: "
                   f"chi2 {lof['chi2']:.2f} on {lof['dof']} dof" + (f", p = {lof['p']:.3g}" if lof["p"] is not None else
                                                                     " (two points: no test)") + ".", ""]
+    v = law.get("validation") or {}
+    if v.get("measured") and "why" not in v:
+        m = v["measured"]
+        rows = [{"LR from": "measured (vertex)", law["lr_axis"]: m["opt"],
+                 "95% CI": f"{_g(m['ci'][0])}-{_g(m['ci'][1])}", "log error": 0.0, "loss penalty": 0.0}]
+        for name, e in (("the law", v.get("law")), (f"reuse of {(v.get('reuse') or {}).get('from_scale')}",
+                                                    v.get("reuse"))):
+            if e:
+                rows.append({"LR from": name, law["lr_axis"]: e["predicted"], "95% CI": "",
+                             "log error": e["log_error"], "loss penalty": e.get("loss_penalty")})
+        lines += [f"## Validation at {v['scale']} (a scale the ladder never saw)", "",
+                  f"An LR grid at {v['compute']:.3g} FLOPs (tried: "
+                  f"{', '.join(_g(t) for t in m.get('values', []))}); each candidate's loss penalty is read off the "
+                  "measured curve there. " + VERDICTS.get(v.get("verdict", ""), "").capitalize() + ".", "",
+                  table(rows), ""]
     for key, nd in (law.get("n_d_fits") or {}).items():
         lines += [f"- {key} optimum vs N and D: {_g(nd['coef'])} x N^{nd['alpha_N']:+.3f} x D^{nd['beta_D']:+.3f} "
                   f"(alpha 95% CI [{nd['alpha_N_ci'][0]:+.3f}, {nd['alpha_N_ci'][1]:+.3f}], beta "

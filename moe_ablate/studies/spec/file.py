@@ -35,6 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+STAGES = ("grid", "confirm", "validate")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
@@ -45,7 +46,8 @@ class ExperimentSpec:
 
     ``labels`` are the hyperparameters a report shows for it (default: the overrides' last parts);
     a study kind sets them when its settings are better named otherwise (batch-seqlen's strategy).
-    ``stage`` is "grid" or "confirm" (the extra seeds of a confirmation stage)."""
+    ``stage`` is one of ``STAGES``: "grid", or a stage the tool adds after the grid ("confirm": the extra seeds
+    of a confirmation stage; "validate": a scaling study's runs at a scale beyond its ladder)."""
 
     id: str
     overrides: dict[str, Any]

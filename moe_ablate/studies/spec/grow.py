@@ -39,7 +39,7 @@ def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, i
     """(the study to run, how many experiments were added). ``stored`` itself when ``new`` defines the same
     study; raises ``UserError`` naming what differs when ``new`` is not a superset of it."""
     if new.identity() == stored.identity() and [e.to_dict() for e in new.experiments] == \
-            [e.to_dict() for e in stored.experiments if e.stage != "confirm"]:
+            [e.to_dict() for e in stored.experiments if e.stage == "grid"]:
         return stored, 0
     why = f"cannot grow {folder} into this study"
     hint = "only more axis values, seeds or configurations can be added; start a new study for anything else"
@@ -59,7 +59,7 @@ def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, i
         raise UserError(f"{why}: a study run with successive halving cannot grow (its rungs were decided on the "
                         "configurations it had); start a new study")
     new_by_key = {_key(e.overrides): e for e in new.experiments}
-    grid = [e for e in stored.experiments if e.stage != "confirm"]
+    grid = [e for e in stored.experiments if e.stage == "grid"]
     missing = [e for e in grid if _key(e.overrides) not in new_by_key]
     if missing:
         e = missing[0]

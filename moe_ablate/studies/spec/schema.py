@@ -76,6 +76,10 @@ class ScalingSection(_Strict):
     target_steps: int | None = Field(default=None, ge=1, le=limits.MAX_STEPS)  # default: the long run's 10,000
     # bootstrap replicates per scale: 100,000 is already ~100x what a 95% interval needs; 10^8 hung after the ladder
     bootstrap: int = Field(default=1000, ge=100, le=100_000)
+    # one scale the ladder never saw, e.g. {"model.d_model" = 256}: after the ladder, an LR grid there centred
+    # on the law's prediction measures whether the law beat reusing the largest rung's optimum
+    validate_scale: dict[str, Union[Value, dict[str, Value]]] | None = Field(default=None, alias="validate")  # noqa: UP007
+    validate_lrs: int = Field(default=5, ge=4, le=12)  # LRs tried at the validation scale (widened to hold reuse's)
 
 
 class StudyFile(_Strict):

@@ -19,7 +19,7 @@ from ...config import ExperimentConfig
 from ...errors import UserError
 from ...utils import atomic_write_json, git_commit, read_json, software_versions
 from . import limits
-from .file import ExperimentSpec
+from .file import STAGES, ExperimentSpec
 
 STUDY_FILE = "config.json"
 
@@ -92,7 +92,7 @@ def _check_stored(study: Study, path: Path) -> None:
     check_metric(study.metric, str(path))
     for e in study.experiments:
         if not (isinstance(e.overrides, dict) and all(isinstance(k, str) for k in e.overrides)
-                and isinstance(e.config_id, str) and e.stage in ("grid", "confirm")
+                and isinstance(e.config_id, str) and e.stage in STAGES
                 and (e.labels is None or isinstance(e.labels, dict))):
             raise UserError(f"{path}: experiment {e.id!r} is not an experiment this tool wrote (overrides, "
                             "config_id, labels or stage of the wrong kind)")
