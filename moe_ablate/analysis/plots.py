@@ -273,7 +273,8 @@ def scaling_plot(law: dict, out: Path) -> Path:
             ax.errorbar([s["compute"]], [o["opt"]], yerr=[[o["opt"] - lo], [hi - o["opt"]]], fmt="o" if o["bracketed"]
                         else "s", mfc="tab:blue" if o["bracketed"] else "white", color="tab:blue", capsize=3)
             ax.annotate(s["scale"], (s["compute"], o["opt"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
-        xs = [s["compute"] for s in scales] + ([pred["compute"]] if pred.get(key) else [])
+        xs = [s["compute"] for s in scales] + ([pred["compute"]] if pred.get(key) else []) + (
+            [law["validation"]["compute"]] if key == "lr" and (law.get("validation") or {}).get("compute") else [])
         if fit.get("fitted") and xs:
             grid = np.geomspace(min(xs) / 1.5, max(xs) * 1.5, 100)
             ax.plot(grid, fit["coef"] * grid ** fit["exponent"], color="tab:blue",
@@ -287,6 +288,14 @@ def scaling_plot(law: dict, out: Path) -> Path:
             if h:
                 ax.scatter([h["compute"]], [h["predicted"]], marker="D", color="tab:orange", zorder=5,
                            label=f"held out: predicted from the smaller scales ({h['log_error']:+.2f} in log)")
+        v = law.get("validation") or {}
+        if key == "lr" and (v.get("measured") or {}).get("bracketed"):  # the unseen scale: measured, not fitted
+            m = v["measured"]
+            ax.errorbar([v["compute"]], [m["opt"]], yerr=[[m["opt"] - m["ci"][0]], [m["ci"][1] - m["opt"]]], fmt="P",
+                        ms=9, color="tab:red", capsize=3, zorder=6, label=f"validation {v['scale']}: measured (95% CI)")
+            if v.get("reuse"):
+                ax.scatter([v["compute"]], [v["reuse"]["predicted"]], marker="x", color="tab:gray", zorder=6,
+                           label="validation: reuse of the largest rung's optimum")
         if pred.get(key):
             p = pred[key]
             iv = p.get("interval") or [p["value"], p["value"]]
