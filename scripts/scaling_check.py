@@ -39,15 +39,17 @@ def true_opt(c: float) -> float:
 def simulate(rng: np.random.Generator, *, compute=COMPUTE, grid=GRID, seeds: int = 3, noise: float = 0.01,
              curvature: float = 0.08, lean: float = 0.004, seed_sd: float = 0.02, diverge_above: float | None = None,
              shift: dict[int, float] | None = None, steep: float = 1.0, jitter: bool = True,
-             stage: str = "grid") -> list[dict]:
+             stage: str = "grid", exponent: float = EXPONENT, coef: float = COEF,
+             extra: dict | None = None) -> list[dict]:
     """Records of one simulated scaling study. ``shift`` {scale index: factor} moves that scale's optimum
     (e.g. out of the grid, to plant an unbracketed scale). The grid is moved by a random factor in [1, 2)
     per study, so that the optima fall anywhere between two tried values (``jitter=False``: the grid as given,
-    e.g. the validation grid the tool chose)."""
+    e.g. the validation grid the tool chose). ``exponent`` and ``coef`` plant another law; ``extra`` adds hyperparameters
+    (a mode that splits the ladder, for ``[scaling] compare``)."""
     records = []
     grid = tuple(g * 2 ** rng.uniform(0, 1) for g in grid) if jitter else tuple(grid)
     for i, c in enumerate(compute):
-        opt = true_opt(c) * (shift or {}).get(i, 1.0)
+        opt = coef * c ** exponent * (shift or {}).get(i, 1.0)
         base = 4.0 - 0.3 * math.log10(c / compute[0])
         seed_effects = rng.normal(0, seed_sd, seeds)
         for j, lr in enumerate(grid):
@@ -59,7 +61,7 @@ def simulate(rng: np.random.Generator, *, compute=COMPUTE, grid=GRID, seeds: int
                     "experiment_id": f"{stage}_c{i}_lr{j}_s{s}", "config_id": f"{stage}_c{i}_lr{j}", "seed": s,
                     "stage": stage,
                     "status": "diverged" if diverged else "ok",
-                    "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, "seed": s},
+                    "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, **(extra or {}), "seed": s},
                     "val_loss": None if diverged else mean + seed_effects[s] + rng.normal(0, noise),
                     "flops": c, "params_active": 1e6 * 4 ** i, "params_total": 2e6 * 4 ** i,
                     "tokens": c / 6e6 / 4 ** i})

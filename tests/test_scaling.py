@@ -297,3 +297,50 @@ def test_a_validation_scale_runs_after_the_ladder_and_is_reported_beside_the_law
         assert main(["scaling", "--config", str(bad), "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and words in lines[0] and not (tmp_path / "o").exists()
+
+
+def test_compare_fits_one_law_per_mode_and_says_whether_the_lr_transfers(tmp_path, cache_dir):
+    """[scaling] compare = "train.muon_adjust_lr": the ladder is split per mode (never a 'scale' of its own), each
+    mode gets its own law with its exponent CI, and the answer says per mode whether the CI holds 0."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(4, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]").replace(
+        "muon_lr = [0.1", 'muon_adjust_lr = ["original", "match_rms_adamw"]\nmuon_lr = [0.1')
+        + 'compare = "train.muon_adjust_lr"\n')
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
+    law = json.loads((tmp_path / "s" / "scaling_law.json").read_text())
+    assert law["compare"]["axis"] == "train.muon_adjust_lr"
+    assert set(law["compare"]["by"]) == {"original", "match_rms_adamw"}
+    for sub in law["compare"]["by"].values():  # each mode: the 3 widths, never the modes as scales
+        assert [s["scale"] for s in sub["scales"]] == ["d_model=16", "d_model=32", "d_model=48"]
+    answer = json.loads((tmp_path / "s" / "analysis.json").read_text())["answer"]
+    assert answer.startswith("Does the LR transfer? One ladder per train.muon_adjust_lr:")
+    for mode in ("original", "match_rms_adamw"):
+        assert f"train.muon_adjust_lr = {mode}: " in answer
+
+
+def test_the_transfer_verdict_per_mode_on_planted_laws(monkeypatch):
+    """Two modes on one ladder (1e12-1e15 FLOPs, 10 seeds): one planted with an LR that does not move (lr* = 0.05
+    at every scale), one with lr* = 20 C^-0.2. The answer says the first transfers and the second does not, in
+    most studies, and never the reverse."""
+    from moe_ablate.studies.kinds import scaling
+
+    monkeypatch.setattr(scaling, "prediction_for", lambda *a: {})  # no target run: the ladder alone
+
+    class Stored:  # what analyze reads of the stored study
+        metric, params = "val_loss", {"compare": "train.muon_adjust_lr", "target": {"bootstrap": 200}}
+
+    rng = np.random.default_rng(5)
+    said = {"flat": [], "moves": []}
+    for _ in range(10):
+        records = (scaling_check.simulate(rng, seeds=10, exponent=0.0, coef=0.05, extra={"muon_adjust_lr": "flat"})
+                   + [{**r, "experiment_id": "m" + r["experiment_id"], "config_id": "m" + r["config_id"]}
+                      for r in scaling_check.simulate(rng, seeds=10, extra={"muon_adjust_lr": "moves"})])
+        analysis = {"recommendation": {}}
+        scaling.ScalingKind().analyze(Stored, records, analysis)
+        lines = scaling.transfer_sentences(analysis["scaling"])
+        for mode in said:
+            said[mode].append(next(t for t in lines if t.startswith(f"train.muon_adjust_lr = {mode}:")))
+    assert sum("transfers in this mode" in t for t in said["flat"]) >= 8, said["flat"]
+    assert sum("does not transfer" in t for t in said["moves"]) >= 9, said["moves"]
+    assert not any("does not transfer" in t for t in said["flat"])
+    assert not any("transfers in this mode" in t for t in said["moves"])

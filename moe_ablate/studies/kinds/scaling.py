@@ -69,6 +69,8 @@ class ScalingKind(StudyKind):
                                   "preset": flags.get("preset") or section.get("target_preset"),
                                   "steps": flags.get("steps") or section.get("target_steps"),
                                   "bootstrap": section.get("bootstrap", N_BOOT)}
+        if section.get("compare") is not None:
+            study.params["compare"] = check_compare_axis(study, section["compare"], section.get("validate"))
         check_ladder(study)
         if section.get("validate") is not None:
             study.params["validate"] = {"scale": check_validation_scale(study, section["validate"]),
@@ -87,12 +89,20 @@ class ScalingKind(StudyKind):
 
         target = study.params.get("target") or {}
         ladder = [r for r in records if r.get("stage", "grid") != "validate"]  # the law never sees the check
-        law = analyze_scaling(ladder, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
-        if "error" not in law:
-            law["prediction"] = prediction_for(law, target_config(study, records), target_label(target),
-                                               records)
-            if study.params.get("validate"):
-                law["validation"] = validation_result(study, records, law)
+        compare = study.params.get("compare")
+        groups = compare_groups(ladder, compare) if compare else {None: ladder}
+        laws = {}
+        for value, group in groups.items():
+            law = analyze_scaling(group, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
+            if "error" not in law:
+                law["prediction"] = prediction_for(law, target_config(study, records), target_label(target),
+                                                   records)
+                if study.params.get("validate"):
+                    law["validation"] = validation_result(study, records, law)
+            laws[value] = law
+        law = next(iter(laws.values()))  # without compare, the one law; with it, the first value's (its files use it)
+        if compare:
+            law = {**law, "compare": {"axis": compare, "first": next(iter(laws)), "by": laws}}
         analysis["scaling"] = law
         # the generic edge notes would call the largest scale "unbracketed"; each scale's LR bracketing is
         # in the scaling answer instead
@@ -128,9 +138,31 @@ def _axes(study) -> dict[str, set]:
 
 
 def scale_axes(study) -> list[str]:
-    """The grid axes that define the ladder's scales (every axis but the tuned LR and batch size)."""
+    """The grid axes that define the ladder's scales (every axis but the tuned LR and batch size, and the
+    ``[scaling] compare`` axis, which splits the ladder into one per value)."""
     axes = _axes(study)
-    return [k for k in axes if k not in ("train.muon_lr", "train.batch_size") and len(axes[k]) > 1]
+    skip = ("train.muon_lr", "train.batch_size", (study.params or {}).get("compare"))
+    return [k for k in axes if k not in skip and len(axes[k]) > 1]
+
+
+def check_compare_axis(study, key: str, validate_table) -> str:
+    axes = _axes(study)
+    if key in ("train.muon_lr", "train.batch_size", "train.seed") or len(axes.get(key, ())) < 2:
+        raise UserError(f"[scaling] compare must name a grid axis with 2+ values other than the LR, batch size or "
+                        f"seed (e.g. \"train.muon_adjust_lr\"), got {key!r}")
+    if validate_table is not None:
+        raise UserError("[scaling] compare and validate together are not supported yet: validate one value's "
+                        "ladder in a study of its own")
+    return key
+
+
+def compare_groups(records: list[dict], key: str) -> dict[Any, list[dict]]:
+    """The records of each value of the ``compare`` axis, in the order the values first appear."""
+    short = key.split(".")[-1]
+    groups: dict[Any, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r.get("hyperparameters") or {}).get(short), []).append(r)
+    return groups
 
 
 def check_ladder(study) -> None:
@@ -365,17 +397,77 @@ def law_file(law: dict) -> dict[str, Any]:
             row[f"{key}_opt_ci"] = o.get("ci") if o.get("bracketed") else None
             row[f"{key}_detail"] = {k: v for k, v in o.items() if k != "replicates"}
         scales.append(row)
-    return {"metric": law["metric"], "lr_axis": law["lr_axis"], "batch_axis": law["batch_axis"],
+    out = {"metric": law["metric"], "lr_axis": law["lr_axis"], "batch_axis": law["batch_axis"],
             "scale_axes": law["scale_axes"], "scales": scales, "fits": law["fits"], "n_d_fits": law["n_d_fits"],
             "holdout": law.get("holdout"), "prediction": law.get("prediction"), "loss_law": law.get("loss_law"),
             "validation": law.get("validation")}
+    if law.get("compare"):  # one law per value of the compare axis, each as it would be alone
+        c = law["compare"]
+        out["compare"] = {"axis": c["axis"], "first": c["first"],
+                          "by": {str(v): law_file(sub) for v, sub in c["by"].items()}}
+    return out
 
 
 def _g(v: float | None) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.3g}"
 
 
+# an LR within a factor sqrt(2) of the optimum is inside the flat basin of the LR curves these ladders measure
+# (a half-step of the usual factor-2 grid): a drift the CI bounds below it is "transfers"
+TRANSFER_FACTOR = math.sqrt(2)
+
+
+def transfer_rows(law: dict) -> list[dict]:
+    c = law.get("compare") or {}
+    rows = []
+    for value, sub in (c.get("by") or {}).items():
+        fit = (sub.get("fits") or {}).get("lr") or {}
+        rows.append({c["axis"]: value, "exponent": fit.get("exponent"),
+                     "95% CI": (f"[{fit['exponent_ci'][0]:+.3f}, {fit['exponent_ci'][1]:+.3f}]"
+                                if fit.get("exponent_ci") else "n/a"),
+                     "bracketed scales": fit.get("n_points", 0),
+                     "CI holds 0": (fit["exponent_ci"][0] <= 0 <= fit["exponent_ci"][1]) if fit.get("exponent_ci")
+                     else None})
+    return rows
+
+
+def transfer_sentences(law: dict) -> list[str]:
+    """Per value of the compare axis: the LR exponent with its CI, and whether the LR transfers across the ladder
+    (the CI holds 0: no movement detected, and the CI bounds the drift that is not ruled out)."""
+    c = law.get("compare")
+    if not c:
+        return []
+    out = []
+    for value, sub in c["by"].items():
+        fit = (sub.get("fits") or {}).get("lr") or {}
+        if "error" in sub or not fit.get("fitted"):
+            out.append(f"{c['axis']} = {value}: no law ({sub.get('error') or fit.get('why', 'not fitted')}).")
+            continue
+        lo, hi = fit.get("exponent_ci", (math.nan, math.nan))
+        scales = sub["scales"]
+        span = max(s["compute"] for s in scales if s.get("compute")) / min(s["compute"] for s in scales
+                                                                           if s.get("compute"))
+        drift = span ** max(abs(lo), abs(hi))  # the largest move over the ladder the CI does not rule out
+        if lo <= 0 <= hi and drift <= TRANSFER_FACTOR:
+            verdict = (f"the CI holds 0 and bounds any drift over the ladder's {span:.3g}x compute range to a factor "
+                       f"{drift:.2f}: the LR transfers in this mode")
+        elif lo <= 0 <= hi:
+            verdict = (f"the CI holds 0 but allows a drift by a factor {drift:.2g} over the ladder's {span:.3g}x "
+                       "compute range: cannot tell whether the LR transfers (more seeds or a wider ladder)")
+        else:
+            verdict = (f"the CI excludes 0: the optimum {'falls' if hi < 0 else 'rises'} with scale, by a factor "
+                       f"{span ** abs(fit['exponent']):.2g} over the ladder's {span:.3g}x compute range: it does not "
+                       "transfer in this mode")
+        out.append(f"{c['axis']} = {value}: optimal {sub['lr_axis']} ~ C^{fit['exponent']:+.3f} (95% CI "
+                   f"[{lo:+.3f}, {hi:+.3f}], {fit['n_points']} bracketed scales): {verdict}.")
+    return ["Does the LR transfer? One ladder per " + c["axis"] + ":"] + out + [
+        f"The rest of this answer is the {c['axis']} = {c['first']} ladder's (scaling_law.json's top level; every "
+        "value's law is under `compare`)."]
+
+
 def scaling_answer(law: dict) -> str:
+    if law and law.get("compare"):
+        return " ".join(transfer_sentences(law) + [scaling_answer({k: v for k, v in law.items() if k != "compare"})])
     if not law or "error" in law:
         return (law or {}).get("error", "no scaling analysis")
     fit = law["fits"]["lr"]
@@ -498,8 +590,14 @@ def validation_sentences(law: dict) -> list[str]:
 def scaling_sections(law: dict) -> list[str]:
     from ...analysis.report import table
 
+    lines: list[str] = []
+    if law and law.get("compare"):
+        lines += [f"## Does the LR transfer? One ladder per {law['compare']['axis']}", "",
+                  "Each value's optimal LR against compute, fitted on its own ladder; an exponent CI that holds 0 is "
+                  "an LR that does not move with scale as far as the data tell. The sections below are the "
+                  f"{law['compare']['axis']} = {law['compare']['first']} ladder's.", "", table(transfer_rows(law)), ""]
     if not law or "error" in law:
-        return []
+        return lines
     rows = []
     for s in law["scales"]:
         o = s["lr"]
@@ -511,7 +609,7 @@ def scaling_sections(law: dict) -> list[str]:
                      "near-optimal (test)": ", ".join(_g(v) for v in o.get("near_optimal_values", []))
                      if o.get("near_optimal_values") is not None else "n/a"})
     method = next((s["lr"]["ci_method"] for s in law["scales"] if s["lr"].get("ci_method")), "")
-    lines = ["## The optimum at each scale", "",
+    lines += ["## The optimum at each scale", "",
              "The minimum of a cubic in log LR (LR curves lean) fitted to the configuration means around the minimum "
              "(the argmin and up to three tried values on each side; a quadratic where fewer than five are left); "
              "its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "

@@ -79,7 +79,10 @@ class ScalingSection(_Strict):
     # one scale the ladder never saw, e.g. {"model.d_model" = 256}: after the ladder, an LR grid there centred
     # on the law's prediction measures whether the law beat reusing the largest rung's optimum
     validate_scale: dict[str, Union[Value, dict[str, Value]]] | None = Field(default=None, alias="validate")  # noqa: UP007
-    validate_lrs: int = Field(default=5, ge=4, le=12)  # LRs tried at the validation scale (widened to hold reuse's)
+    validate_lrs: int = Field(default=5, ge=4, le=12)
+    # a grid axis that is not a scale, e.g. "train.muon_adjust_lr": one ladder and one law per value (does the LR
+    # transfer across the ladder in each mode?)
+    compare: StrictStr | None = None  # LRs tried at the validation scale (widened to hold reuse's)
 
 
 class StudyFile(_Strict):
