@@ -44,8 +44,8 @@ def simulate(rng: np.random.Generator, *, compute=COMPUTE, grid=GRID, seeds: int
     """Records of one simulated scaling study. ``shift`` {scale index: factor} moves that scale's optimum
     (e.g. out of the grid, to plant an unbracketed scale). The grid is moved by a random factor in [1, 2)
     per study, so that the optima fall anywhere between two tried values (``jitter=False``: the grid as given,
-    e.g. the validation grid the tool chose). ``exponent`` and ``coef`` plant another law; ``extra`` adds hyperparameters
-    (a mode that splits the ladder, for ``[scaling] compare``)."""
+    e.g. the validation grid the tool chose). ``exponent`` and ``coef`` plant another law; ``extra`` adds
+    hyperparameters (a mode that splits the ladder, for ``[scaling] compare``)."""
     records = []
     grid = tuple(g * 2 ** rng.uniform(0, 1) for g in grid) if jitter else tuple(grid)
     for i, c in enumerate(compute):
