@@ -68,6 +68,34 @@ def simulate(rng: np.random.Generator, *, compute=COMPUTE, grid=GRID, seeds: int
     return records
 
 
+class Planted:
+    """A planted ladder that can be sampled again at new LRs (a designed ladder's later rounds): each scale's
+    seed offsets are drawn once, as a real seed's data order and initialisation are fixed."""
+
+    def __init__(self, rng: np.random.Generator, compute=COMPUTE, seeds: int = 3, noise: float = 0.01,
+                 curvature: float = 0.08, lean: float = 0.004, seed_sd: float = 0.02,
+                 shift: dict[int, float] | None = None):
+        self.rng, self.compute, self.noise, self.curvature, self.lean = rng, compute, noise, curvature, lean
+        self.shift = shift or {}
+        self.seed_effects = rng.normal(0, seed_sd, (len(compute), seeds))
+        self.runs = 0
+
+    def records(self, i: int, lrs) -> list[dict]:
+        c, out = self.compute[i], []
+        base = 4.0 - 0.3 * math.log10(c / self.compute[0])
+        for lr in lrs:
+            d = math.log(lr) - math.log(true_opt(c) * self.shift.get(i, 1.0))
+            mean = base + self.curvature * d * d + self.lean * d ** 3
+            for s, effect in enumerate(self.seed_effects[i]):
+                out.append({"experiment_id": f"c{i}_lr{lr:.6g}_s{s}", "config_id": f"c{i}_lr{lr:.6g}", "seed": s,
+                            "status": "ok", "hyperparameters": {"d_model": 64 * 2 ** i, "muon_lr": lr, "seed": s},
+                            "val_loss": mean + effect + self.rng.normal(0, self.noise), "flops": c,
+                            "params_active": 1e6 * 4 ** i, "params_total": 2e6 * 4 ** i,
+                            "tokens": c / 6e6 / 4 ** i})
+        self.runs += len(out)
+        return out
+
+
 def trial(rng: np.random.Generator, n_boot: int = 300, **kw) -> dict:
     a = analyze_scaling(simulate(rng, **kw), n_boot=n_boot, seed=int(rng.integers(2**31)), statistical_set=False)
     law = a["fits"]["lr"]

@@ -344,3 +344,53 @@ def test_the_transfer_verdict_per_mode_on_planted_laws(monkeypatch):
     assert sum("does not transfer" in t for t in said["moves"]) >= 9, said["moves"]
     assert not any("does not transfer" in t for t in said["flat"])
     assert not any("transfers in this mode" in t for t in said["moves"])
+
+
+def test_the_designed_ladder_brackets_edge_optima_with_fewer_runs_than_a_wider_uniform_grid():
+    """Plant a ladder whose two largest scales have their optimum beyond the grid's largest LR (x8 and x16): the
+    designed rounds (one LR beyond the edge where the best LR is the edge) bracket every scale, and spend fewer
+    runs than widening the uniform grid at every scale to the same largest LR."""
+    from moe_ablate.analysis.scaling_law import analyze_scaling, design_additions
+
+    rng = np.random.default_rng(4)
+    designed_runs, uniform_runs = [], []
+    for _ in range(6):
+        grid = [0.0025 * 2 ** j * 2 ** rng.uniform(0, 1) for j in range(6)]
+        planted = scaling_check.Planted(rng, seeds=3, shift={2: 8.0, 3: 16.0})
+        per_scale = {i: list(grid) for i in range(4)}
+        records = [r for i in range(4) for r in planted.records(i, grid)]
+        for _ in range(8):
+            a = analyze_scaling(records, n_boot=150, statistical_set=False)
+            adds = design_additions(a["scales"])
+            if not adds:
+                break
+            for w in adds:
+                i = [s["scale"] for s in a["scales"]].index(w["scale"])
+                per_scale[i] += w["lrs"]
+                records += planted.records(i, w["lrs"])
+        assert all(s["lr"]["bracketed"] for s in a["scales"]), [s["lr"].get("why") for s in a["scales"]]
+        designed_runs.append(planted.runs)
+        top = max(max(v) for v in per_scale.values())  # a uniform grid as wide: every scale up to the same LR
+        uniform_runs.append(4 * 3 * len([g for g in grid] + [v for v in per_scale[3] if v > max(grid) and v <= top]))
+    assert all(d < u for d, u in zip(designed_runs, uniform_runs, strict=True)), (designed_runs, uniform_runs)
+
+
+def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir):
+    """`scaling --budget RUNS`: after the first pass, an LR beyond the edge at every scale whose best LR is an
+    edge of its grid, round after round, never past the budget; stored with the study (a resume adds none) and
+    said in the answer. LRs far too small for 6 steps put every scale's best LR at the grid's top edge."""
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(6, str(cache_dir), lrs="[0.003, 0.01, 0.03]"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress",
+                 "--budget", "12"]) == 0
+    d = tmp_path / "s"
+    stored = json.loads((d / "config.json").read_text())["study"]
+    added = [e for e in stored["experiments"] if e["config_id"].startswith("design_")]
+    assert 2 <= len(added) <= 12 and all(e["stage"] == "grid" for e in added)
+    assert all(e["overrides"]["train.muon_lr"] > 0.03 for e in added)  # beyond the top edge
+    law = json.loads((d / "scaling_law.json").read_text())
+    assert [s["scale"] for s in law["scales"]] == ["d_model=16", "d_model=32", "d_model=48"]
+    answer = json.loads((d / "analysis.json").read_text())["answer"]
+    assert f"Designed ladder: {len(added)} of 12 budgeted runs added" in answer
+    assert main(["scaling", "--resume", str(d), "--no-progress"]) == 0
+    assert json.loads((d / "config.json").read_text())["study"]["experiments"] == stored["experiments"]

@@ -193,10 +193,11 @@ def _execute(ctx: StudyRun, extend: bool, rerun_from: dict[str, Path] | None) ->
         if extend:
             while not interrupt.requested() and (more := kind.extension(study, records, _analysis(study, records))):
                 records = grow(more, "the best value is at the edge of the range")
-        if not interrupt.requested():
+        while not interrupt.requested():  # rounds the kind adds itself (a designed ladder, then a validation scale)
             more, why = kind.follow_on(study, records, log)
-            if more:
-                records = grow(more, why)
+            if not more:
+                break
+            records = grow(more, why)
         if not interrupt.requested() and study.resolved_confirm():
             more = confirmation_experiments(study, records, log)
             if more:

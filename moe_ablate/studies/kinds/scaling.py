@@ -17,6 +17,7 @@ from typing import Any
 from ...config import PRESETS, ExperimentConfig, apply_overrides, preset_config, validate
 from ...errors import UserError
 from ...utils import atomic_write_json, read_json
+from ..spec import limits
 from .base import StudyKind, register
 from .experiments import EXPERIMENTS, long_run_settings
 from .toml_study import make_study as toml_study
@@ -48,13 +49,17 @@ class ScalingKind(StudyKind):
         d.add("--seeds", type="seeds_int", default=None, help="seeds per configuration (default: the file's)")
         d.add("--target-steps", type="steps_int", default=None,
               help="steps of the run to predict for (default: the file's [scaling] target_steps, else 10,000)")
+        d.add("--budget", type="pos_int", default=None, metavar="RUNS",
+              help="design the ladder: after each pass, add an LR beyond the edge of every scale whose best LR is "
+                   "an edge of its grid, until all are bracketed or RUNS more runs are spent (default: the file's "
+                   "[scaling] budget; none: the grid as written)")
         d.add("--target-model", default=None, metavar="PRESET",
               help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")
 
     def build(self, args, overrides):
         return make_study(args.config or "scaling_tiny", preset=args.preset, overrides=overrides, quick=args.quick,
                           seeds=args.seeds, confirm=args.confirm, target_steps=args.target_steps,
-                          target_model=args.target_model)
+                          target_model=args.target_model, budget=args.budget)
 
     def from_toml(self, study, section, flags):
         """The target run ([scaling] section < command-line flags) and the ladder's soundness, before anything runs."""
@@ -72,12 +77,19 @@ class ScalingKind(StudyKind):
         if section.get("compare") is not None:
             study.params["compare"] = check_compare_axis(study, section["compare"], section.get("validate"))
         check_ladder(study)
+        budget = flags.get("budget") or section.get("budget")
+        if budget:
+            if study.params.get("compare"):
+                raise UserError("a designed ladder (budget) with [scaling] compare is not supported yet: design one "
+                                "value's ladder in a study of its own")
+            study.params["design"] = {"budget": int(budget)}
         if section.get("validate") is not None:
             study.params["validate"] = {"scale": check_validation_scale(study, section["validate"]),
                                         "lrs": int(section.get("validate_lrs", VALIDATE_LRS))}
 
     def follow_on(self, study, records, log):
-        return validation_experiments(study, records, log)
+        more, why = design_round(study, records)  # the designed ladder first: the law validated is the final one
+        return (more, why) if more else validation_experiments(study, records, log)
 
     def halving_group(self, study, spec):
         """A configuration competes within its scale: pruning across scales would keep only the largest, whose
@@ -101,6 +113,8 @@ class ScalingKind(StudyKind):
                     law["validation"] = validation_result(study, records, law)
             laws[value] = law
         law = next(iter(laws.values()))  # without compare, the one law; with it, the first value's (its files use it)
+        if "error" not in law and study.params.get("design"):
+            law["design"] = design_summary(study, law)
         if compare:
             law = {**law, "compare": {"axis": compare, "first": next(iter(laws)), "by": laws}}
         analysis["scaling"] = law
@@ -178,6 +192,74 @@ def check_ladder(study) -> None:
                         f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")
 
 
+# ---------------------------------------------------------------- the designed ladder
+DESIGN_PREFIX = "design_"  # the configurations a designed ladder added (stage "grid": they are the ladder's)
+
+
+def _scale_overrides(study) -> dict[str, dict[str, Any]]:
+    """Each ladder scale's label (as ``analyze_scaling`` names it) -> its scale-axis overrides."""
+    keys = scale_axes(study)
+    out = {}
+    for e in study.experiments:
+        if e.stage == "grid":
+            scale = {k: e.overrides[k] for k in keys if k in e.overrides}
+            out.setdefault(_label(scale), scale)
+    return out
+
+
+def design_round(study, records: list[dict]) -> tuple[list, str]:
+    """One round of the designed ladder (``scaling_law.design_additions``): an LR beyond the edge of every scale
+    whose best LR is an edge of its grid, with the study's seeds, while the budget lasts."""
+    d = study.params.get("design")
+    if not d:
+        return [], ""
+    from ...analysis.scaling_law import analyze_scaling, design_additions
+    from ..spec.file import ExperimentSpec
+
+    added = {e.config_id for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX)}
+    seeds = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
+                    if e.stage == "grid"})
+    left = d["budget"] - sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
+    if left < len(seeds):
+        return [], ""
+    ladder = [r for r in records if r.get("stage", "grid") == "grid"]
+    law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap", 1000)),
+                          statistical_set=False)
+    if "error" in law:
+        return [], ""
+    by_label = _scale_overrides(study)
+    specs, said = [], []
+    for w in design_additions(law["scales"]):
+        if w["scale"] not in by_label or left < len(seeds) or not 0 < w["lrs"][0] <= limits.MAX_LR:
+            continue
+        left -= len(seeds)
+        one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": w["lrs"][0]})
+        added.add(one.config_id)
+        specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
+        said.append(f"{w['scale']} ({w['why']}): LR {w['lrs'][0]:.3g}")
+    if not specs:
+        return [], ""
+    return specs, (f"designed ladder ({left} of {d['budget']} budgeted runs left after this round): "
+                   + "; ".join(said))
+
+
+def design_summary(study, law: dict) -> dict[str, Any] | None:
+    """What the designed ladder added, and which scales are still not bracketed."""
+    d = study.params.get("design")
+    if not d:
+        return None
+    added: dict[str, list[float]] = {}
+    seen: set[str] = set()
+    for e in study.experiments:
+        if e.config_id.startswith(DESIGN_PREFIX) and e.config_id not in seen:  # one entry per configuration
+            seen.add(e.config_id)
+            label = _label({k: e.overrides[k] for k in scale_axes(study) if k in e.overrides})
+            added.setdefault(label, []).append(e.overrides["train.muon_lr"])
+    open_ = [s["scale"] for s in law.get("scales", []) if not (s.get("lr") or {}).get("bracketed")]
+    runs = sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
+    return {"budget": d["budget"], "runs_added": runs, "added": added, "not_bracketed": open_}
+
+
 # ---------------------------------------------------------------- the validation scale
 def _flat(table: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -233,7 +315,6 @@ def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
     if not v or any(e.stage == "validate" for e in study.experiments):
         return [], ""
     from ...analysis.scaling_law import N_BOOT, analyze_scaling, validation_lrs
-    from ..spec import limits
     from ..spec.file import ExperimentSpec
 
     ladder = [r for r in records if r.get("stage", "grid") == "grid"]
@@ -508,6 +589,13 @@ def scaling_answer(law: dict) -> str:
         else:
             out.append("No held-out check: it needs at least 3 bracketed scales.")
     out += validation_sentences(law)
+    dz = law.get("design")
+    if dz:
+        what = "; ".join(f"{k}: {', '.join(_g(v) for v in vs)}" for k, vs in dz["added"].items())
+        out.append(f"Designed ladder: {dz['runs_added']} of {dz['budget']} budgeted runs added"
+                   + (f" (LR {what})" if what else "") + " to bracket optima at an edge of their grid; "
+                   + (f"still not bracketed: {', '.join(dz['not_bracketed'])}." if dz["not_bracketed"]
+                      else "every scale is bracketed."))
     if left:
         out.append("Left out (optimum not bracketed): " + "; ".join(f"{s['scale']} ({s['lr'].get('why', '')})"
                                                                  for s in left) + ".")
@@ -656,7 +744,7 @@ def scaling_sections(law: dict) -> list[str]:
 # ---------------------------------------------------------------- the study
 def make_study(config: str, *, preset: str | None = None, overrides: dict | None = None, quick: bool = False,
                seeds: int | None = None, confirm: int | None = None, target_steps: int | None = None,
-               target_model: str | None = None):
+               target_model: str | None = None, budget: int | None = None):
     """A scaling study from a TOML file (``moe-ablate scaling``): ``toml_study.make_study`` with this kind."""
     return toml_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
-                           kind=KIND.name, target={"steps": target_steps, "preset": target_model})
+                           kind=KIND.name, target={"steps": target_steps, "preset": target_model, "budget": budget})

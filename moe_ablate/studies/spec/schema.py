@@ -78,11 +78,15 @@ class ScalingSection(_Strict):
     bootstrap: int = Field(default=1000, ge=100, le=100_000)
     # one scale the ladder never saw, e.g. {"model.d_model" = 256}: after the ladder, an LR grid there centred
     # on the law's prediction measures whether the law beat reusing the largest rung's optimum
-    validate_scale: dict[str, Union[Value, dict[str, Value]]] | None = Field(default=None, alias="validate")  # noqa: UP007
-    validate_lrs: int = Field(default=5, ge=4, le=12)
+    validate_scale: dict[str, Union[Value, dict[str, Value]]] | None = Field(  # noqa: UP007
+        default=None, alias="validate")
+    validate_lrs: int = Field(default=5, ge=4, le=12)  # LRs tried at the validation scale (widened to hold reuse's)
     # a grid axis that is not a scale, e.g. "train.muon_adjust_lr": one ladder and one law per value (does the LR
     # transfer across the ladder in each mode?)
-    compare: StrictStr | None = None  # LRs tried at the validation scale (widened to hold reuse's)
+    compare: StrictStr | None = None
+    # a designed ladder: after each pass, an LR beyond the edge of every scale whose best LR is an edge of its
+    # grid, until every optimum is bracketed or ``budget`` more runs are spent
+    budget: int | None = Field(default=None, ge=1, le=limits.MAX_RUNS)
 
 
 class StudyFile(_Strict):
