@@ -386,7 +386,7 @@ def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir
     d = tmp_path / "s"
     stored = json.loads((d / "config.json").read_text())["study"]
     added = [e for e in stored["experiments"] if e["config_id"].startswith("design_")]
-    assert 2 <= len(added) <= 12 and all(e["stage"] == "grid" for e in added)
+    assert 2 <= len(added) <= 12 and all(e["stage"] == "design" for e in added)
     assert all(e["overrides"]["train.muon_lr"] > 0.03 for e in added)  # beyond the top edge
     law = json.loads((d / "scaling_law.json").read_text())
     assert [s["scale"] for s in law["scales"]] == ["d_model=16", "d_model=32", "d_model=48"]

@@ -193,7 +193,7 @@ def check_ladder(study) -> None:
 
 
 # ---------------------------------------------------------------- the designed ladder
-DESIGN_PREFIX = "design_"  # the configurations a designed ladder added (stage "grid": they are the ladder's)
+DESIGN_PREFIX = "design_"  # the configurations a designed ladder added (stage "design": part of the ladder)
 
 
 def _scale_overrides(study) -> dict[str, dict[str, Any]]:
@@ -222,7 +222,7 @@ def design_round(study, records: list[dict]) -> tuple[list, str]:
     left = d["budget"] - sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
     if left < len(seeds):
         return [], ""
-    ladder = [r for r in records if r.get("stage", "grid") == "grid"]
+    ladder = [r for r in records if r.get("stage", "grid") in ("grid", "design")]
     law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap", 1000)),
                           statistical_set=False)
     if "error" in law:
@@ -233,7 +233,8 @@ def design_round(study, records: list[dict]) -> tuple[list, str]:
         if w["scale"] not in by_label or left < len(seeds) or not 0 < w["lrs"][0] <= limits.MAX_LR:
             continue
         left -= len(seeds)
-        one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": w["lrs"][0]})
+        one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": w["lrs"][0]},
+                             stage="design")
         added.add(one.config_id)
         specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
         said.append(f"{w['scale']} ({w['why']}): LR {w['lrs'][0]:.3g}")
@@ -317,7 +318,7 @@ def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
     from ...analysis.scaling_law import N_BOOT, analyze_scaling, validation_lrs
     from ..spec.file import ExperimentSpec
 
-    ladder = [r for r in records if r.get("stage", "grid") == "grid"]
+    ladder = [r for r in records if r.get("stage", "grid") in ("grid", "design")]
     law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap",
                                                                                                   N_BOOT)),
                           statistical_set=False)

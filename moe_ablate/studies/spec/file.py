@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-STAGES = ("grid", "confirm", "validate")
+STAGES = ("grid", "confirm", "validate", "design")
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 
@@ -47,7 +47,8 @@ class ExperimentSpec:
     ``labels`` are the hyperparameters a report shows for it (default: the overrides' last parts);
     a study kind sets them when its settings are better named otherwise (batch-seqlen's strategy).
     ``stage`` is one of ``STAGES``: "grid", or a stage the tool adds after the grid ("confirm": the extra seeds
-    of a confirmation stage; "validate": a scaling study's runs at a scale beyond its ladder)."""
+    of a confirmation stage; "validate": a scaling study's runs at a scale beyond its ladder; "design": the LRs
+    a designed scaling ladder added beyond an edge, part of the ladder but never halved or compared on --resume)."""
 
     id: str
     overrides: dict[str, Any]
