@@ -258,6 +258,9 @@ def preset_config(name: str, model: str | None = None) -> ExperimentConfig:
 
 
 # ---------------------------------------------------------------- validation
+MAX_MODEL_DIM = 2 ** 24  # far beyond any model size this tool trains; 3e12 overflowed torch's size arithmetic
+
+
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Raise UserError naming the first problem; return cfg unchanged when it is sound."""
     m, t, d = cfg.model, cfg.train, cfg.data
@@ -267,6 +270,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in ("d_model", "n_heads", "n_layers", "d_ff", "vocab_size", "max_seq_len"):
         if getattr(m, name) <= 0:
             problems.append(f"model.{name} must be positive, got {getattr(m, name)}")
+        elif getattr(m, name) > MAX_MODEL_DIM:  # a size no tensor can take (the memory check would overflow)
+            problems.append(f"model.{name} must be at most {MAX_MODEL_DIM:,}, got {getattr(m, name):.3g}")
     if m.n_heads > 0 and m.d_model % m.n_heads:
         problems.append(f"d_model ({m.d_model}) must be divisible by n_heads ({m.n_heads})")
     if m.name != "deepseek_mlp":

@@ -28,8 +28,13 @@ def estimate(cfg: ExperimentConfig) -> dict[str, int]:
     model_cfg = cfg.model
     if cfg.data.tokenizer == "bpe":  # before the data is prepared, its vocabulary is at most this
         model_cfg = type(model_cfg)(**{**model_cfg.__dict__, "vocab_size": cfg.data.vocab_size})
-    with torch.device("meta"):
-        params = build_model(model_cfg).param_counts()["total"]
+    try:
+        with torch.device("meta"):
+            params = build_model(model_cfg).param_counts()["total"]
+    except (RuntimeError, TypeError, OverflowError) as e:  # a tensor size torch cannot even index
+        raise UserError(f"the model is too large to build (d_model {model_cfg.d_model:,}, d_ff {model_cfg.d_ff:,}, "
+                        f"{model_cfg.num_experts:,} experts, {model_cfg.n_layers:,} layers): "
+                        f"{str(e).splitlines()[0][:120]}") from None
     t, m = cfg.train, model_cfg
     tokens = t.batch_size * t.seq_len
     activations = 4 * tokens * (ACTIVATION_FLOATS_PER_TOKEN_LAYER * m.d_model * m.n_layers + 2 * m.vocab_size)

@@ -291,7 +291,8 @@ def test_a_validation_scale_runs_after_the_ladder_and_is_reported_beside_the_law
     again = json.loads((d / "config.json").read_text())["study"]["experiments"]
     assert again == stored["experiments"]  # nothing added twice
     for table, words in (('{ "model.d_model" = 32 }', "names a scale of the ladder"),
-                         ('{ "model.n_layers" = 3 }', "one value for each axis")):
+                         ('{ "model.n_layers" = 3 }', "one value for each axis"),
+                         ('{ "model.d_model" = 3000000000000 }', "model.d_model must be at most")):
         bad = tmp_path / "bad.toml"
         bad.write_text(kill_resume.scaling_toml(6, str(cache_dir)) + f"validate = {table}\n")
         assert main(["scaling", "--config", str(bad), "--output-dir", str(tmp_path / "o"), "--no-progress"]) == 2

@@ -166,6 +166,11 @@ def test_a_huge_scaling_bootstrap_is_refused_before_anything_trains(tmp_path, ca
     # 11 LRs x 10 weight decays x 1,000 seeds: each bound holds, the product does not
     (("muon_lr = [0.01, 0.05]", "muon_lr = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.09, 0.1, 0.2]"),
      ["--seeds", "1000"], "110,000 runs"),
+    # before: a traceback from torch's size arithmetic while the memory check built the model on the meta device
+    (("d_model = 32\n", "d_model = 3000000000000\n"), [], "model.d_model must be at most"),
+    (("d_model = 32\nn_heads = 2\nn_layers = 1\nd_ff = 64\nnum_experts = 4\n",
+      "d_model = 16777216\nn_heads = 2\nn_layers = 1\nd_ff = 16777216\nnum_experts = 1000000\n"), [],
+     "too large to build"),
     (None, ["--seeds", "100000"], "--seeds"),
     (None, ["--confirm", "1000"], "--confirm"),
     (None, ["--halving", "100000"], "--halving"),

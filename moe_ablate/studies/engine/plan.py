@@ -117,17 +117,17 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
         cfg.model.vocab_size = vocab
         key = _size_key(cfg)
         if key not in shapes:
+            from ...resources import check_fits
+            from ...utils import resolve_device
             from ..kinds.scaling import run_compute
 
+            # a study that cannot fit says so here, as the real run would before training (and before a model
+            # too large to index is built for its FLOPs)
+            check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
             shapes[key] = (cfg, run_compute(cfg)[0] / max(1, cfg.train.steps))
         t = cfg.train
         plan.tokens += t.steps * t.batch_size * t.seq_len * t.grad_accum
         plan.flops += shapes[key][1] * t.steps
-    from ...resources import check_fits
-    from ...utils import resolve_device
-
-    for cfg, _ in shapes.values():  # a study that cannot fit says so here, as the real run would before training
-        check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
     if measure:
         _measure(plan, study, configs, shapes, done)
     return plan

@@ -284,7 +284,11 @@ def check_validation_scale(study, table: dict) -> dict[str, Any]:
     if tuple(repr(scale[k]) for k in keys) in seen:
         raise UserError(f"[scaling] validate names a scale of the ladder ({_label(scale)}); it must be one the "
                         "ladder never saw, e.g. a width beyond its largest")
-    validate(apply_overrides(study.base, scale))
+    cfg = validate(apply_overrides(study.base, scale))
+    from ...resources import check_fits
+    from ...utils import resolve_device
+
+    check_fits(cfg, resolve_device(cfg.train.device), "the validation scale ([scaling] validate)")  # before the ladder
     return scale
 
 
