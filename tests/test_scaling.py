@@ -395,3 +395,21 @@ def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir
     assert f"Designed ladder: {len(added)} of 12 budgeted runs added" in answer
     assert main(["scaling", "--resume", str(d), "--no-progress"]) == 0
     assert json.loads((d / "config.json").read_text())["study"]["experiments"] == stored["experiments"]
+
+
+def test_widths_tried_on_different_lr_grids_are_not_said_to_have_moved_when_their_ranges_overlap():
+    """A validation scale tries its own LRs, so no LR is shared with the ladder: the per-width section must compare
+    near-optimal *ranges* (before: an empty set of shared LRs read as "the near-optimal ranges do not overlap")."""
+    from moe_ablate.analysis.stats import optimum_per, to_frame
+
+    rng = np.random.default_rng(0)
+    records = []
+    for width, lrs in ((64, (0.01, 0.02, 0.04, 0.08)), (128, (0.015, 0.03, 0.06))):
+        for lr in lrs:
+            for seed in range(3):
+                records.append({"experiment_id": f"w{width}_{lr}_s{seed}", "config_id": f"w{width}_{lr}", "seed": seed,
+                                "status": "ok", "hyperparameters": {"d_model": width, "muon_lr": lr, "seed": seed},
+                                "val_loss": 3.0 + 0.01 * math.log(lr / 0.025) ** 2 + 0.05 * rng.standard_normal()})
+    df, axes = to_frame(records)
+    out = optimum_per(df, axes, "val_loss", "muon_lr", "d_model")
+    assert out["moved"] is False and "share" in out["text"], out["text"]

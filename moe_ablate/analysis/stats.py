@@ -374,7 +374,8 @@ WIDTH_AXES = ("d_model",)
 
 def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by: str) -> dict[str, Any]:
     """The best LR at each value of ``by`` (e.g. model width), with its near-optimal LRs, and whether
-    the optimum moved: only when the near-optimal ranges of two values do not overlap."""
+    the optimum moved: only when the near-optimal ranges (lowest to highest near-optimal LR) of two values do
+    not overlap."""
     rows = []
     for v in sorted_values(df[by]):
         sub = df[df[by].astype(str) == str(v)]
@@ -404,6 +405,13 @@ def optimum_per(df: pd.DataFrame, axes: list[str], metric: str, lr_axis: str, by
         moved, text = False, (f"no shift detectable at this noise level: the best {lr_axis} differs ({per}), but "
                               f"{', '.join(f'{x:g}' for x in sorted(common))} {'is' if len(common) == 1 else 'are'} "
                               f"near-optimal at every {by}")
+    elif max(min(r["near_optimal_lrs"]) for r in done) <= min(max(r["near_optimal_lrs"]) for r in done):
+        # each value tried its own LRs (a scaling study's validation grid): no LR was tried at all of them, but
+        # their near-optimal ranges share a span, so no shift is shown (intervals that pairwise overlap share one)
+        lo = max(min(r["near_optimal_lrs"]) for r in done)
+        hi = min(max(r["near_optimal_lrs"]) for r in done)
+        moved, text = False, (f"no shift detectable at this noise level: the best {lr_axis} differs ({per}), but the "
+                              f"near-optimal ranges of every {by} share {lo:g}-{hi:g}")
     else:
         moved, text = True, (f"the optimum moved with {by}: best {lr_axis} {per}; the near-optimal ranges do not "
                              "overlap")
