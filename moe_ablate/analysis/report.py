@@ -217,7 +217,7 @@ def _lr_sections(a: dict) -> list[str]:
     """Whether the optimal LR moves (with width, with the horizon) and how forgiving the LR is."""
     lines = []
     for tr in (a.get("lr_transfer"), a.get("lr_by_horizon")):
-        if not tr:
+        if not tr or tr.get("superseded_by"):  # a scaling study answers it with its law
             continue
         lines += [f"## Does the optimal {tr['lr_axis']} move with {tr['axis']}?", "",
                   tr["text"][0].upper() + tr["text"][1:]

@@ -120,8 +120,10 @@ class ScalingKind(StudyKind):
         analysis["scaling"] = law
         # the generic "does the optimal LR move with width?" section answers this study's question a second time,
         # by another method (near-optimal sets of a test over every configuration of every scale) that can
-        # disagree with the law's exponent CI: one question, one answer (the law's)
-        analysis["lr_transfer"] = None
+        # disagree with the law's exponent CI: one question, one answer on the page (the law's); the numbers stay
+        # in analysis.json
+        if analysis.get("lr_transfer"):
+            analysis["lr_transfer"]["superseded_by"] = "scaling"
         # the generic edge notes would call the largest scale "unbracketed"; each scale's LR bracketing is
         # in the scaling answer instead
         analysis["recommendation"]["edge_warnings"] = []
