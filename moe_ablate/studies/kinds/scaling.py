@@ -557,6 +557,26 @@ def transfer_sentences(law: dict) -> list[str]:
         "value's law is under `compare`)."]
 
 
+def holdout_sentences(h: dict, metric: str) -> list[str]:
+    """The held-out check beside reuse of the next-largest scale's optimum, in the answer's words."""
+    factor = math.exp(abs(h["log_error"]))
+    penalty = (f", which costs {h['loss_penalty']:.4f} in {metric} on that scale's fitted curve"
+               if h.get("loss_penalty") is not None else "")
+    out = [f"Held out: fitted without the largest scale ({h['scale']}), the law predicts its optimum as "
+           f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI "
+           f"{_g(h['measured_ci'][0])}-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} "
+           f"(log error {h['log_error']:+.3f}){penalty}."]
+    nv = h.get("naive")
+    if nv:
+        cost = (f", costing {nv['loss_penalty']:.4f}" if nv.get("loss_penalty") is not None else "")
+        noise = (f" (the held-out optimum's noise: {h['noise_log_sd']:.3f} in log)"
+                 if h.get("noise_log_sd") is not None else "")
+        out.append(f"Reusing the next-largest scale's optimum ({nv['from_scale']}: {_g(nv['predicted'])}) "
+                   f"instead is off by a factor {math.exp(abs(nv['log_error'])):.2f} (log error "
+                   f"{nv['log_error']:+.3f}){cost}: {VERDICTS[h['law_vs_reuse']]}{noise}.")
+    return out
+
+
 def scaling_answer(law: dict) -> str:
     if law and law.get("compare"):
         return " ".join(transfer_sentences(law) + [scaling_answer({k: v for k, v in law.items() if k != "compare"})])
@@ -579,24 +599,7 @@ def scaling_answer(law: dict) -> str:
                        "rejected, so extrapolate with care.")
         h = fit.get("holdout")
         if h:
-            factor = math.exp(abs(h["log_error"]))
-            penalty = (f", which costs {h['loss_penalty']:.4f} in {law['metric']} on that scale's fitted curve"
-                       if h.get("loss_penalty") is not None else "")
-            out.append(f"Held out: fitted without the largest scale ({h['scale']}), the law predicts its optimum as "
-                       f"{_g(h['predicted'])} against the measured {_g(h['measured'])} (95% CI "
-                       f"{_g(h['measured_ci'][0])}-{_g(h['measured_ci'][1])}): off by a factor {factor:.2f} "
-                       f"(log error {h['log_error']:+.3f}){penalty}.")
-            nv = h.get("naive")
-            if nv:
-                cost = (f", costing {nv['loss_penalty']:.4f}" if nv.get("loss_penalty") is not None else "")
-                said = {"law": "the law beat reuse by more than the noise",
-                        "reuse": "reuse beat the law by more than the noise",
-                        "cannot tell": "the two cannot be told apart within the noise"}[h["law_vs_reuse"]]
-                noise = (f" (the held-out optimum's noise: {h['noise_log_sd']:.3f} in log)"
-                         if h.get("noise_log_sd") is not None else "")
-                out.append(f"Reusing the next-largest scale's optimum ({nv['from_scale']}: {_g(nv['predicted'])}) "
-                           f"instead is off by a factor {math.exp(abs(nv['log_error'])):.2f} (log error "
-                           f"{nv['log_error']:+.3f}){cost}: {said}{noise}.")
+            out += holdout_sentences(h, law["metric"])
         else:
             out.append("No held-out check: it needs at least 3 bracketed scales.")
     out += validation_sentences(law)
