@@ -100,7 +100,7 @@ class ScalingKind(StudyKind):
         from ...analysis.scaling_law import N_BOOT, analyze_scaling
 
         target = study.params.get("target") or {}
-        ladder = [r for r in records if r.get("stage", "grid") != "validate"]  # the law never sees the check
+        ladder = ladder_records(records)
         compare = study.params.get("compare")
         groups = compare_groups(ladder, compare) if compare else {None: ladder}
         laws = {}
@@ -198,6 +198,31 @@ def check_ladder(study) -> None:
                         f"train.steps with {MIN_SCALES}+ values), got {len(scales)}")
 
 
+# ---------------------------------------------------------------- the ladder the law is fitted on
+def ladder_records(records: list[dict]) -> list[dict]:
+    """Every record but the validation scale's: the law never sees the check."""
+    return [r for r in records if r.get("stage", "grid") != "validate"]
+
+
+def ladder_law(study, records: list[dict]) -> dict[str, Any]:
+    """The law a later round builds on (the designed ladder's next LRs, the validation grid): the one the
+    report shows, less the per-scale significance test (it does not enter the fits)."""
+    from ...analysis.scaling_law import N_BOOT, analyze_scaling
+
+    n_boot = int((study.params.get("target") or {}).get("bootstrap", N_BOOT))
+    return analyze_scaling(ladder_records(records), study.metric, n_boot=n_boot, statistical_set=False)
+
+
+def _grid_seeds(study) -> list[int]:
+    return sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
+                   if e.stage == "grid"})
+
+
+def _recorded_vocab(records: list[dict]) -> int | None:
+    """The vocabulary the runs really had (a BPE may stop short of the size asked)."""
+    return next((r["config"]["model"]["vocab_size"] for r in records if isinstance(r.get("config"), dict)), None)
+
+
 # ---------------------------------------------------------------- the designed ladder
 DESIGN_PREFIX = "design_"  # the configurations a designed ladder added (stage "design": part of the ladder)
 
@@ -219,18 +244,15 @@ def design_round(study, records: list[dict]) -> tuple[list, str]:
     d = study.params.get("design")
     if not d:
         return [], ""
-    from ...analysis.scaling_law import analyze_scaling, design_additions
+    from ...analysis.scaling_law import design_additions
     from ..spec.file import ExperimentSpec
 
     added = {e.config_id for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX)}
-    seeds = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
-                    if e.stage == "grid"})
+    seeds = _grid_seeds(study)
     left = d["budget"] - sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
     if left < len(seeds):
         return [], ""
-    ladder = [r for r in records if r.get("stage", "grid") in ("grid", "design")]
-    law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap", 1000)),
-                          statistical_set=False)
+    law = ladder_law(study, records)
     if "error" in law:
         return [], ""
     by_label = _scale_overrides(study)
@@ -313,9 +335,7 @@ def _grid_ratio(study) -> float:
 
 def _validation_config(study, records: list[dict]) -> ExperimentConfig:
     cfg = apply_overrides(study.base, study.params["validate"]["scale"])
-    vocab = next((r["config"]["model"]["vocab_size"] for r in records if isinstance(r.get("config"), dict)), None)
-    if vocab:
-        cfg.model.vocab_size = vocab
+    cfg.model.vocab_size = _recorded_vocab(records) or cfg.model.vocab_size
     return cfg
 
 
@@ -325,13 +345,10 @@ def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
     v = study.params.get("validate")
     if not v or any(e.stage == "validate" for e in study.experiments):
         return [], ""
-    from ...analysis.scaling_law import N_BOOT, analyze_scaling, validation_lrs
+    from ...analysis.scaling_law import validation_lrs
     from ..spec.file import ExperimentSpec
 
-    ladder = [r for r in records if r.get("stage", "grid") in ("grid", "design")]
-    law = analyze_scaling(ladder, study.metric, n_boot=int((study.params.get("target") or {}).get("bootstrap",
-                                                                                                  N_BOOT)),
-                          statistical_set=False)
+    law = ladder_law(study, records)
     label = _label(v["scale"])
     if "error" in law:
         log(f"validation at {label}: not run ({law['error']})")
@@ -341,8 +358,7 @@ def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
     if not plan["lrs"]:
         log(f"validation at {label}: not run ({plan['why']})")
         return [], ""
-    seeds = sorted({e.overrides.get("train.seed", study.base.train.seed) for e in study.experiments
-                    if e.stage == "grid"})
+    seeds = _grid_seeds(study)
     specs = []
     for i, lr in enumerate(plan["lrs"]):
         one = ExperimentSpec(f"validate_{i:02d}", {**v["scale"], "train.muon_lr": lr}, stage="validate")
@@ -388,8 +404,7 @@ def target_config(study, records: list[dict] | None = None) -> ExperimentConfig:
         model, preset = study.base.model.name, target["preset"]
     cfg = apply_overrides(preset_config(preset, model),
                           long_run_settings(steps=int(target.get("steps") or 10000)))
-    vocab = next((r["config"]["model"]["vocab_size"] for r in records or [] if r.get("config")), None)
-    cfg.model.vocab_size = vocab or cfg.data.vocab_size
+    cfg.model.vocab_size = _recorded_vocab(records or []) or cfg.data.vocab_size
     return cfg
 
 
