@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from moe_ablate.analysis.scaling_law import analyze_scaling  # noqa: E402
+from moe_ablate.analysis.scaling_law import analyze_scaling, design_additions  # noqa: E402
 
 COEF, EXPONENT = 20.0, -0.2
 COMPUTE = (1e12, 1e13, 1e14, 1e15)
@@ -114,13 +114,54 @@ def trial(rng: np.random.Generator, n_boot: int = 300, **kw) -> dict:
             "bracketed": [s["lr"]["bracketed"] for s in a["scales"]], "analysis": a}
 
 
+def _ci_factors(a: dict) -> list[float]:
+    return [s["lr"]["ci"][1] / s["lr"]["ci"][0] if s["lr"]["bracketed"] else math.inf for s in a["scales"]]
+
+
+def design_study(rng: np.random.Generator, asked: float, seeds: int = 3, n_boot: int = 300,
+                 max_rounds: int = 10) -> dict:
+    """One designed ladder with ``optimum_ci = asked`` (the tool's rounds, without training): a first pass of 8 LRs
+    a factor 2 apart on a planted ladder, then ``design_additions`` round after round; beside it, the same ladder
+    planted again on a uniform grid at half the spacing over the same range (15 LRs). Returns the runs each
+    spent, whether every scale reached the asked factor, and whether each designed CI covers the planted optimum."""
+    step, jitter = math.log(2), 2 ** rng.uniform(0, 1)
+    planted = Planted(rng, seeds=seeds)
+    grid = [GRID[0] * jitter * 2 ** k for k in range(len(GRID))]
+    records = [r for i in range(len(COMPUTE)) for r in planted.records(i, grid)]
+    for _ in range(max_rounds):
+        a = analyze_scaling(records, n_boot=n_boot, seed=1, statistical_set=False, lr_step=step)
+        adds = design_additions(a["scales"], asked, step)
+        if not adds:
+            break
+        for w in adds:
+            records += planted.records([s["scale"] for s in a["scales"]].index(w["scale"]), w["lrs"])
+    finer = Planted(rng, seeds=seeds)
+    fine = [GRID[0] * jitter * 2 ** (k / 2) for k in range(2 * len(GRID) - 1)]
+    u = analyze_scaling([r for i in range(len(COMPUTE)) for r in finer.records(i, fine)], n_boot=n_boot, seed=1,
+                        statistical_set=False, lr_step=step)
+    return {"runs": planted.runs, "reached": max(_ci_factors(a)) <= asked, "finer_runs": finer.runs,
+            "finer_reached": max(_ci_factors(u)) <= asked,
+            "covered": [s["lr"]["ci"][0] <= true_opt(s["compute"]) <= s["lr"]["ci"][1] for s in a["scales"]]}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=200, help="simulated studies per scenario")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--boot", type=int, default=300)
+    p.add_argument("--design", type=float, default=None, metavar="FACTOR",
+                   help="only the designed ladder: narrow every optimum's 95%% CI to FACTOR (e.g. 1.12)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
+    if args.design:
+        rows = [design_study(rng, args.design, args.seeds, args.boot) for _ in range(args.repeats)]
+        runs = [r["runs"] for r in rows]
+        cov = np.concatenate([r["covered"] for r in rows])
+        print(f"designed ladder, asked CI factor {args.design:g}, {args.repeats} studies: reached in "
+              f"{sum(r['reached'] for r in rows)}, runs {min(runs)}-{max(runs)} (mean {np.mean(runs):.0f}), CI "
+              f"coverage {cov.mean():.3f} ({len(cov)} scales) | uniform grid at half the spacing: "
+              f"{rows[0]['finer_runs']} runs, reached in {sum(r['finer_reached'] for r in rows)}")
+        return 0
     for label, kw in (("2 seeds", {"seeds": 2}), (f"{args.seeds} seeds", {"seeds": args.seeds}),
                       ("10 seeds", {"seeds": 10}), ("10 seeds, 3x the lean", {"seeds": 10, "lean": 0.012}),
                       ("3 seeds, symmetric bowls", {"seeds": 3, "lean": 0.0}),

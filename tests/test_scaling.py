@@ -3,6 +3,7 @@ and the `scaling` command end to end: scaling_law.json, the figure, `analyze` re
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -270,11 +271,15 @@ def test_a_validation_scale_runs_after_the_ladder_and_is_reported_beside_the_law
     cfg = tmp_path / "s.toml"
     cfg.write_text(kill_resume.scaling_toml(6, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]")
                    + "validate = { \"model.d_model\" = 64 }\nvalidate_lrs = 4\n")
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--dry-run",
+                 "--no-measure"]) == 0  # the plan counts the validation grid the study may add
+    planned = int(re.search(r"\+ up to (\d+) runs of the validation grid at d_model=64", capsys.readouterr().out)[1])
     assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
     d = tmp_path / "s"
     stored = json.loads((d / "config.json").read_text())["study"]
     val = [e for e in stored["experiments"] if e["stage"] == "validate"]
     assert len(val) >= 4 * 2 and all(e["overrides"]["model.d_model"] == 64 for e in val)  # >= 4 LRs x 2 seeds
+    assert len(val) <= planned == 12 * 2
     assert all((d / "experiments" / f"{e['id']}.json").exists() for e in val)
     law = json.loads((d / "scaling_law.json").read_text())
     assert [s["scale"] for s in law["scales"]] == ["d_model=16", "d_model=32", "d_model=48"]  # never the check
@@ -329,6 +334,7 @@ def test_the_transfer_verdict_per_mode_on_planted_laws(monkeypatch):
 
     class Stored:  # what analyze reads of the stored study
         metric, params = "val_loss", {"compare": "train.muon_adjust_lr", "target": {"bootstrap": 200}}
+        experiments = []  # no grid of LRs: each scale's window is its own median gap
 
     rng = np.random.default_rng(5)
     said = {"flat": [], "moves": []}
@@ -413,3 +419,17 @@ def test_widths_tried_on_different_lr_grids_are_not_said_to_have_moved_when_thei
     df, axes = to_frame(records)
     out = optimum_per(df, axes, "val_loss", "muon_lr", "d_model")
     assert out["moved"] is False and "share" in out["text"], out["text"]
+
+
+def test_the_designed_ladder_narrows_each_optimum_to_the_asked_ci_with_fewer_runs_than_a_finer_uniform_grid():
+    """``optimum_ci``: after the first pass (8 LRs a factor 2 apart, 3 seeds, 4 scales), LRs in the widest gap on
+    each side of every vertex whose 95% CI spans more than the asked factor, round after round. On a planted
+    ladder every scale reaches the asked factor, with fewer runs than a uniform grid at half the spacing (15 LRs,
+    180 runs), which reaches it less often; the CIs still cover the planted optimum in most scales (stopping when
+    a CI is narrow selects narrow draws: see ``python scripts/scaling_check.py --design 1.12``)."""
+    rng = np.random.default_rng(5)
+    rows = [scaling_check.design_study(rng, 1.12) for _ in range(8)]
+    assert all(r["reached"] for r in rows), rows
+    assert max(r["runs"] for r in rows) < rows[0]["finer_runs"] == 180, [r["runs"] for r in rows]
+    assert sum(r["finer_reached"] for r in rows) < len(rows)
+    assert np.mean([c for r in rows for c in r["covered"]]) >= 0.8

@@ -83,14 +83,31 @@ def _local_min(coefs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(ok, -b / np.where(ok, den, 1.0), np.nan), ok
 
 
-def _minima(x: np.ndarray, Y: np.ndarray, window: int, degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def grid_step(x: np.ndarray) -> float:
+    """A scale's LR spacing in log: the median gap between its tried values (a uniform grid's step). A designed
+    ladder's half-steps would halve that median, so its study passes the first pass's spacing instead."""
+    gaps = np.diff(np.unique(np.asarray(x, float)))
+    return float(np.median(gaps)) if len(gaps) else 1.0
+
+
+def _window(x: np.ndarray, i: int, window: int, step: float) -> tuple[int, int]:
+    """[lo, hi) of the sorted log values within ``window`` steps of ``x[i]``: a span in log LR, not a count of
+    points, so that LRs added between the grid's (a designed ladder's half-steps) give the fit more points on the
+    same span. On a uniform grid it is the argmin and ``window`` tried values on each side."""
+    span = window * step * (1 + 1e-6)
+    return int(np.searchsorted(x, x[i] - span, "left")), int(np.searchsorted(x, x[i] + span, "right"))
+
+
+def _minima(x: np.ndarray, Y: np.ndarray, window: int, degree: int,
+            step: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each row of ``Y`` (curves over the sorted log values ``x``): (the fitted minimum, or the argmin where
-    the fit has none within the tried values next to the argmin; whether it is the fit's; the argmin's index)."""
+    the fit has none within a step of the argmin; whether it is the fit's; the argmin's index)."""
+    step = grid_step(x) if step is None else step
     idx = np.argmin(Y, axis=1)
     out, fitted = x[idx].astype(float), np.zeros(len(Y), bool)
     for i in np.unique(idx):
         rows = idx == i
-        lo, hi = max(0, i - window), min(len(x), i + window + 1)
+        lo, hi = _window(x, i, window, step)
         if hi - lo < 3:
             continue
         deg = degree if hi - lo >= 5 else 2  # a cubic through four points has no residual to judge it by
@@ -99,32 +116,34 @@ def _minima(x: np.ndarray, Y: np.ndarray, window: int, degree: int) -> tuple[np.
         coefs = np.linalg.lstsq(V, Y[rows, lo:hi].T, rcond=None)[0]
         t, has = _local_min(coefs)
         t = t + x[i]
-        # the minimum must lie within the tried values around the argmin; beyond them it is an extrapolation
-        inside = has & (x[max(0, i - 1)] <= t) & (t <= x[min(len(x) - 1, i + 1)])
+        # the minimum must lie within a step of the argmin and within the tried values; beyond, it is an
+        # extrapolation (on a uniform grid: between the argmin's neighbours)
+        inside = has & (max(x[0], x[i] - step * (1 + 1e-6)) <= t) & (t <= min(x[-1], x[i] + step * (1 + 1e-6)))
         out[rows] = np.where(inside, t, x[i])
         fitted[rows] = inside
     return out, fitted, idx
 
 
 def fit_vertex(x: np.ndarray, y: np.ndarray, failed_x: np.ndarray | None = None, window: int = WINDOW,
-               degree: int = DEGREE) -> Vertex:
+               degree: int = DEGREE, step: float | None = None) -> Vertex:
     """The minimum of a polynomial of ``degree`` (2, or 3 given five points) through the argmin of ``y`` and up
-    to ``window`` points on each side.
+    to ``window`` steps of the grid (``step`` in log; the median gap when not given) on each side.
 
     ``failed_x``: log values whose runs all failed (diverged): they bracket the minimum from their side
     (a value beyond which training breaks is worse) but carry no loss to fit."""
     order = np.argsort(x)
     x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
+    step = grid_step(x) if step is None else step
     i = int(np.argmin(y))
     failed_x = np.asarray(failed_x if failed_x is not None else [], float)
     left = i > 0 or bool((failed_x < x[i]).any())
     right = i < len(x) - 1 or bool((failed_x > x[i]).any())
-    lo, hi = max(0, i - window), min(len(x), i + window + 1)
+    lo, hi = _window(x, i, window, step)
     if hi - lo < 3:
         return Vertex(float(x[i]), False, False, None, float(x[i]))
     deg = degree if hi - lo >= 5 else 2
     coefs = np.polynomial.polynomial.polyfit(x[lo:hi], y[lo:hi], deg)  # in x itself, for loss_at
-    v, fitted, _ = _minima(x, y[None, :], window, degree)
+    v, fitted, _ = _minima(x, y[None, :], window, degree, step)
     convex = bool(_local_min(np.polynomial.polynomial.polyfit(x[lo:hi] - x[i], y[lo:hi], deg)[:, None])[1][0])
     return Vertex(float(v[0]), bool(left and right and (fitted[0] or not convex)), convex,
                   tuple(float(k) for k in coefs), float(x[i]))
@@ -148,7 +167,7 @@ def _profile(sub: pd.DataFrame, axis: str, other: str | None, metric: str) -> pd
 
 
 def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.random.Generator,
-                other: str | None, var: float, dof: int) -> tuple[np.ndarray, str]:
+                other: str | None, var: float, dof: int, step: float | None = None) -> tuple[np.ndarray, str]:
     """Bootstrap replicates of the scale's log optimum along ``axis`` (see the module docstring) and the method:
     configuration means redrawn with the run noise ``var`` (on ``dof`` degrees of freedom, ``_noise_var``)."""
     ok = sub[sub.status == "ok"]
@@ -164,7 +183,7 @@ def _replicates(sub: pd.DataFrame, axis: str, metric: str, n_boot: int, rng: np.
         rows = np.ones(n_boot, bool) if g is None else oth[best] == g  # the curve at the replicate's best other
         cols = np.ones(len(mean), bool) if g is None else oth == g
         order = np.argsort(logx[cols])
-        out[rows] = _minima(logx[cols][order], M[np.ix_(rows, cols)][:, order], WINDOW, DEGREE)[0]
+        out[rows] = _minima(logx[cols][order], M[np.ix_(rows, cols)][:, order], WINDOW, DEGREE, step)[0]
     return out, (f"parametric bootstrap over seeds (configuration means redrawn with the seed-to-seed variance, "
                  f"{dof} degrees of freedom; {n_boot} replicates)")
 
@@ -184,12 +203,13 @@ def _noise_var(sub: pd.DataFrame, axis: str, metric: str, other: str | None) -> 
     return (float((resid ** 2).sum() / dof) if dof > 0 else float(np.var(ok[metric])) or 1e-12), dof
 
 
-def _lack_of_fit(v: Vertex, x: np.ndarray, y: np.ndarray, n: np.ndarray, var: float, window: int) -> dict | None:
+def _lack_of_fit(v: Vertex, x: np.ndarray, y: np.ndarray, n: np.ndarray, var: float, window: int,
+                 step: float) -> dict | None:
     """Chi-square of the fit's residuals on its window against the noise of the means."""
     if v.coefs is None:
         return None
     i = int(np.argmin(y))
-    lo, hi = max(0, i - window), min(len(x), i + window + 1)
+    lo, hi = _window(x, i, window, step)
     resid = y[lo:hi] - np.array([v.loss_at(t) for t in x[lo:hi]])
     chi2 = float(np.sum(resid ** 2 * n[lo:hi] / max(var, 1e-12)))
     dof = hi - lo - len(v.coefs)
@@ -197,8 +217,11 @@ def _lack_of_fit(v: Vertex, x: np.ndarray, y: np.ndarray, n: np.ndarray, var: fl
 
 
 def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | None = None, n_boot: int = N_BOOT,
-                  rng: np.random.Generator | None = None, near_optimal: list[float] | None = None) -> dict[str, Any]:
-    """The optimum of ``axis`` at one scale: vertex, 95% bootstrap CI, grid argmin, near-optimal bands."""
+                  rng: np.random.Generator | None = None, near_optimal: list[float] | None = None,
+                  step: float | None = None) -> dict[str, Any]:
+    """The optimum of ``axis`` at one scale: vertex, 95% bootstrap CI, grid argmin, near-optimal bands. ``step``:
+    the grid's spacing in log (the fit's window is ``WINDOW`` steps on each side of the argmin); by default the
+    median gap between the scale's tried values."""
     rng = rng or np.random.default_rng(0)
     prof = _profile(sub, axis, other, metric)
     x, y, n, fx = curve(prof, axis, metric)
@@ -211,16 +234,17 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
     # 0.92 with 2 seeds). The cubic's residuals are still tested and reported: a misfit says the curve is not
     # smooth around its minimum (e.g. a kink at the optimum, which no local polynomial locates).
     var, dof = _noise_var(sub, axis, metric, other)
-    v = fit_vertex(x, y, fx)
-    lof = _lack_of_fit(v, x, y, n, var, WINDOW)
-    reps, method = _replicates(sub, axis, metric, n_boot, rng, other, var, dof)
+    step = grid_step(x) if step is None else step
+    v = fit_vertex(x, y, fx, step=step)
+    lof = _lack_of_fit(v, x, y, n, var, WINDOW, step)
+    reps, method = _replicates(sub, axis, metric, n_boot, rng, other, var, dof, step)
     reps = reps[np.isfinite(reps)]
     lo, hi = np.percentile(reps, [2.5, 97.5]) if len(reps) else (np.nan, np.nan)
     out: dict[str, Any] = {
         "opt": math.exp(v.x), "ci": [math.exp(lo), math.exp(hi)], "log_opt": v.x,
         "log_sd": float(np.std(reps, ddof=1)) if len(reps) > 1 else None, "argmin": math.exp(v.argmin_x),
         "bracketed": v.bracketed, "convex": v.convex, "polynomial": v.coefs, "ci_method": method,
-        "local_fit": {**(lof or {}), "window": WINDOW, "degree": len(v.coefs or ()) - 1},
+        "local_fit": {**(lof or {}), "window": WINDOW, "step": step, "degree": len(v.coefs or ()) - 1},
         "values": [math.exp(t) for t in x], "means": y.tolist(), "runs": n.tolist(),
         "failed_values": [math.exp(t) for t in fx], "replicates": reps.tolist(),
     }
@@ -450,8 +474,10 @@ def fit_n_d(scales: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
 
 def analyze_scaling(records: list[dict], metric: str = "val_loss", lr_axis: str = "muon_lr",
                     batch_axis: str = "batch_size", n_boot: int = N_BOOT, seed: int = 0,
-                    statistical_set: bool = True) -> dict[str, Any]:
+                    statistical_set: bool = True, lr_step: float | None = None) -> dict[str, Any]:
     """Every number of a scaling study: the optimum at each scale, the laws, the held-out check.
+    ``lr_step``: the ladder's LR spacing in log (a designed ladder adds LRs between its grid's; each scale's
+    median gap by default).
     ``statistical_set``: also each scale's near-optimal LRs by the Tukey-Kramer test (``ranking.py``; the
     simulations of ``scripts/scaling_check.py`` skip it, it does not enter the fits)."""
     from . import ranking
@@ -484,7 +510,8 @@ def analyze_scaling(records: list[dict], metric: str = "val_loss", lr_axis: str 
         if rec.get("noise_std") is not None:
             lrs = sub.drop_duplicates("config_id").set_index("config_id")[lr_axis]
             near = [float(lrs[c]) for c in rec["near_optimal"]]
-        row["lr"] = scale_optimum(sub, lr_axis, metric, other=batch, n_boot=n_boot, rng=rng, near_optimal=near)
+        row["lr"] = scale_optimum(sub, lr_axis, metric, other=batch, n_boot=n_boot, rng=rng, near_optimal=near,
+                                  step=lr_step)
         if batch:
             row["batch"] = scale_optimum(sub, batch, metric, other=lr_axis, n_boot=n_boot, rng=rng)
         scales.append(row)
@@ -581,25 +608,46 @@ def validation_check(law: dict[str, Any], sub: pd.DataFrame, metric: str, comput
 
 
 # ---------------------------------------------------------------- a designed ladder
-def design_additions(scales: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Where a ladder's next runs are needed: a scale whose best LR is an edge of its grid gets one LR beyond
-    that edge (a step of the grid's own spacing there), so that every scale's optimum is bracketed and enters
-    the law. Only bracketing: adding LRs near a bracketed vertex was tried (``scripts/scaling_check.py``-style
-    simulations, 6 studies each) and made its 95% CI wider, not narrower (max CI factor over 4 scales 1.12-1.16
-    on a factor-2 grid, 1.26-2.83 at half that spacing, unbracketed at a third), because the optimum's window is
-    the argmin and three tried values on each side: finer steps shrink its span in log LR. Extra seeds at the
-    window's LRs alone were worse still (the seed model wants every LR of a scale run with the same seeds)."""
+def design_additions(scales: list[dict[str, Any]], optimum_ci: float | None = None,
+                     step: float | None = None) -> list[dict[str, Any]]:
+    """Where a ladder's next runs are needed. First bracketing: a scale whose best LR is an edge of its grid gets
+    one LR beyond that edge (a step of the grid's own spacing there), so that its optimum enters the law. Then,
+    with ``optimum_ci`` (the asked 95% CI, as the factor hi/lo), a bracketed scale whose CI is wider gets an LR
+    in the widest gap on each side of its vertex within the fit's window (``step``: the first pass's spacing in
+    log; gaps are split down to a quarter of it). The window is a span in log LR (``_window``), so the added
+    values sharpen the fit; with a window of a fixed count of points they had narrowed its span and widened the
+    CI (1.26-2.83x at half the spacing, simulated)."""
     wants = []
     for s in scales:
         o = s.get("lr") or {}
         tried = sorted(o.get("values", []) + o.get("failed_values", []))
-        if len(tried) < 2 or o.get("bracketed"):
+        if len(tried) < 2:
             continue
         why = o.get("why", "")
-        if "largest" in why:
-            wants.append({"scale": s["scale"], "lrs": [float(f"{tried[-1] ** 2 / tried[-2]:.3g}")],
-                          "why": "its best LR is the largest tried"})
-        elif "smallest" in why:
-            wants.append({"scale": s["scale"], "lrs": [float(f"{tried[0] ** 2 / tried[1]:.3g}")],
-                          "why": "its best LR is the smallest tried"})
+        if not o.get("bracketed"):
+            if "largest" in why:
+                wants.append({"scale": s["scale"], "lrs": [float(f"{tried[-1] ** 2 / tried[-2]:.3g}")],
+                              "why": "its best LR is the largest tried"})
+            elif "smallest" in why:
+                wants.append({"scale": s["scale"], "lrs": [float(f"{tried[0] ** 2 / tried[1]:.3g}")],
+                              "why": "its best LR is the smallest tried"})
+            continue
+        ci = o.get("ci") or [math.nan, math.nan]
+        if optimum_ci and ci[0] > 0 and ci[1] / ci[0] > optimum_ci:
+            lrs = _split_gaps(tried, o["log_opt"], step)
+            if lrs:
+                wants.append({"scale": s["scale"], "lrs": lrs, "why": f"its optimum's 95% CI spans a factor "
+                              f"{ci[1] / ci[0]:.2f} (asked: {optimum_ci:g})"})
     return wants
+
+
+def _split_gaps(tried: list[float], log_opt: float, step: float | None) -> list[float]:
+    """The midpoints of the widest gap between tried LRs on each side of the vertex, within the fit's window
+    (the nearer gap where two are as wide), down to a quarter of the grid's step."""
+    x = np.log(np.asarray(tried, float))
+    step = grid_step(x) if step is None else step
+    gaps = [(round(b - a, 9), -abs((a + b) / 2 - log_opt), (a + b) / 2) for a, b in zip(x, x[1:], strict=False)
+            if abs((a + b) / 2 - log_opt) <= WINDOW * step and b - a > step / 4 * 1.01]
+    sides = (max((g for g in gaps if g[2] < log_opt), default=None),
+             max((g for g in gaps if g[2] >= log_opt), default=None))
+    return [float(f"{math.exp(g[2]):.3g}") for g in sides if g is not None]

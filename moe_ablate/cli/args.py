@@ -56,6 +56,7 @@ lr_float = _number(float, lambda v: 0 < v <= limits.MAX_LR, f"in (0, {limits.MAX
 seeds_int = _number(int, lambda v: 1 <= v <= limits.MAX_SEEDS, f"in [1, {limits.MAX_SEEDS}]")
 confirm_int = _number(int, lambda v: 0 <= v <= limits.MAX_CONFIRM, f"in [0, {limits.MAX_CONFIRM}]")
 halving_int = _number(int, lambda v: 2 <= v <= limits.MAX_HALVING, f"in [2, {limits.MAX_HALVING}]")  # ETA: keep 1/ETA
+ci_factor = _number(float, lambda v: 1 < v <= limits.MAX_CI_FACTOR, f"in (1, {limits.MAX_CI_FACTOR:g}]")
 steps_int = _number(int, lambda v: 1 <= v <= limits.MAX_STEPS, f"in [1, {limits.MAX_STEPS:.0e}]")
 
 
@@ -71,7 +72,7 @@ def lr_or_auto(text: str) -> float | str:
 # flag types by name: a study kind declares its flags without importing argparse (``StudyKind.add_flags``)
 FLAG_TYPES = {"pos_int": pos_int, "pos_float": pos_float, "nonneg_int": nonneg_int, "nonneg_float": nonneg_float,
               "fraction": fraction, "seed_int": seed_int, "lr_float": lr_float, "lr_or_auto": lr_or_auto,
-              "seeds_int": seeds_int, "steps_int": steps_int}
+              "seeds_int": seeds_int, "steps_int": steps_int, "ci_factor": ci_factor}
 
 
 def _typed(kw: dict) -> dict:

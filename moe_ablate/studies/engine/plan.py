@@ -37,12 +37,13 @@ class Plan:
     tokens: int = 0  # training tokens of the grid runs
     flops: float = 0.0  # training FLOPs of the grid runs
     seconds_per_step: dict[str, float] = field(default_factory=dict)  # measured, per model size
-    eta_s: float | None = None  # the grid's pending runs plus the most confirmation, at the measured speed
+    follow_on: list[tuple[str, int]] = field(default_factory=list)  # runs the kind may add after the grid, at most
+    eta_s: float | None = None  # the grid's pending runs plus the most confirmation and follow-on, measured speed
     notes: list[str] = field(default_factory=list)
 
     @property
     def runs_max(self) -> int:
-        return self.grid_runs + self.confirm_runs_max
+        return self.grid_runs + self.confirm_runs_max + sum(n for _, n in self.follow_on)
 
     def text(self) -> str:
         axes = "; ".join(f"{k} {', '.join(map(str, v))}" for k, v in self.axes.items()) or "none (one configuration)"
@@ -54,7 +55,11 @@ class Plan:
         if self.confirm_runs_max:
             lines.append(f"                  + up to {self.confirm_runs_max} confirmation runs ({self.confirm_seeds} "
                          f"fresh seed(s) for at most {self.confirm_configs_max} top configurations)")
-            lines.append(f"                  = at most {self.runs_max} runs (--confirm 0: no confirmation)")
+        for what, n in self.follow_on:
+            lines.append(f"                  + up to {n} runs of the {what}")
+        if self.confirm_runs_max or self.follow_on:
+            lines.append(f"                  = at most {self.runs_max} runs"
+                         + (" (--confirm 0: no confirmation)" if self.confirm_runs_max else ""))
         if self.halving:
             lines.append(f"  halving         rungs at {', '.join(map(str, self.halving))} steps: most configurations "
                          "stop early, so the grid costs less than its full runs")
@@ -112,8 +117,12 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
 
         plan.halving = rung_steps(study)
     vocab = _vocab(study.base)
+    from ..kinds.base import get_kind
+
+    extra = get_kind(study.kind).planned_follow_on(study)  # a designed ladder, a validation scale
+    plan.follow_on = [(what, n) for what, n, _ in extra]
     shapes: dict[str, tuple[ExperimentConfig, float]] = {}
-    for cfg in configs.values():
+    for cfg in [*configs.values(), *(c for _, _, cs in extra for c in cs)]:
         cfg.model.vocab_size = vocab
         key = _size_key(cfg)
         if key not in shapes:
@@ -125,17 +134,20 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
             # too large to index is built for its FLOPs)
             check_fits(cfg, resolve_device(cfg.train.device), "an experiment of this study")
             shapes[key] = (cfg, run_compute(cfg)[0] / max(1, cfg.train.steps))
+    for cfg in configs.values():
         t = cfg.train
         plan.tokens += t.steps * t.batch_size * t.seq_len * t.grad_accum
-        plan.flops += shapes[key][1] * t.steps
+        plan.flops += shapes[_size_key(cfg)][1] * t.steps
     if measure:
-        _measure(plan, study, configs, shapes, done)
+        _measure(plan, study, configs, shapes, done, [(n, c) for _, n, c in extra])
     return plan
 
 
-def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], shapes, done: set[str]) -> None:
+def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], shapes, done: set[str],
+             extra: list[tuple[int, list[ExperimentConfig]]]) -> None:
     """A few real optimizer steps per distinct model size on random tokens (no data needed): the ETA's speed.
-    Skipped for sizes too slow to step here in a few seconds (a 384-wide model on CPU)."""
+    Skipped for sizes too slow to step here in a few seconds (a 384-wide model on CPU). ``extra``: (runs, config)
+    the kind may add after the grid."""
     from ...training.speed import seconds_per_step
     from ...utils import resolve_device
 
@@ -151,7 +163,8 @@ def _measure(plan: Plan, study: Study, configs: dict[str, ExperimentConfig], sha
     grid = sum(per_step[_size_key(configs[e.id])] * configs[e.id].train.steps for e in study.experiments
                if e.id in pending)
     slowest = max((per_step[_size_key(c)] * c.train.steps for c in configs.values()), default=0.0)
-    plan.eta_s = grid + plan.confirm_runs_max * slowest
+    later = sum(n * max(per_step[_size_key(c)] * c.train.steps for c in cs) for n, cs in extra if cs)
+    plan.eta_s = grid + plan.confirm_runs_max * slowest + later
 
 
 def _size_key(cfg: ExperimentConfig) -> str:

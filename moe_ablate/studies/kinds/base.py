@@ -81,6 +81,11 @@ class StudyKind:
         ``([], "")`` once they exist."""
         return [], ""
 
+    def planned_follow_on(self, study: Study) -> list[tuple[str, int, list[Any]]]:
+        """At most how many runs ``follow_on`` may still add, for the plan's count and ETA: (what, runs, the
+        ``ExperimentConfig``s they may have: the ETA takes the slowest)."""
+        return []
+
     def write_files(self, study_dir: Path, study: Study, records: list[dict], analysis: dict) -> None:
         """The kind's own files beside the common ones (kept for the seeds' users)."""
 

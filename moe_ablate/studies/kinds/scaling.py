@@ -53,13 +53,17 @@ class ScalingKind(StudyKind):
               help="design the ladder: after each pass, add an LR beyond the edge of every scale whose best LR is "
                    "an edge of its grid, until all are bracketed or RUNS more runs are spent (default: the file's "
                    "[scaling] budget; none: the grid as written)")
+        d.add("--optimum-ci", type="ci_factor", default=None, metavar="FACTOR",
+              help="design the ladder further: add LRs between the tried ones around every optimum whose 95%% CI "
+                   "spans more than FACTOR (hi/lo, e.g. 1.3), until none does or the budget is spent (default: the "
+                   "file's [scaling] optimum_ci; with no budget, the ladder's own run count)")
         d.add("--target-model", default=None, metavar="PRESET",
               help="size of the model to predict for: seed | tiny | exp9 | exp3 (default: the `train --exp 3` model)")
 
     def build(self, args, overrides):
         return make_study(args.config or "scaling_tiny", preset=args.preset, overrides=overrides, quick=args.quick,
                           seeds=args.seeds, confirm=args.confirm, target_steps=args.target_steps,
-                          target_model=args.target_model, budget=args.budget)
+                          target_model=args.target_model, budget=args.budget, optimum_ci=args.optimum_ci)
 
     def from_toml(self, study, section, flags):
         """The target run ([scaling] section < command-line flags) and the ladder's soundness, before anything runs."""
@@ -78,11 +82,15 @@ class ScalingKind(StudyKind):
             study.params["compare"] = check_compare_axis(study, section["compare"], section.get("validate"))
         check_ladder(study)
         budget = flags.get("budget") or section.get("budget")
+        optimum_ci = flags.get("optimum_ci") or section.get("optimum_ci")
+        if optimum_ci and not budget:  # as many runs again as the ladder at most
+            budget = sum(1 for e in study.experiments if e.stage == "grid")
         if budget:
             if study.params.get("compare"):
-                raise UserError("a designed ladder (budget) with [scaling] compare is not supported yet: design one "
-                                "value's ladder in a study of its own")
-            study.params["design"] = {"budget": int(budget)}
+                raise UserError("a designed ladder (budget, optimum_ci) with [scaling] compare is not supported yet: "
+                                "design one value's ladder in a study of its own")
+            study.params["design"] = {"budget": int(budget), **({"optimum_ci": float(optimum_ci)} if optimum_ci
+                                                                 else {})}
         if section.get("validate") is not None:
             study.params["validate"] = {"scale": check_validation_scale(study, section["validate"]),
                                         "lrs": int(section.get("validate_lrs", VALIDATE_LRS))}
@@ -90,6 +98,9 @@ class ScalingKind(StudyKind):
     def follow_on(self, study, records, log):
         more, why = design_round(study, records)  # the designed ladder first: the law validated is the final one
         return (more, why) if more else validation_experiments(study, records, log)
+
+    def planned_follow_on(self, study):
+        return planned_follow_on(study)
 
     def halving_group(self, study, spec):
         """A configuration competes within its scale: pruning across scales would keep only the largest, whose
@@ -105,7 +116,8 @@ class ScalingKind(StudyKind):
         groups = compare_groups(ladder, compare) if compare else {None: ladder}
         laws = {}
         for value, group in groups.items():
-            law = analyze_scaling(group, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)))
+            law = analyze_scaling(group, study.metric, n_boot=int(target.get("bootstrap", N_BOOT)),
+                                  lr_step=lr_step(study))
             if "error" not in law:
                 law["prediction"] = prediction_for(law, target_config(study, records), target_label(target),
                                                    records)
@@ -210,7 +222,14 @@ def ladder_law(study, records: list[dict]) -> dict[str, Any]:
     from ...analysis.scaling_law import N_BOOT, analyze_scaling
 
     n_boot = int((study.params.get("target") or {}).get("bootstrap", N_BOOT))
-    return analyze_scaling(ladder_records(records), study.metric, n_boot=n_boot, statistical_set=False)
+    return analyze_scaling(ladder_records(records), study.metric, n_boot=n_boot, statistical_set=False,
+                           lr_step=lr_step(study))
+
+
+def lr_step(study) -> float | None:
+    """The first pass's LR spacing in log: the fit's window is a span of it, whatever a designed ladder adds
+    (None without a grid of LRs: each scale's own median gap)."""
+    return math.log(_grid_ratio(study)) if _grid_lrs(study) else None
 
 
 def _grid_seeds(study) -> list[int]:
@@ -238,10 +257,25 @@ def _scale_overrides(study) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _design(study) -> dict[str, Any] | None:
+    """The stored study's design settings, checked as its TOML was (a config.json edited by hand is one line)."""
+    d = study.params.get("design")
+    if not d:
+        return None
+    budget, ci = (d.get("budget"), d.get("optimum_ci")) if isinstance(d, dict) else (None, None)
+    if not (isinstance(budget, int) and not isinstance(budget, bool) and 1 <= budget <= limits.MAX_RUNS) or not (
+            ci is None or (isinstance(ci, (int, float)) and not isinstance(ci, bool)
+                           and 1 < ci <= limits.MAX_CI_FACTOR)):
+        raise UserError(f"the stored study's design {d!r} is not what this tool wrote (budget an integer in [1, "
+                        f"{limits.MAX_RUNS}], optimum_ci a factor in (1, {limits.MAX_CI_FACTOR:g}])")
+    return d
+
+
 def design_round(study, records: list[dict]) -> tuple[list, str]:
     """One round of the designed ladder (``scaling_law.design_additions``): an LR beyond the edge of every scale
-    whose best LR is an edge of its grid, with the study's seeds, while the budget lasts."""
-    d = study.params.get("design")
+    whose best LR is an edge of its grid, and, with ``optimum_ci``, LRs between the tried ones around every
+    vertex whose CI is wider than asked, with the study's seeds, while the budget lasts."""
+    d = _design(study)
     if not d:
         return [], ""
     from ...analysis.scaling_law import design_additions
@@ -257,24 +291,47 @@ def design_round(study, records: list[dict]) -> tuple[list, str]:
         return [], ""
     by_label = _scale_overrides(study)
     specs, said = [], []
-    for w in design_additions(law["scales"]):
-        if w["scale"] not in by_label or left < len(seeds) or not 0 < w["lrs"][0] <= limits.MAX_LR:
+    for w in design_additions(law["scales"], d.get("optimum_ci"), lr_step(study)):
+        lrs = [lr for lr in w["lrs"] if 0 < lr <= limits.MAX_LR]
+        if w["scale"] not in by_label or left < len(seeds) * len(lrs) or not lrs:
             continue
-        left -= len(seeds)
-        one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": w["lrs"][0]},
-                             stage="design")
-        added.add(one.config_id)
-        specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
-        said.append(f"{w['scale']} ({w['why']}): LR {w['lrs'][0]:.3g}")
+        left -= len(seeds) * len(lrs)
+        for lr in lrs:
+            one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": lr},
+                                 stage="design")
+            added.add(one.config_id)
+            specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
+        said.append(f"{w['scale']} ({w['why']}): LR {', '.join(f'{lr:.3g}' for lr in lrs)}")
     if not specs:
         return [], ""
     return specs, (f"designed ladder ({left} of {d['budget']} budgeted runs left after this round): "
                    + "; ".join(said))
 
 
+def planned_follow_on(study) -> list[tuple[str, int, list[ExperimentConfig]]]:
+    """What the designed ladder and the validation grid may still add, at most (for ``--dry-run``'s count and ETA):
+    the design's budget left, at any of the ladder's scales; the validation grid widened to its most LRs, at the
+    validation scale."""
+    from ...analysis.scaling_law import MAX_VALIDATE_LRS
+
+    out = []
+    seeds = len(_grid_seeds(study))
+    d = _design(study)
+    left = d["budget"] - sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX)) if d else 0
+    if left >= seeds:
+        out.append(("designed ladder (its budget left)", left,
+                    [apply_overrides(study.base, o) for o in _scale_overrides(study).values()]))
+    v = study.params.get("validate")
+    if v and not any(e.stage == "validate" for e in study.experiments):
+        out.append((f"validation grid at {_label(v['scale'])} ({v['lrs']} LRs, widened to at most {MAX_VALIDATE_LRS})",
+                    MAX_VALIDATE_LRS * seeds, [_validation_config(study, [])]))
+    return out
+
+
 def design_summary(study, law: dict) -> dict[str, Any] | None:
-    """What the designed ladder added, and which scales are still not bracketed."""
-    d = study.params.get("design")
+    """What the designed ladder added, which scales are still not bracketed, and (with ``optimum_ci``) whose
+    optimum's CI is still wider than asked."""
+    d = _design(study)
     if not d:
         return None
     added: dict[str, list[float]] = {}
@@ -286,7 +343,13 @@ def design_summary(study, law: dict) -> dict[str, Any] | None:
             added.setdefault(label, []).append(e.overrides["train.muon_lr"])
     open_ = [s["scale"] for s in law.get("scales", []) if not (s.get("lr") or {}).get("bracketed")]
     runs = sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
-    return {"budget": d["budget"], "runs_added": runs, "added": added, "not_bracketed": open_}
+    out = {"budget": d["budget"], "runs_added": runs, "added": added, "not_bracketed": open_}
+    if d.get("optimum_ci"):
+        out["optimum_ci"] = d["optimum_ci"]
+        out["ci_factors"] = {s["scale"]: s["lr"]["ci"][1] / s["lr"]["ci"][0] for s in law.get("scales", [])
+                             if (s.get("lr") or {}).get("bracketed") and s["lr"].get("ci") and s["lr"]["ci"][0] > 0}
+        out["too_wide"] = [k for k, f in out["ci_factors"].items() if f > d["optimum_ci"]]
+    return out
 
 
 # ---------------------------------------------------------------- the validation scale
@@ -325,10 +388,14 @@ def _label(scale: dict[str, Any]) -> str:
                      else f"{k.split('.')[-1]}={v}" for k, v in scale.items())
 
 
+def _grid_lrs(study) -> list[float]:
+    return sorted({e.overrides["train.muon_lr"] for e in study.experiments
+                   if e.stage == "grid" and "train.muon_lr" in e.overrides})
+
+
 def _grid_ratio(study) -> float:
     """The ladder's LR spacing (the median ratio of adjacent tried LRs): the validation grid's spacing too."""
-    lrs = sorted({e.overrides["train.muon_lr"] for e in study.experiments
-                  if e.stage == "grid" and "train.muon_lr" in e.overrides})
+    lrs = _grid_lrs(study)
     ratios = [b / a for a, b in zip(lrs, lrs[1:], strict=False) if a > 0]
     return float(sorted(ratios)[len(ratios) // 2]) if ratios else 2.0
 
@@ -621,10 +688,7 @@ def scaling_answer(law: dict) -> str:
     dz = law.get("design")
     if dz:
         what = "; ".join(f"{k}: {', '.join(_g(v) for v in vs)}" for k, vs in dz["added"].items())
-        out.append(f"Designed ladder: {dz['runs_added']} of {dz['budget']} budgeted runs added"
-                   + (f" (LR {what})" if what else "") + " to bracket optima at an edge of their grid; "
-                   + (f"still not bracketed: {', '.join(dz['not_bracketed'])}." if dz["not_bracketed"]
-                      else "every scale is bracketed."))
+        out.append(design_sentence(dz, what))
     if left:
         out.append("Left out (optimum not bracketed): " + "; ".join(f"{s['scale']} ({s['lr'].get('why', '')})"
                                                                  for s in left) + ".")
@@ -656,6 +720,21 @@ def scaling_answer(law: dict) -> str:
                    f"({p['loss']['level']:.0%} interval {iv[0]:.3f}-{iv[1]:.3f}).")
     out += [f"Warning: {w}." for w in p.get("warnings", [])]
     return " ".join(out)
+
+
+def design_sentence(dz: dict, what: str) -> str:
+    aim = "to bracket optima at an edge of their grid"
+    if dz.get("optimum_ci"):
+        aim += f" and to narrow each optimum's 95% CI to a factor {dz['optimum_ci']:g}"
+    out = f"Designed ladder: {dz['runs_added']} of {dz['budget']} budgeted runs added"
+    out += (f" (LR {what})" if what else "") + f" {aim}; "
+    out += (f"still not bracketed: {', '.join(dz['not_bracketed'])}" if dz["not_bracketed"]
+            else "every scale is bracketed")
+    if dz.get("optimum_ci"):
+        wide = dz.get("too_wide") or []
+        out += ("; every bracketed optimum's CI is within the asked factor" if not wide else
+                "; still wider than asked: " + ", ".join(f"{k} (x{dz['ci_factors'][k]:.2f})" for k in wide))
+    return out + "."
 
 
 VERDICTS = {"law": "the law beat reuse by more than the noise", "reuse": "reuse beat the law by more than the noise",
@@ -773,7 +852,8 @@ def scaling_sections(law: dict) -> list[str]:
 # ---------------------------------------------------------------- the study
 def make_study(config: str, *, preset: str | None = None, overrides: dict | None = None, quick: bool = False,
                seeds: int | None = None, confirm: int | None = None, target_steps: int | None = None,
-               target_model: str | None = None, budget: int | None = None):
+               target_model: str | None = None, budget: int | None = None, optimum_ci: float | None = None):
     """A scaling study from a TOML file (``moe-ablate scaling``): ``toml_study.make_study`` with this kind."""
     return toml_study(config, preset=preset, overrides=overrides, quick=quick, seeds=seeds, confirm=confirm,
-                           kind=KIND.name, target={"steps": target_steps, "preset": target_model, "budget": budget})
+                           kind=KIND.name, target={"steps": target_steps, "preset": target_model, "budget": budget,
+                                                      "optimum_ci": optimum_ci})

@@ -13,6 +13,7 @@ MAX_HALVING = 1_000  # successive halving's ETA
 MAX_STEPS = 10 ** 9  # steps of a run (a rung, a target run)
 MAX_LRS = 1_000  # learning rates listed for one search
 MAX_LR = 1e3  # beyond that every run diverges at once
+MAX_CI_FACTOR = 100.0  # a designed ladder's asked 95% CI of an optimum, as hi/lo (a factor 100 asks nothing)
 MAX_BATCH = 2 ** 20  # a strategy's batch size
 MAX_SEQ = 2 ** 24  # a strategy's sequence length
 MAX_ACCUM = 2 ** 16  # a strategy's gradient accumulation

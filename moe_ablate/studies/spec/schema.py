@@ -87,6 +87,9 @@ class ScalingSection(_Strict):
     # a designed ladder: after each pass, an LR beyond the edge of every scale whose best LR is an edge of its
     # grid, until every optimum is bracketed or ``budget`` more runs are spent
     budget: int | None = Field(default=None, ge=1, le=limits.MAX_RUNS)
+    # ... and narrow every bracketed optimum's 95% CI to this factor (hi/lo) with LRs between the tried ones
+    # around its vertex (the budget defaults to the ladder's own run count)
+    optimum_ci: float | None = Field(default=None, gt=1, le=limits.MAX_CI_FACTOR)
 
 
 class StudyFile(_Strict):
