@@ -8,7 +8,7 @@ import pytest
 
 from moe_ablate.cli import main
 
-from .helpers import write_study
+from .helpers import kill_resume, write_study
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +274,23 @@ def test_a_name_too_long_for_a_file_name_is_refused_before_anything_runs(tmp_pat
                  "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "202 bytes" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("key, value", [("design", {"budget": "12"}), ("design", {"budget": 12, "optimum_ci": 0.5}),
+                                        ("validate", {"scale": {"model.d_model": 64}, "lrs": 10 ** 9}),
+                                        ("validate", {"scale": "wide", "lrs": 4})])
+def test_a_scaling_design_or_validation_scale_edited_in_config_json_is_one_line(tmp_path, cache_dir, key, value):
+    """The stored study's [scaling] budget/optimum_ci and validation scale are checked on every read, as their
+    TOML was: a budget of "12" was a TypeError in the design round, validate_lrs = 10**9 a list that size."""
+    from moe_ablate.errors import UserError
+    from moe_ablate.studies.kinds import scaling
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(kill_resume.scaling_toml(2, str(cache_dir)))
+    study = scaling.make_study(str(cfg))
+    study.params[key] = value
+    first = (lambda: scaling.design_round(study, [])) if key == "design" else (
+        lambda: scaling.validation_experiments(study, [], print))
+    for read in (first, lambda: scaling.planned_follow_on(study)):  # the round that adds runs, and --dry-run
+        with pytest.raises(UserError, match="is not what this tool wrote"):
+            read()

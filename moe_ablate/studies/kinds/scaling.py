@@ -271,6 +271,22 @@ def _design(study) -> dict[str, Any] | None:
     return d
 
 
+def _validate(study) -> dict[str, Any] | None:
+    """The stored study's validation scale, checked as its TOML was (a config.json edited by hand is one line;
+    ``validate_lrs`` of 10**9 would have built a list that size)."""
+    from ...analysis.scaling_law import MAX_VALIDATE_LRS
+
+    v = study.params.get("validate")
+    if not v:
+        return None
+    lrs, scale = (v.get("lrs"), v.get("scale")) if isinstance(v, dict) else (None, None)
+    if not (isinstance(lrs, int) and not isinstance(lrs, bool) and 4 <= lrs <= MAX_VALIDATE_LRS
+            and isinstance(scale, dict) and scale and all(isinstance(k, str) for k in scale)):
+        raise UserError(f"the stored study's validation scale {v!r} is not what this tool wrote (lrs an integer in "
+                        f"[4, {MAX_VALIDATE_LRS}], scale a table of settings)")
+    return v
+
+
 def design_round(study, records: list[dict]) -> tuple[list, str]:
     """One round of the designed ladder (``scaling_law.design_additions``): an LR beyond the edge of every scale
     whose best LR is an edge of its grid, and, with ``optimum_ci``, LRs between the tried ones around every
@@ -321,7 +337,7 @@ def planned_follow_on(study) -> list[tuple[str, int, list[ExperimentConfig]]]:
     if left >= seeds:
         out.append(("designed ladder (its budget left)", left,
                     [apply_overrides(study.base, o) for o in _scale_overrides(study).values()]))
-    v = study.params.get("validate")
+    v = _validate(study)
     if v and not any(e.stage == "validate" for e in study.experiments):
         out.append((f"validation grid at {_label(v['scale'])} ({v['lrs']} LRs, widened to at most {MAX_VALIDATE_LRS})",
                     MAX_VALIDATE_LRS * seeds, [_validation_config(study, [])]))
@@ -401,7 +417,7 @@ def _grid_ratio(study) -> float:
 
 
 def _validation_config(study, records: list[dict]) -> ExperimentConfig:
-    cfg = apply_overrides(study.base, study.params["validate"]["scale"])
+    cfg = apply_overrides(study.base, _validate(study)["scale"])
     cfg.model.vocab_size = _recorded_vocab(records) or cfg.model.vocab_size
     return cfg
 
@@ -409,7 +425,7 @@ def _validation_config(study, records: list[dict]) -> ExperimentConfig:
 def validation_experiments(study, records: list[dict], log) -> tuple[list, str]:
     """The validation grid, once the ladder is in: LRs centred on the law's prediction at that scale (and
     holding reuse's LR), the study's seeds; stored with the study before they run, so a resume continues them."""
-    v = study.params.get("validate")
+    v = _validate(study)
     if not v or any(e.stage == "validate" for e in study.experiments):
         return [], ""
     from ...analysis.scaling_law import validation_lrs
@@ -443,7 +459,7 @@ def validation_result(study, records: list[dict], law: dict) -> dict[str, Any]:
     from ...analysis.scaling_law import N_BOOT, validation_check
     from ...analysis.stats import to_frame
 
-    label = _label(study.params["validate"]["scale"])
+    label = _label(_validate(study)["scale"])
     val = [r for r in records if r.get("stage") == "validate"]
     if not val:
         return {"scale": label, "pending": True}
