@@ -267,12 +267,16 @@ def scaling_plot(law: dict, out: Path) -> Path:
     for ax, key in zip(axs[0], keys):
         fit = law["fits"][key]
         scales = [s for s in law["scales"] if s.get("compute") and s.get(key) and s[key].get("opt")]
-        for s in scales:
+        one_axis = len(law.get("scale_axes") or []) == 1 and all("=" in s["scale"] for s in scales)
+        for i, s in enumerate(scales):
             o = s[key]
             lo, hi = o["ci"]
             ax.errorbar([s["compute"]], [o["opt"]], yerr=[[o["opt"] - lo], [hi - o["opt"]]], fmt="o" if o["bracketed"]
                         else "s", mfc="tab:blue" if o["bracketed"] else "white", color="tab:blue", capsize=3)
-            ax.annotate(s["scale"], (s["compute"], o["opt"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+            # the value alone when the ladder has one axis (named in the legend's title), alternately above and
+            # below: neighbouring scales a small factor apart in compute do not overprint
+            ax.annotate(s["scale"].split("=", 1)[1] if one_axis else s["scale"], (s["compute"], o["opt"]),
+                        textcoords="offset points", fontsize=7, xytext=(5, 5) if i % 2 == 0 else (5, -11))
         xs = [s["compute"] for s in scales] + ([pred["compute"]] if pred.get(key) else []) + (
             [law["validation"]["compute"]] if key == "lr" and (law.get("validation") or {}).get("compute") else [])
         if fit.get("fitted") and xs:
@@ -305,5 +309,6 @@ def scaling_plot(law: dict, out: Path) -> Path:
                ylabel=f"optimal {law.get('lr_axis') if key == 'lr' else law.get('batch_axis')}",
                title=f"{key} optimum vs compute (hollow: not bracketed, left out)")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, title=f"points labelled by {law['scale_axes'][0]}" if one_axis else None,
+                      title_fontsize=7)
     return save_figure(fig, out / "scaling_law.png")
