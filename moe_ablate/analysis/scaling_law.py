@@ -5,8 +5,8 @@ The field's recipe (DeepSeek LLM 2024; Porian et al. 2024; Bjorck et al. 2024), 
 researchers usually skip:
 
 1. **The optimum at each scale is a fitted minimum, not an argmin.** A cubic in log LR (real LR curves
-   lean: steeper towards divergence) is fitted to the configuration means around the minimum (the argmin
-   and up to three tried values on each side; a quadratic where fewer than five are left) and its local
+   lean: steeper towards divergence) is fitted to the configuration means around the minimum (the tried
+   values within three grid steps of the argmin on each side; a quadratic where fewer than five are left) and its local
    minimum (the "vertex") is the estimate; a grid argmin can only land on a tried value. The optimum is *bracketed* only
    when a tried value on each side of the minimum is worse (or diverged); an unbracketed scale is said and
    left out of every fit.
@@ -45,7 +45,7 @@ from scipy import stats
 
 N_BOOT = 1000
 TOLERANCE = 0.0025  # DeepSeek LLM's near-optimal band: within 0.25% of the minimum loss
-WINDOW = 3  # tried values on each side of the argmin that the fit sees
+WINDOW = 3  # grid steps on each side of the argmin that the fit sees (on a uniform grid: 3 tried values)
 DEGREE = 3  # a cubic: real LR curves lean (steeper on the high side); see scale_optimum
 
 
@@ -227,7 +227,7 @@ def scale_optimum(sub: pd.DataFrame, axis: str, metric: str, *, other: str | Non
     x, y, n, fx = curve(prof, axis, metric)
     if len(x) == 0:
         return {"bracketed": False, "opt": None, "why": "no run finished"}
-    # One model, not a choice among models: a cubic through the argmin and up to three tried values on each side
+    # One model, not a choice among models: a cubic through the tried values within three steps of the argmin
     # (a quadratic where fewer than five points are left). A quadratic on a curve that leans is fitted precisely
     # and wrongly (its vertex covered the planted optimum of leaning bowls in 46-60% of scripts/scaling_check.py
     # studies); choosing the window or the degree by a lack-of-fit test costs coverage after the choice (0.89 vs

@@ -823,7 +823,8 @@ def scaling_sections(law: dict) -> list[str]:
     method = next((s["lr"]["ci_method"] for s in law["scales"] if s["lr"].get("ci_method")), "")
     lines += ["## The optimum at each scale", "",
              "The minimum of a cubic in log LR (LR curves lean) fitted to the configuration means around the minimum "
-             "(the argmin and up to three tried values on each side; a quadratic where fewer than five are left); "
+             "(the tried LRs within three grid steps of the argmin on each side; a quadratic where fewer than five "
+             "are left); "
              "its 95% CI by " + method + ". `within 0.25%`: tried LRs whose mean "
              "is within 0.25% of the best (DeepSeek LLM's band); `near-optimal (test)`: not significantly worse than "
              "the best (the ranking's simultaneous test).", "", table(rows)]
