@@ -307,7 +307,8 @@ def test_a_validation_scale_runs_after_the_ladder_and_is_reported_beside_the_law
 
 def test_compare_fits_one_law_per_mode_and_says_whether_the_lr_transfers(tmp_path, cache_dir):
     """[scaling] compare = "train.muon_adjust_lr": the ladder is split per mode (never a 'scale' of its own), each
-    mode gets its own law with its exponent CI, and the answer says per mode whether the CI holds 0."""
+    mode gets its own law with its exponent CI, and the answer says per mode whether the CI holds 0. With a budget,
+    each mode's ladder is designed on its own law."""
     cfg = tmp_path / "s.toml"
     cfg.write_text(kill_resume.scaling_toml(4, str(cache_dir), lrs="[0.1, 0.3, 1.0, 3.0]").replace(
         "muon_lr = [0.1", 'muon_adjust_lr = ["original", "match_rms_adamw"]\nmuon_lr = [0.1')
@@ -322,6 +323,17 @@ def test_compare_fits_one_law_per_mode_and_says_whether_the_lr_transfers(tmp_pat
     assert answer.startswith("Does the LR transfer? One ladder per train.muon_adjust_lr:")
     for mode in ("original", "match_rms_adamw"):
         assert f"train.muon_adjust_lr = {mode}: " in answer
+    # with a budget each mode's ladder is designed on its own law: LRs far too small for 4 steps put the best LR
+    # at the top edge, and every LR added is beyond it at one mode's scale
+    cfg.write_text(cfg.read_text().replace("muon_lr = [0.1, 0.3, 1.0, 3.0]", "muon_lr = [0.003, 0.01, 0.03]"))
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "b", "--no-progress",
+                 "--budget", "8"]) == 0
+    added = [e for e in json.loads((tmp_path / "b" / "config.json").read_text())["study"]["experiments"]
+             if e["stage"] == "design"]
+    assert 2 <= len(added) <= 8 and all(e["overrides"]["train.muon_lr"] > 0.03 for e in added)
+    assert all(e["overrides"]["train.muon_adjust_lr"] in ("original", "match_rms_adamw") for e in added)
+    assert f"Designed ladder: {len(added)} of 8 budgeted runs added" in json.loads(
+        (tmp_path / "b" / "analysis.json").read_text())["answer"]
 
 
 def test_the_transfer_verdict_per_mode_on_planted_laws(monkeypatch):
@@ -382,16 +394,20 @@ def test_the_designed_ladder_brackets_edge_optima_with_fewer_runs_than_a_wider_u
     assert all(d < u for d, u in zip(designed_runs, uniform_runs, strict=True)), (designed_runs, uniform_runs)
 
 
-def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir):
+def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir, capsys):
     """`scaling --budget RUNS`: after the first pass, an LR beyond the edge at every scale whose best LR is an
     edge of its grid, round after round, never past the budget; stored with the study (a resume adds none) and
-    said in the answer. LRs far too small for 6 steps put every scale's best LR at the grid's top edge."""
+    said in the answer. A finished ladder takes a budget on --resume (it only adds runs): the study grows in place.
+    LRs far too small for 6 steps put every scale's best LR at the grid's top edge."""
     cfg = tmp_path / "s.toml"
     cfg.write_text(kill_resume.scaling_toml(6, str(cache_dir), lrs="[0.003, 0.01, 0.03]"))
-    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress",
-                 "--budget", "12"]) == 0
+    assert main(["scaling", "--config", str(cfg), "--output-dir", str(tmp_path), "--name", "s", "--no-progress"]) == 0
     d = tmp_path / "s"
+    ladder = json.loads((d / "config.json").read_text())["study"]["experiments"]
+    assert main(["scaling", "--resume", str(d), "--no-progress", "--budget", "12"]) == 0
+    assert "the study takes design now" in capsys.readouterr().err
     stored = json.loads((d / "config.json").read_text())["study"]
+    assert stored["experiments"][:len(ladder)] == ladder  # the finished ladder is kept as it was
     added = [e for e in stored["experiments"] if e["config_id"].startswith("design_")]
     assert 2 <= len(added) <= 12 and all(e["stage"] == "design" for e in added)
     assert all(e["overrides"]["train.muon_lr"] > 0.03 for e in added)  # beyond the top edge
@@ -401,6 +417,8 @@ def test_scaling_budget_adds_lrs_beyond_the_edge_and_says_so(tmp_path, cache_dir
     assert f"Designed ladder: {len(added)} of 12 budgeted runs added" in answer
     assert main(["scaling", "--resume", str(d), "--no-progress"]) == 0
     assert json.loads((d / "config.json").read_text())["study"]["experiments"] == stored["experiments"]
+    assert main(["scaling", "--resume", str(d), "--no-progress", "--budget", "4"]) == 2  # a smaller budget: refused
+    assert "--budget: the study has 12, this command gives 4" in capsys.readouterr().err
 
 
 def test_widths_tried_on_different_lr_grids_are_not_said_to_have_moved_when_their_ranges_overlap():

@@ -85,7 +85,8 @@ def _dry_run(args, build) -> int:
 
         stored = load_study(Path(args.resume))[0]
         new = _resumed_with_flags(args, build)
-        study = grow(stored, new, args.resume)[0] if new is not None else stored
+        study = grow(stored, new, args.resume, kinds.get_kind(stored.kind).params_grow)[0] if new is not None \
+            else stored
     else:
         study = _build(args, build)
     plan = make_plan(study, study_dir_for(args, study.name), measure=not args.no_measure)
@@ -154,7 +155,7 @@ def _resumed_with_flags(args, build):
     new = _build(argparse.Namespace(**(original | mine)), build)
     new.flags = _json(stored.flags | mine)
     try:
-        grow(stored, new, args.resume)
+        grow(stored, new, args.resume, kinds.get_kind(stored.kind).params_grow)
     except UserError as e:
         raise UserError(f"cannot resume {args.resume}: {'; '.join(conflicts)}; and {e} (give no study flags, "
                         "ones that agree with the study, or ones that only add to it)") from None

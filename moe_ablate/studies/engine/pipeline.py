@@ -69,10 +69,16 @@ def open_study(study_dir: Path, study: Study | None, resume: bool, log: Log = de
         stored, _ = load_study(study_dir)
         if study is None:
             return stored
-        grown, added = grow(stored, study, str(study_dir))  # a superset grows the study in place; else one line
+        # a superset grows the study in place; else one line
+        grown, added = grow(stored, study, str(study_dir), get_kind(stored.kind).params_grow)
         if added:
             log(f"{study_dir}: growing the study by {added} experiment(s); its {len(stored.experiments)} "
                         "are kept as they are")
+        elif grown.params != stored.params:
+            changed = sorted(k for k in set(grown.params) | set(stored.params)
+                             if grown.params.get(k) != stored.params.get(k))
+            log(f"{study_dir}: the study takes {', '.join(changed)} now; its {len(stored.experiments)} experiments "
+                "are kept as they are")
         return grown
     if study is None:
         raise UserError("no study to run")

@@ -59,6 +59,12 @@ class StudyKind:
     def from_toml(self, study: Study, section: dict[str, Any], flags: dict[str, Any]) -> None:
         """Read the kind's own TOML section into ``study.params`` and check it, before anything runs."""
 
+    def params_grow(self, old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """True when the kind's ``new`` params only add to a stored study's ``old`` ones what can be added after
+        its grid ran (a scaling study's designed ladder or validation scale): ``--resume DIR`` with them grows the
+        study in place instead of refusing a changed config."""
+        return False
+
     def halving_group(self, study: Study, spec: ExperimentSpec) -> str:
         """Configurations compete within their group under successive halving (default: the whole grid)."""
         return ""

@@ -86,9 +86,6 @@ class ScalingKind(StudyKind):
         if optimum_ci and not budget:  # as many runs again as the ladder at most
             budget = sum(1 for e in study.experiments if e.stage == "grid")
         if budget:
-            if study.params.get("compare"):
-                raise UserError("a designed ladder (budget, optimum_ci) with [scaling] compare is not supported yet: "
-                                "design one value's ladder in a study of its own")
             study.params["design"] = {"budget": int(budget), **({"optimum_ci": float(optimum_ci)} if optimum_ci
                                                                  else {})}
         if section.get("validate") is not None:
@@ -101,6 +98,17 @@ class ScalingKind(StudyKind):
 
     def planned_follow_on(self, study):
         return planned_follow_on(study)
+
+    def params_grow(self, old, new):
+        """A designed ladder (or a larger budget, another asked CI) and a validation scale only add runs after the
+        ladder: a finished ladder takes them on --resume. A validation scale once set stays as it is."""
+        rest = ("design", "validate")
+        if {k: v for k, v in old.items() if k not in rest} != {k: v for k, v in new.items() if k not in rest}:
+            return False
+        od, nd = old.get("design"), new.get("design")
+        if od and not (nd and nd.get("budget", 0) >= od.get("budget", 0)):
+            return False
+        return not old.get("validate") or old["validate"] == new.get("validate")
 
     def halving_group(self, study, spec):
         """A configuration competes within its scale: pruning across scales would keep only the largest, whose
@@ -126,7 +134,7 @@ class ScalingKind(StudyKind):
             laws[value] = law
         law = next(iter(laws.values()))  # without compare, the one law; with it, the first value's (its files use it)
         if "error" not in law and study.params.get("design"):
-            law["design"] = design_summary(study, law)
+            law["design"] = design_summary(study, {v: g for v, g in laws.items() if "error" not in g})
         if compare:
             law = {**law, "compare": {"axis": compare, "first": next(iter(laws)), "by": laws}}
         analysis["scaling"] = law
@@ -226,6 +234,15 @@ def ladder_law(study, records: list[dict]) -> dict[str, Any]:
                            lr_step=lr_step(study))
 
 
+def ladder_laws(study, records: list[dict]) -> dict[Any, dict[str, Any]]:
+    """``ladder_law`` for each value of ``[scaling] compare`` (one ladder each), or {None: the one law}."""
+    compare = study.params.get("compare")
+    if not compare:
+        return {None: ladder_law(study, records)}
+    groups = compare_groups(ladder_records(records), compare)
+    return {value: ladder_law(study, group) for value, group in groups.items()}
+
+
 def lr_step(study) -> float | None:
     """The first pass's LR spacing in log: the fit's window is a span of it, whatever a designed ladder adds
     (None without a grid of LRs: each scale's own median gap)."""
@@ -302,22 +319,23 @@ def design_round(study, records: list[dict]) -> tuple[list, str]:
     left = d["budget"] - sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
     if left < len(seeds):
         return [], ""
-    law = ladder_law(study, records)
-    if "error" in law:
-        return [], ""
     by_label = _scale_overrides(study)
     specs, said = [], []
-    for w in design_additions(law["scales"], d.get("optimum_ci"), lr_step(study)):
-        lrs = [lr for lr in w["lrs"] if 0 < lr <= limits.MAX_LR]
-        if w["scale"] not in by_label or left < len(seeds) * len(lrs) or not lrs:
+    for value, law in ladder_laws(study, records).items():  # one per value of [scaling] compare, else one
+        if "error" in law:
             continue
-        left -= len(seeds) * len(lrs)
-        for lr in lrs:
-            one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}", {**by_label[w["scale"]], "train.muon_lr": lr},
-                                 stage="design")
-            added.add(one.config_id)
-            specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
-        said.append(f"{w['scale']} ({w['why']}): LR {', '.join(f'{lr:.3g}' for lr in lrs)}")
+        also = {study.params["compare"]: value} if value is not None else {}
+        for w in design_additions(law["scales"], d.get("optimum_ci"), lr_step(study)):
+            lrs = [lr for lr in w["lrs"] if 0 < lr <= limits.MAX_LR]
+            if w["scale"] not in by_label or left < len(seeds) * len(lrs) or not lrs:
+                continue
+            left -= len(seeds) * len(lrs)
+            for lr in lrs:
+                one = ExperimentSpec(f"{DESIGN_PREFIX}{len(added):03d}",
+                                     {**by_label[w["scale"]], **also, "train.muon_lr": lr}, stage="design")
+                added.add(one.config_id)
+                specs += [one.with_seed(k, s) for k, s in enumerate(seeds)]
+            said.append(f"{_where(w['scale'], study, value)} ({w['why']}): LR {', '.join(f'{lr:.3g}' for lr in lrs)}")
     if not specs:
         return [], ""
     return specs, (f"designed ladder ({left} of {d['budget']} budgeted runs left after this round): "
@@ -344,25 +362,32 @@ def planned_follow_on(study) -> list[tuple[str, int, list[ExperimentConfig]]]:
     return out
 
 
-def design_summary(study, law: dict) -> dict[str, Any] | None:
+def _where(scale: str, study, value) -> str:
+    """A scale's label, with the ``[scaling] compare`` value when the ladder is split by one."""
+    return scale if value is None else f"{scale}, {study.params['compare'].split('.')[-1]}={value}"
+
+
+def design_summary(study, laws: dict[Any, dict]) -> dict[str, Any] | None:
     """What the designed ladder added, which scales are still not bracketed, and (with ``optimum_ci``) whose
-    optimum's CI is still wider than asked."""
+    optimum's CI is still wider than asked; ``laws``: one per value of ``[scaling] compare`` (else {None: law})."""
     d = _design(study)
     if not d:
         return None
+    keys = scale_axes(study) + ([study.params["compare"]] if study.params.get("compare") else [])
     added: dict[str, list[float]] = {}
     seen: set[str] = set()
     for e in study.experiments:
         if e.config_id.startswith(DESIGN_PREFIX) and e.config_id not in seen:  # one entry per configuration
             seen.add(e.config_id)
-            label = _label({k: e.overrides[k] for k in scale_axes(study) if k in e.overrides})
+            label = _label({k: e.overrides[k] for k in keys if k in e.overrides})
             added.setdefault(label, []).append(e.overrides["train.muon_lr"])
-    open_ = [s["scale"] for s in law.get("scales", []) if not (s.get("lr") or {}).get("bracketed")]
+    scales = [(_where(s["scale"], study, v), s) for v, law in laws.items() for s in law.get("scales", [])]
+    open_ = [where for where, s in scales if not (s.get("lr") or {}).get("bracketed")]
     runs = sum(1 for e in study.experiments if e.config_id.startswith(DESIGN_PREFIX))
     out = {"budget": d["budget"], "runs_added": runs, "added": added, "not_bracketed": open_}
     if d.get("optimum_ci"):
         out["optimum_ci"] = d["optimum_ci"]
-        out["ci_factors"] = {s["scale"]: s["lr"]["ci"][1] / s["lr"]["ci"][0] for s in law.get("scales", [])
+        out["ci_factors"] = {where: s["lr"]["ci"][1] / s["lr"]["ci"][0] for where, s in scales
                              if (s.get("lr") or {}).get("bracketed") and s["lr"].get("ci") and s["lr"]["ci"][0] > 0}
         out["too_wide"] = [k for k, f in out["ci_factors"].items() if f > d["optimum_ci"]]
     return out

@@ -44,7 +44,7 @@ def make_study(config: str = "lr_ablation", *, preset: str | None = None, overri
         configs = configurations(axes)
         if max_experiments:
             configs = spanning_subset(configs, axes, max_experiments, seed=base.train.seed)
-    params = {"spec": spec.to_dict(), "quick": quick, "max_experiments": max_experiments, "seeds": seeds,
+    params = {"spec": spec.to_dict(), "quick": bool(quick), "max_experiments": max_experiments, "seeds": seeds,
               "preset": preset or spec.preset}  # as given; the file's default seeds are in its spec
     seeds = seeds or int(spec.extra.get("seeds", 1))
     if len(configs) * seeds > limits.MAX_RUNS:

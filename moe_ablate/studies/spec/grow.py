@@ -11,6 +11,7 @@ renumbers a grid's ``exp_NNN`` ids, so a new experiment that reuses an old id un
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 
 from ...errors import UserError
@@ -35,9 +36,11 @@ def _base_diff(old: dict, new: dict) -> list[str]:
             for section in old for k in old[section] if new.get(section, {}).get(k) != old[section][k]]
 
 
-def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, int]:
+def grow(stored: Study, new: Study, folder: str = "the study",
+         params_grow: Callable[[dict, dict], bool] | None = None) -> tuple[Study, int]:
     """(the study to run, how many experiments were added). ``stored`` itself when ``new`` defines the same
-    study; raises ``UserError`` naming what differs when ``new`` is not a superset of it."""
+    study; raises ``UserError`` naming what differs when ``new`` is not a superset of it. ``params_grow``: the
+    kind's ``params_grow`` (its params may change in ways that only add runs later)."""
     if new.identity() == stored.identity() and [e.to_dict() for e in new.experiments] == \
             [e.to_dict() for e in stored.experiments if e.stage == "grid"]:
         return stored, 0
@@ -86,6 +89,8 @@ def grow(stored: Study, new: Study, folder: str = "the study") -> tuple[Study, i
         added.append(ExperimentSpec(exp_id, e.overrides, config_id, e.labels, e.stage))
     if not added:  # the same experiments: another kind setting (a target, a mode) would change the study silently
         keys = sorted(k for k in set(a["params"]) | set(b["params"]) if a["params"].get(k) != b["params"].get(k))
+        if keys and a["name"] == b["name"] and params_grow is not None and params_grow(a["params"], b["params"]):
+            return replace(stored, params=new.params, flags=new.flags if new.flags is not None else stored.flags), 0
         if keys or a["name"] != b["name"]:
             what = f"params {', '.join(keys)}" if keys else f"name ({a['name']!r} in the study, {b['name']!r} now)"
             raise UserError(f"cannot resume {folder}: it was started with a different config ({what} differ); resume "
