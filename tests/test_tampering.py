@@ -57,6 +57,11 @@ def test_a_file_managers_copy_of_a_record_is_not_a_second_seed(study, capsys):
     (lambda r: r["config"]["train"].update(steps=40), "made with other settings (train.steps"),
     # a record copied in from a study of another tokenisation (same settings, other text): before, ranked
     (lambda r: r["data"].update(cache_key="0123456789abcdef"), "made on other data (tokenisation 0123456789ab"),
+    # fields the analysis reads, of the wrong type (the record schema, engine/records.py StoredRecord)
+    (lambda r: r.update(val_loss="0.1"), "malformed: val_loss = '0.1'"),
+    (lambda r: r.update(val_loss=True), "malformed: val_loss = True"),
+    (lambda r: r.update(history={"train": "flat"}), "malformed: history.train = 'flat'"),
+    (lambda r: r.update(data=[1]), "malformed: data = [1]"),
 ])
 def test_a_tampered_or_foreign_record_is_skipped_with_its_reason(study, capsys, change, reason):
     edit(study / "experiments" / "exp_001.json", change)
@@ -86,6 +91,12 @@ def test_a_base_setting_edited_in_config_json_never_mixes_runs_made_otherwise(st
     (lambda c: c["study"].update(confirm="two"), "confirm = 'two'"),
     (lambda c: c["study"].update(halving=10 ** 400), "halving ="),
     (lambda c: c["study"]["experiments"][0].update(id="../../escaped"), "not a plain file name"),
+    (lambda c: c["study"]["experiments"][0].update(stage="warmup"), "study.experiments.0.stage = 'warmup'"),
+    (lambda c: c["study"]["experiments"][1].update(overrides=["train.muon_lr", 0.1]), "study.experiments.1.overrides"),
+    (lambda c: c["study"]["experiments"][0].update(labels="best"), "study.experiments.0.labels = 'best'"),
+    (lambda c: c["study"].update(base={"model": 1}), "study.base.model = 1"),
+    (lambda c: c["study"].update(halving_restart="yes"), "study.halving_restart = 'yes'"),
+    (lambda c: c["study"].update(flags=[1]), "study.flags = [1]"),
 ])
 def test_a_hand_edited_config_json_is_one_line(study, capsys, change, message):
     edit(study / "config.json", change)

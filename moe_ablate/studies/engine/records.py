@@ -18,9 +18,48 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
+
 from ...config import ExperimentConfig
 
 STATUSES = ("ok", "diverged", "oom", "error", "pruned", "interrupted")
+Number = float | None  # strict: an int or a float, never a bool or a string; None: not measured (or not finite)
+
+
+class StoredRecord(BaseModel):
+    """The fields of an experiment record (``runner.make_record``) that the analysis reads, typed as the tool
+    writes them; every other field passes as it is. ``problem`` checks the record's identity first (its file, its
+    experiment, its configuration), then this schema, then its settings and data against the study's."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    hyperparameters: dict[str, Any]
+    config: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    steps: StrictInt | None = None
+    val_loss: Number = None
+    best_val_loss: Number = None
+    final_train_loss: Number = None
+    val_accuracy: Number = None
+    val_perplexity: Number = None
+    train_time_s: Number = None
+    tokens_per_s: Number = None
+    peak_memory_gb: Number = None
+    flops: Number = None
+    tokens: Number = None
+    params_active: Number = None
+    params_total: Number = None
+    history: dict[str, list[dict[str, Any]]] = {}
+
+
+def _schema_problem(rec: dict) -> str | None:
+    try:
+        StoredRecord.model_validate(rec)
+    except ValidationError as e:
+        err = e.errors()[0]
+        shown = repr(err.get("input"))
+        return (f"malformed: {'.'.join(str(p) for p in err['loc'])} = "
+                f"{shown if len(shown) <= 40 else shown[:37] + '...'}: {err['msg'].lower()}")
+    return None
 SET_ASIDE_DIR = "set_aside"
 # resolved when the run starts, so a record legitimately differs from its experiment's config here
 RESOLVED_AT_RUN = {("model", "vocab_size")}
@@ -77,6 +116,9 @@ def problem(rec: Any, stem: str, specs: dict, configs: dict[str, ExperimentConfi
         return f"names configuration {rec.get('config_id')!r}; the study's {eid} belongs to {spec.config_id!r}"
     if not isinstance(rec.get("hyperparameters"), dict):
         return "hyperparameters is not a table"
+    why = _schema_problem(rec)
+    if why is not None:
+        return why
     if json.loads(json.dumps(rec["hyperparameters"], default=str)) != json.loads(json.dumps(spec.hyperparameters)):
         return f"hyperparameters {rec['hyperparameters']} differ from the study's {eid}: {spec.hyperparameters}"
     if rec.get("stage", spec.stage) != spec.stage:
@@ -114,7 +156,7 @@ def read_records(exp_dir: Path, specs: dict, configs: dict[str, ExperimentConfig
         skipped.append({"file": f.name, "reason": why})
         log(f"skipped experiment file {f.name}: {why}")
         if set_aside and f.stem in specs and why.startswith(("made with", "made on", "names configuration", "stage",
-                                                               "unknown status", "hyperparameters")):
+                                                               "unknown status", "hyperparameters", "malformed")):
             (exp_dir / SET_ASIDE_DIR).mkdir(exist_ok=True)
             os.replace(f, exp_dir / SET_ASIDE_DIR / f"{f.stem}.{int(time.time())}.json")
             log(f"{f.stem} runs again; the record it had is kept in {exp_dir.name}/{SET_ASIDE_DIR}/")

@@ -35,7 +35,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-STAGES = ("grid", "confirm", "validate", "design")
+STAGES = schema.STAGES
 CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
 
 

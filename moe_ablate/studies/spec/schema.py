@@ -104,6 +104,54 @@ class StudyFile(_Strict):
     scaling: ScalingSection | None = None
 
 
+STAGES = ("grid", "confirm", "validate", "design")  # an experiment's stage (``file.ExperimentSpec``)
+
+
+class StoredExperiment(BaseModel):
+    """One experiment as ``config.json`` stores it (``ExperimentSpec.to_dict``)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    id: str
+    overrides: dict[str, Any]
+    config_id: str = ""
+    labels: dict[str, Any] | None = None
+    stage: Literal[STAGES] = "grid"
+
+
+class StoredStudy(BaseModel):
+    """The ``study`` table of ``config.json`` (``Study.to_dict``): checked on every read, as its TOML was, so a
+    hand-edited or damaged file is one line before anything runs. Extra keys from later versions are ignored."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    kind: str
+    name: str
+    base: dict[str, dict[str, Any]]
+    experiments: list[StoredExperiment]
+    params: dict[str, Any] = {}
+    metric: str = "val_loss"
+    description: str = ""
+    confirm: int | None = Field(default=None, ge=0, le=limits.MAX_CONFIRM)
+    confirm_max: int = Field(default=3, ge=0, le=limits.MAX_CONFIRM_CONFIGS)
+    halving: int = Field(default=0, ge=0, le=limits.MAX_HALVING)
+    min_steps: int = Field(default=0, ge=0, le=limits.MAX_STEPS)
+    halving_restart: bool = False
+    flags: dict[str, Any] | None = None
+
+
+def check_stored_study(d: Any, where: str) -> None:
+    """``d`` is a ``config.json`` study table this tool could have written; else one line naming the first field
+    that is not (``study.confirm = 'two': ...``)."""
+    try:
+        StoredStudy.model_validate(d)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        shown = repr(err.get("input"))
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(f"{where}: study.{loc} = {shown}: {err['msg'].lower()} (not what this tool wrote; "
+                        "the file was edited by hand or damaged)") from None
+
+
 def nearest(name: str, options) -> str:
     close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -18,8 +18,7 @@ from typing import Any
 from ...config import ExperimentConfig
 from ...errors import UserError
 from ...utils import atomic_write_json, git_commit, read_json, software_versions
-from . import limits
-from .file import STAGES, ExperimentSpec
+from .file import ExperimentSpec
 
 STUDY_FILE = "config.json"
 
@@ -84,31 +83,18 @@ def save_study(study_dir: Path, study: Study, data: dict[str, dict] | None = Non
 
 
 def _check_stored(study: Study, path: Path) -> None:
-    """The stored study passes the checks its TOML passed (its kind is checked where it is looked up): a metric the
-    analysis can minimise,
-    each experiment listed once under a name that is a plain file name, and bounded stage settings."""
+    """Beyond the schema (``schema.StoredStudy``: every field's type and bound), what the TOML's checks also
+    held: a metric the analysis can minimise, each experiment listed once under a name that is a plain file name."""
     from .schema import check_metric
 
     check_metric(study.metric, str(path))
-    for e in study.experiments:
-        if not (isinstance(e.overrides, dict) and all(isinstance(k, str) for k in e.overrides)
-                and isinstance(e.config_id, str) and e.stage in STAGES
-                and (e.labels is None or isinstance(e.labels, dict))):
-            raise UserError(f"{path}: experiment {e.id!r} is not an experiment this tool wrote (overrides, "
-                            "config_id, labels or stage of the wrong kind)")
     ids = [e.id for e in study.experiments]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
         raise UserError(f"{path} lists experiment(s) {', '.join(twice[:3])} more than once; it was edited by hand")
-    bad = [i for i in ids if not isinstance(i, str) or not i or i != Path(i).name or i.startswith(".")]
+    bad = [i for i in ids if not i or i != Path(i).name or i.startswith(".")]
     if bad:
         raise UserError(f"{path}: experiment id {bad[0]!r} is not a plain file name")
-    for name, value, hi in (("confirm", study.confirm, limits.MAX_CONFIRM),
-                            ("confirm_max", study.confirm_max, limits.MAX_CONFIRM_CONFIGS),
-                            ("halving", study.halving, limits.MAX_HALVING),
-                            ("min_steps", study.min_steps, limits.MAX_STEPS)):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi):
-            raise UserError(f"{path}: {name} = {value!r} is not an integer in [0, {hi}]")
 
 
 def load_study(study_dir: Path) -> tuple[Study, dict[str, Any]]:
@@ -118,6 +104,9 @@ def load_study(study_dir: Path) -> tuple[Study, dict[str, Any]]:
         raise UserError(f"{study_dir} is not a study folder: no {STUDY_FILE} there")
     stored = read_json(path)
     try:
+        from .schema import check_stored_study
+
+        check_stored_study(stored["study"], str(path))
         study = Study.from_dict(stored["study"])
         _check_stored(study, path)
         return study, stored
