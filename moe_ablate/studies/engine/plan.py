@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...config import ExperimentConfig
+from ..kinds import get_kind
 from ..spec.stored import Study
 
 # noise unknown (one seed per configuration): confirm only configurations whose single run is within this fraction
@@ -117,8 +118,6 @@ def make_plan(study: Study, folder: Path, measure: bool = True) -> Plan:
 
         plan.halving = rung_steps(study)
     vocab = _vocab(study.base)
-    from ..kinds.base import get_kind
-
     extra = get_kind(study.kind).planned_follow_on(study)  # a designed ladder, a validation scale
     plan.follow_on = [(what, n) for what, n, _ in extra]
     shapes: dict[str, tuple[ExperimentConfig, float]] = {}
